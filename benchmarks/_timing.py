@@ -1,0 +1,16 @@
+"""Shared timing helper for the benchmarks: best-of-k wall time of a callable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def best_time(fn: Callable[[], object], repeats: int = 7) -> float:
+    """Smallest wall-clock time of ``repeats`` calls (seconds): robust to noise from other work."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -1,0 +1,33 @@
+"""Selection speed: ``select`` over 100,000 prompts x 64 candidates against ``np.argmax``.
+
+Targets (ratios to ``np.argmax(scores, axis=1)`` measured in the same run): BoN within 1.5x,
+SBoN within 5x. Run: ``.venv/bin/python benchmarks/bench_select.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from _timing import best_time
+
+import hedgetune as ht
+
+
+def main(prompts: int = 100_000, candidates: int = 64) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(prompts, candidates))
+    baseline = best_time(lambda: np.argmax(scores, axis=1))
+    rows = {
+        "BestOfN.select": best_time(lambda: ht.BestOfN(candidates).select(scores, rng)),
+        "BestOfPoisson.select": best_time(lambda: ht.BestOfPoisson(40.0).select(scores, rng)),
+        "SoftBestOfN.select (raw)": best_time(lambda: ht.SoftBestOfN(candidates, 2.0).select(scores, rng)),
+    }
+    print(f"select on {prompts:,} prompts x {candidates} candidates; baseline np.argmax {baseline * 1e3:.1f} ms")
+    ratios = {}
+    for name, seconds in rows.items():
+        ratios[name] = seconds / baseline
+        print(f"  {name:<28} {seconds * 1e3:8.1f} ms   {ratios[name]:5.2f}x argmax")
+    return ratios
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""hedgetune: inference-time alignment that does not fall for reward hacking.
+
+Best-of-n, Soft Best-of-n, Best-of-Poisson and the tilted frontier as exact mathematics and fast
+selection rules; exact hacking curves from calibration tables; and HedgeTune, which finds the
+parameter where the true reward peaks. Based on Khalaf et al., "Inference-Time Reward Hacking in
+Large Language Models" (arXiv 2506.19248, NeurIPS 2025).
+"""
+
+from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
+
+__version__ = "0.1.0"
+
+__all__ = ["BestOfN", "BestOfPoisson", "Mechanism", "SoftBestOfN", "Tilted", "__version__"]

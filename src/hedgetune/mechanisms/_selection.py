@@ -1,0 +1,174 @@
+"""Vectorised selection over pools of scored candidates (prompts x candidates).
+
+A pool is a 2-D float array, one row per prompt; ``NaN`` marks a missing candidate, so ragged pools
+(Best-of-Poisson draws a different number per prompt) fit in one matrix. A list of 1-D arrays is
+padded into that form. No Python loop runs over candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._numerics import FloatArray, as_float_array
+
+IntArray = NDArray[np.intp]
+
+
+def as_pool_matrix(scores: ArrayLike | Sequence[ArrayLike], name: str = "scores") -> FloatArray:
+    """Validate candidate scores and return them as a NaN-padded 2-D float matrix.
+
+    Accepts a 2-D array (prompts x candidates, ``NaN`` = missing) or a sequence of 1-D arrays (one
+    per prompt, any lengths). Raises ``ValueError`` for an empty pool, a prompt with no candidate,
+    infinite scores or arrays of the wrong dimension; ``TypeError`` for non-numeric values.
+    """
+    if isinstance(scores, list | tuple) and len(scores) > 0 and any(np.ndim(s) != 0 for s in scores):
+        rows = [as_float_array(s, f"{name}[{i}]") for i, s in enumerate(scores)]
+        for i, row in enumerate(rows):
+            if row.ndim != 1:
+                raise ValueError(f"{name}[{i}] must be 1-D (one prompt's candidates), got shape {row.shape}")
+        width = max(row.size for row in rows)
+        matrix = np.full((len(rows), width), np.nan)
+        for i, row in enumerate(rows):  # a loop over prompts, not candidates
+            matrix[i, : row.size] = row
+    else:
+        matrix = as_float_array(scores, name)  # type: ignore[arg-type]
+        if matrix.ndim != 2:
+            raise ValueError(
+                f"{name} must be 2-D (prompts x candidates) or a list of 1-D arrays, "
+                f"got an array of shape {matrix.shape}"
+            )
+    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {matrix.shape}); every prompt needs a candidate")
+    if np.isfinite(matrix.sum()):  # one fast pass: no NaN and no infinity anywhere
+        return matrix
+    if np.isinf(matrix).any():
+        bad = int(np.flatnonzero(np.isinf(matrix).any(axis=1))[0])
+        raise ValueError(f"{name} contains an infinite score (prompt {bad}); scores must be finite")
+    empty_rows = np.isnan(matrix).all(axis=1)
+    if empty_rows.any():
+        bad = int(np.flatnonzero(empty_rows)[0])
+        raise ValueError(f"{name}: prompt {bad} has no candidate (every score is NaN)")
+    return matrix
+
+
+# Rows per block in the selection kernels: a block of scores stays in cache between passes.
+_BLOCK_ROWS = 2048
+
+
+def _row_max(block: FloatArray) -> FloatArray:
+    """Row maxima ignoring NaN (every row has at least one number)."""
+    row_max = block.max(axis=1)
+    nan_rows = np.isnan(row_max)
+    if nan_rows.any():
+        row_max[nan_rows] = np.nanmax(block[nan_rows], axis=1)
+    return row_max
+
+
+def argmax_random_ties(scores: FloatArray, rng: np.random.Generator) -> IntArray:
+    """Index of the highest score per row, ties broken uniformly at random, NaN ignored."""
+    choice = np.empty(scores.shape[0], dtype=np.intp)
+    for start in range(0, scores.shape[0], _BLOCK_ROWS):  # blocks of prompts, for cache reuse
+        block = scores[start : start + _BLOCK_ROWS]
+        rows = np.arange(block.shape[0])
+        first = block.argmax(axis=1)  # a NaN row max shows up as NaN at ``first``
+        row_max = block[rows, first]
+        has_nan = bool(np.isnan(row_max).any())
+        if has_nan:
+            row_max = _row_max(block)
+        is_max = block == row_max[:, None]
+        if has_nan:
+            first = is_max.argmax(axis=1)
+        if np.count_nonzero(is_max) > block.shape[0]:  # some row has a tie at the top
+            tied = np.flatnonzero(np.count_nonzero(is_max, axis=1) > 1)
+            keys = np.where(is_max[tied], rng.random((tied.size, block.shape[1])), -1.0)
+            first[tied] = keys.argmax(axis=1)
+        choice[start : start + block.shape[0]] = first
+    return choice
+
+
+def sample_from_weights(weights: FloatArray, rng: np.random.Generator) -> IntArray:
+    """Draw one column per row with probability proportional to the non-negative ``weights``.
+
+    Inverse-CDF sampling on the row-wise cumulative sum; zero-weight columns are never drawn.
+    """
+    cumulative = np.cumsum(weights, axis=1)
+    return _invert_cumulative(cumulative, weights, rng.random(weights.shape[0]))
+
+
+def _invert_cumulative(cumulative: FloatArray, weights: FloatArray, uniform: FloatArray) -> IntArray:
+    """First column whose cumulative weight exceeds ``uniform * total``, per row."""
+    target = uniform * cumulative[:, -1]
+    choice: IntArray = np.count_nonzero(cumulative <= target[:, None], axis=1)
+    # Guard the rounding case target == total: fall back to the last positive weight.
+    overflow = choice >= weights.shape[1]
+    if overflow.any():
+        choice[overflow] = weights.shape[1] - 1 - (weights[overflow, ::-1] > 0).argmax(axis=1)
+    return choice
+
+
+def sample_softmax(scores: FloatArray, beta: float, rng: np.random.Generator) -> IntArray:
+    """Draw column ``j`` of each row with probability ``exp(beta s_j) / sum_k exp(beta s_k)``.
+
+    Missing (NaN) candidates get weight 0. Weights are formed relative to the row maximum (no
+    overflow); the row-wise cumulative sum is a product with a triangular matrix of ones, which
+    BLAS does far faster than ``np.cumsum`` along short rows.
+    """
+    width = scores.shape[1]
+    upper = np.triu(np.ones((width, width)))
+    uniform = rng.random(scores.shape[0])
+    choice = np.empty(scores.shape[0], dtype=np.intp)
+    for start in range(0, scores.shape[0], _BLOCK_ROWS // 2):
+        block = scores[start : start + _BLOCK_ROWS // 2]
+        weights = block - _row_max(block)[:, None]
+        weights *= beta
+        np.exp(weights, out=weights)
+        np.nan_to_num(weights, nan=0.0, copy=False)
+        cumulative = weights @ upper
+        stop = start + block.shape[0]
+        choice[start:stop] = _invert_cumulative(cumulative, weights, uniform[start:stop])
+    return choice
+
+
+def average_over_ties(sorted_scores: FloatArray, values: FloatArray) -> FloatArray:
+    """Replace ``values`` by their mean over each run of equal scores in the row-sorted matrix.
+
+    ``sorted_scores`` is sorted ascending along each row (NaN last); runs of equal scores are tie
+    groups. NaN entries form groups of their own and keep their values.
+    """
+    rows, cols = sorted_scores.shape
+    new_group = np.ones((rows, cols), dtype=bool)
+    new_group[:, 1:] = sorted_scores[:, 1:] != sorted_scores[:, :-1]
+    if new_group.all():
+        return values
+    group = (np.cumsum(new_group, axis=1) + (np.arange(rows) * (cols + 1))[:, None]).ravel()
+    sums = np.bincount(group, weights=values.ravel())
+    counts = np.bincount(group)
+    with np.errstate(invalid="ignore"):
+        means = sums / counts
+    averaged: FloatArray = means[group].reshape(rows, cols)
+    return averaged
+
+
+def rank_based_choice(
+    scores: FloatArray, cdf_on_ranks: Callable[[FloatArray], FloatArray], rng: np.random.Generator
+) -> IntArray:
+    """Pick one candidate per row with the probability a rank-based mechanism gives its rank.
+
+    With the row's ``m`` candidates sorted ascending, sorted position ``i`` (1-based) gets
+    ``Q(i/m) - Q((i-1)/m)``; tied candidates share their group's total equally.
+    """
+    order = np.argsort(scores, axis=1, kind="stable")  # NaN sorts last
+    sorted_scores = np.take_along_axis(scores, order, axis=1)
+    m = np.count_nonzero(~np.isnan(scores), axis=1)[:, None]
+    i = np.arange(1, scores.shape[1] + 1)[None, :]
+    valid = i <= m
+    upper = np.where(valid, i / m, 1.0)
+    lower = np.where(valid, (i - 1) / m, 1.0)
+    probs = np.clip(cdf_on_ranks(upper) - cdf_on_ranks(lower), 0.0, None)
+    probs = average_over_ties(sorted_scores, probs)
+    position = sample_from_weights(probs, rng)
+    chosen: IntArray = np.take_along_axis(order, position[:, None], axis=1)[:, 0]
+    return chosen

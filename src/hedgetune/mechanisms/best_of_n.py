@@ -1,0 +1,87 @@
+"""Best-of-n: draw n candidates, return the one with the highest proxy reward."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from scipy import special
+
+from ._base import Mechanism
+from ._numerics import FloatArray, check_parameter
+from ._selection import IntArray, argmax_random_ties
+
+# log1p(e) - e/(1+e) = sum_{k>=2} (-1)^k (k-1)/k e^k, for KL near n = 1.
+_KL_SERIES = tuple([0.0, 0.0] + [(-1) ** k * (k - 1) / k for k in range(2, 12)])
+
+
+@dataclass(frozen=True, repr=False)
+class BestOfN(Mechanism):
+    r"""Best-of-n (BoN).
+
+    The selected quantile is the maximum of ``n`` uniforms:
+
+    * ``Q(u) = u^n``, ``q(u) = n u^(n-1)``
+    * ``E[U] = n / (n + 1)``, ``KL = log n - (n - 1) / n``
+    * score ``psi(u) = 1/n + log u``, ``dQ/dn = u^n log u``
+
+    ``n`` may be any real ``>= 1`` for the mathematics (HedgeTune searches a continuous ``n``);
+    :meth:`draw_n` needs an integer. ``n = 1`` is the reference policy. The KL is exact for
+    continuous proxies and an upper bound when proxies tie.
+    """
+
+    n: float
+
+    name: ClassVar[str] = "bon"
+    parameter: ClassVar[str] = "n"
+    reference_theta: ClassVar[float] = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", check_parameter(self.n, "n", low=1.0))
+
+    @property
+    def theta(self) -> float:
+        return self.n
+
+    def with_theta(self, theta: float) -> BestOfN:
+        return BestOfN(theta)
+
+    def _logpdf(self, u: FloatArray) -> FloatArray:
+        with np.errstate(divide="ignore"):
+            return np.log(self.n) + special.xlogy(self.n - 1.0, u)
+
+    def _cdf(self, u: FloatArray) -> FloatArray:
+        return np.power(u, self.n)
+
+    def _score(self, u: FloatArray) -> FloatArray:
+        with np.errstate(divide="ignore"):
+            return 1.0 / self.n + np.log(u)
+
+    def _cdf_dtheta(self, u: FloatArray) -> FloatArray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return special.xlogy(np.power(u, self.n), u)
+
+    def kl(self) -> float:
+        eps = self.n - 1.0
+        if eps < 1e-3:
+            return float(np.polynomial.polynomial.polyval(eps, _KL_SERIES))
+        return float(np.log(self.n) - eps / self.n)
+
+    def mean(self) -> float:
+        return self.n / (self.n + 1.0)
+
+    def expected_samples(self) -> float:
+        return self.n
+
+    def _sample_quantiles(self, size: int | tuple[int, ...], rng: np.random.Generator) -> FloatArray:
+        # Inverse CDF: U = V^(1/n), the law of the maximum of n uniforms (any real n >= 1).
+        return np.power(rng.random(size), 1.0 / self.n)
+
+    def _draw_n(self, size: int | tuple[int, ...], rng: np.random.Generator) -> IntArray:
+        if self.n != np.floor(self.n):
+            raise ValueError(f"draw_n needs an integer n; this BestOfN has n={self.n:g}")
+        return np.full(size, int(self.n), dtype=np.intp)
+
+    def _select(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:
+        return argmax_random_ties(scores, rng)

@@ -1,0 +1,96 @@
+"""Best-of-Poisson: draw N ~ Poisson(mu), then run Best-of-(N + 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ._base import Mechanism
+from ._numerics import FloatArray, check_parameter, polynomial_series, scaled_expi
+from ._selection import IntArray, argmax_random_ties
+
+# Taylor coefficients of KL(BoP_mu) at mu = 0 (derived symbolically; used for mu < 0.05 where the
+# closed form cancels): mu^2/6 - mu^3/12 + mu^4/30 - ...
+_KL_SERIES = (
+    0.0, 0.0, 1 / 6, -1 / 12, 1 / 30, -1 / 72, 17 / 2520, -11 / 2880, 437 / 181440,
+    -2957 / 1814400, 23117 / 19958400, -204557 / 239500800,
+)
+# (mu - 1 + e^-mu) / mu^2 = 1/2 - mu/6 + mu^2/24 - ... for the mean at small mu.
+_MEAN_GAP_SERIES = tuple((-1.0) ** k / float(np.prod(np.arange(1, k + 3))) for k in range(10))
+_E1_SCALED = float(scaled_expi(np.array([1.0]))[0])  # e^-1 Ei(1)
+
+
+@dataclass(frozen=True, repr=False)
+class BestOfPoisson(Mechanism):
+    r"""Best-of-Poisson (BoP): a cheap, near-exact stand-in for the KL-optimal tilted policy.
+
+    With ``N ~ Poisson(mu)`` and Best-of-(N+1) on top:
+
+    * ``Q(u) = u e^(mu (u - 1))``, ``q(u) = (1 + mu u) e^(mu (u - 1))``
+    * ``E[U] = 1 - (mu - 1 + e^-mu) / mu^2``, expected samples ``mu + 1``
+    * ``KL = log(1 + mu) - 1 + e^-(1+mu) [Ei(1 + mu) - Ei(1)] / mu``
+    * score ``psi(u) = u / (1 + mu u) + u - 1``, ``dQ/dmu = u (u - 1) e^(mu (u - 1))``
+
+    ``mu = 0`` is the reference policy. ``e^-x Ei(x)`` is evaluated in scaled form, so any finite
+    ``mu`` gives a finite KL.
+    """
+
+    mu: float
+
+    name: ClassVar[str] = "bop"
+    parameter: ClassVar[str] = "mu"
+    reference_theta: ClassVar[float] = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mu", check_parameter(self.mu, "mu", low=0.0))
+
+    @property
+    def theta(self) -> float:
+        return self.mu
+
+    def with_theta(self, theta: float) -> BestOfPoisson:
+        return BestOfPoisson(theta)
+
+    def _logpdf(self, u: FloatArray) -> FloatArray:
+        return np.log1p(self.mu * u) + self.mu * (u - 1.0)
+
+    def _cdf(self, u: FloatArray) -> FloatArray:
+        return u * np.exp(self.mu * (u - 1.0))
+
+    def _score(self, u: FloatArray) -> FloatArray:
+        return u / (1.0 + self.mu * u) + u - 1.0
+
+    def _cdf_dtheta(self, u: FloatArray) -> FloatArray:
+        return u * (u - 1.0) * np.exp(self.mu * (u - 1.0))
+
+    def kl(self) -> float:
+        mu = self.mu
+        if mu < 0.05:
+            return float(polynomial_series(np.array(mu), _KL_SERIES))
+        # e^-(1+mu) Ei(1+mu) and e^-(1+mu) Ei(1), both finite for any mu.
+        tail = scaled_expi(np.array([1.0 + mu]))[0] - np.exp(-mu) * _E1_SCALED
+        return float(np.log1p(mu) - 1.0 + tail / mu)
+
+    def mean(self) -> float:
+        mu = self.mu
+        if mu < 1e-2:
+            gap = float(polynomial_series(np.array(mu), _MEAN_GAP_SERIES))
+        else:
+            gap = (mu + np.expm1(-mu)) / mu**2
+        return 1.0 - gap
+
+    def expected_samples(self) -> float:
+        return self.mu + 1.0
+
+    def _sample_quantiles(self, size: int | tuple[int, ...], rng: np.random.Generator) -> FloatArray:
+        n = 1 + rng.poisson(self.mu, size)
+        return np.power(rng.random(size), 1.0 / n)
+
+    def _draw_n(self, size: int | tuple[int, ...], rng: np.random.Generator) -> IntArray:
+        return (1 + rng.poisson(self.mu, size)).astype(np.intp)
+
+    def _select(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:
+        # The randomness of BoP is in how many candidates were drawn; among them it is BoN.
+        return argmax_random_ties(scores, rng)

@@ -1,0 +1,306 @@
+"""Soft Best-of-n: draw n candidates, return candidate i with probability softmax(beta * s)_i."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar, Literal
+
+import numpy as np
+from numpy.polynomial import legendre
+from scipy import special
+
+from ._base import Mechanism
+from ._numerics import (
+    FloatArray,
+    check_parameter,
+    composite_gauss_legendre,
+    expm1_plus_x_over_x2,
+    gauss_legendre,
+    log_expm1,
+)
+from ._selection import IntArray, argmax_random_ties, sample_softmax
+from .best_of_n import BestOfN
+
+# ---------------------------------------------------------------------------------------------
+# Quadrature in y = log(s) + beta*u for q(u) = n * int K(y) phi(e^(y - beta u))^(n-1) dy, where
+# K(y) = exp(y - e^y) is the density of log of an Exp(1) variable. K is negligible outside
+# [-52.5, 4.5] (mass below -52.5 is e^-52.5 ~ 1e-23), and on unit panels 8-point Gauss-Legendre
+# integrates it, times the smooth phi^(n-1), to near machine precision.
+_Y_NODES, _Y_WEIGHTS = composite_gauss_legendre(np.arange(-52.5, 4.5 + 0.5, 1.0), 8)
+_LOG_KERNEL = np.log(_Y_WEIGHTS) + _Y_NODES - np.exp(_Y_NODES)
+# Gauss-Legendre in v for phi(s) = int_0^1 exp(-s e^(beta v)) dv when beta is small.
+_V_NODES, _V_WEIGHTS = gauss_legendre(16)
+_SMALL_BETA = 0.05
+_SMALL_S = -27.6  # log(s e^beta) below this: s e^beta < 1e-12, first-order expansion in s
+# Panels in u for the CDF, KL and mean: uniform, plus geometric grading towards both ends, where
+# large n or beta put boundary layers.
+_U_BREAKS = np.unique(
+    np.concatenate(
+        [np.linspace(0.0, 1.0, 33), 2.0 ** -np.arange(6, 21), 1.0 - 2.0 ** -np.arange(6, 41)]
+    )
+)
+_U_ORDER = 8
+_U_NODES, _U_WEIGHTS = composite_gauss_legendre(_U_BREAKS, _U_ORDER)
+# Maps the values at the 8 Gauss nodes of a panel to Legendre coefficients on [-1, 1].
+_LEGENDRE_FROM_NODES = np.linalg.inv(
+    legendre.legvander(2.0 * gauss_legendre(_U_ORDER)[0] - 1.0, _U_ORDER - 1)
+)
+_CHUNK = 2048
+
+
+def _exp1_of_log(t: FloatArray) -> FloatArray:
+    """``E1(e^t)``; for ``t < -30`` the series ``-gamma - t + e^t`` (exact to rounding there), which
+    stays finite where ``e^t`` underflows."""
+    out = np.empty_like(t)
+    tiny = t < -30.0
+    out[tiny] = -np.euler_gamma - t[tiny] + np.exp(t[tiny])
+    with np.errstate(over="ignore"):
+        out[~tiny] = special.exp1(np.exp(t[~tiny]))
+    return out
+
+
+def _phi_terms(t: FloatArray, beta: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """For ``s = e^t``: ``log phi(s)``, ``A(s) = -s dphi/ds`` and ``B(s) = -dphi/dbeta``.
+
+    ``phi(s) = int_0^1 exp(-s e^(beta v)) dv = (E1(s) - E1(s e^beta)) / beta``,
+    ``A = int_0^1 s e^(beta v) exp(-s e^(beta v)) dv = (e^-s - e^(-s e^beta)) / beta``,
+    ``B = int_0^1 v s e^(beta v) exp(-s e^(beta v)) dv = (phi - e^(-s e^beta)) / beta``.
+    """
+    log_phi = np.empty_like(t)
+    a = np.empty_like(t)
+    b = np.empty_like(t)
+    small = t + beta < _SMALL_S
+    if small.any():
+        # phi = 1 - s E[W] + O(s^2 E[W^2]) with W = e^(beta V); relative error below 1e-12.
+        ts = t[small]
+        s_c1 = np.exp(ts + log_expm1(np.array(beta)) - np.log(beta))
+        s_c2 = np.exp(ts + beta + np.log(expm1_plus_x_over_x2(np.array(beta))))
+        log_phi[small] = -s_c1
+        a[small] = s_c1
+        b[small] = s_c2
+    rest = ~small
+    tr = t[rest]
+    if beta < _SMALL_BETA:
+        w = np.exp(tr)[:, None] * np.exp(beta * _V_NODES)[None, :]
+        we = w * np.exp(-w)
+        phi = np.exp(-w) @ _V_WEIGHTS
+        a[rest] = we @ _V_WEIGHTS
+        b[rest] = we @ (_V_WEIGHTS * _V_NODES)
+    else:
+        s = np.exp(tr)
+        with np.errstate(over="ignore"):
+            s_top = np.exp(tr + beta)
+            s_gap = np.exp(tr + log_expm1(np.array(beta)))  # s (e^beta - 1)
+        phi = (_exp1_of_log(tr) - _exp1_of_log(tr + beta)) / beta
+        a[rest] = -np.exp(-s) * np.expm1(-s_gap) / beta
+        b[rest] = (phi - np.exp(-s_top)) / beta
+    log_phi[rest] = np.log(phi)
+    return log_phi, a, b
+
+
+@dataclass(frozen=True, repr=False)
+class SoftBestOfN(Mechanism):
+    r"""Soft Best-of-n (SBoN) with inverse temperature ``beta``.
+
+    Draw ``n`` candidates and return candidate ``i`` with probability
+    ``exp(beta s_i) / sum_j exp(beta s_j)``. ``beta = 0`` is the reference policy and
+    ``beta -> inf`` is Best-of-n; the tuned parameter is ``beta`` at fixed ``n``.
+
+    ``on`` records which scores the softmax sees, so that curves and HedgeTune model the same
+    rule that :meth:`select` applies:
+
+    * ``"raw"`` (default): the proxy rewards themselves, as at inference time, where one prompt's
+      candidates carry no quantiles. The induced density then depends on the distribution of the
+      raw scores, so the analytic methods (``pdf``, ``cdf``, ``kl``, ...) need ``on="quantile"``.
+    * ``"quantile"``: the proxy quantiles ``u = F(r_p)`` under the reference, which makes the rule
+      scale-free and gives the closed integral below; :meth:`select` then expects quantiles.
+
+    On quantiles (with ``phi(s) = int_0^1 exp(-s e^(beta v)) dv = (E1(s) - E1(s e^beta)) / beta``):
+
+    ``q(u) = n int_0^inf e^(beta u) exp(-s e^(beta u)) phi(s)^(n-1) ds``,
+
+    integrated with Gauss-Legendre nodes in ``log s``; the CDF, KL and mean integrate ``q`` over
+    graded panels in ``u`` (computed once per object and cached).
+    """
+
+    n: int
+    beta: float
+    on: Literal["raw", "quantile"] = "raw"
+
+    name: ClassVar[str] = "sbon"
+    parameter: ClassVar[str] = "beta"
+    reference_theta: ClassVar[float] = 0.0
+
+    def __post_init__(self) -> None:
+        n = check_parameter(self.n, "n", low=1.0)
+        if n != np.floor(n):
+            raise ValueError(f"n must be a whole number of candidates, got {n:g}")
+        object.__setattr__(self, "n", int(n))
+        object.__setattr__(self, "beta", check_parameter(self.beta, "beta", low=0.0, allow_inf=True))
+        if self.on not in ("raw", "quantile"):
+            raise ValueError(f"on must be 'raw' or 'quantile', got {self.on!r}")
+
+    @property
+    def theta(self) -> float:
+        return self.beta
+
+    def with_theta(self, theta: float) -> SoftBestOfN:
+        return SoftBestOfN(self.n, theta, self.on)
+
+    def _repr_fields(self) -> dict[str, object]:
+        return {"n": self.n, "beta": self.beta, "on": self.on}
+
+    # ------------------------------------------------------------------ the analytic density
+    def _require_quantiles(self) -> None:
+        if self.on != "quantile":
+            raise ValueError(
+                "the density of SoftBestOfN on raw scores depends on how the raw proxy rewards are "
+                "distributed; the analytic methods describe the softmax on quantiles: use "
+                f"SoftBestOfN({self.n}, {self.beta}, on='quantile') (curves and tuning on a table "
+                "handle on='raw' from the data)"
+            )
+
+    @property
+    def _trivial(self) -> bool:
+        """The reference policy: one candidate, or a flat softmax."""
+        return self.n == 1 or self.beta == 0.0
+
+    @cached_property
+    def _limit(self) -> BestOfN:
+        return BestOfN(self.n)
+
+    def _logpdf_and_score(self, u: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``log q(u)`` and ``d/dbeta log q(u)`` from one pass of the ``y`` quadrature."""
+        flat = u.ravel()
+        logq = np.empty_like(flat)
+        score = np.empty_like(flat)
+        for start in range(0, flat.size, _CHUNK):  # bounds memory; each chunk is vectorised
+            uc = flat[start : start + _CHUNK, None]
+            t = _Y_NODES[None, :] - self.beta * uc
+            log_phi, a, b = _phi_terms(t.ravel(), self.beta)
+            log_phi, a, b = (x.reshape(t.shape) for x in (log_phi, a, b))
+            ell = _LOG_KERNEL[None, :] + (self.n - 1) * log_phi
+            top = ell.max(axis=1, keepdims=True)
+            weights = np.exp(ell - top)
+            total = weights.sum(axis=1)
+            logq[start : start + _CHUNK] = np.log(self.n) + top[:, 0] + np.log(total)
+            dlogphi = (uc * a - b) * np.exp(-log_phi)
+            score[start : start + _CHUNK] = (self.n - 1) * (weights * dlogphi).sum(axis=1) / total
+        return logq.reshape(u.shape), score.reshape(u.shape)
+
+    @cached_property
+    def _panels(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, float, float]:
+        """Per-panel antiderivatives of ``q`` and ``dq/dbeta``, their sums, the KL and the mean.
+
+        On each panel, ``q`` (and ``q * score``) is interpolated by the degree-7 Legendre
+        polynomial through its 8 Gauss nodes, whose integral over the whole panel is the Gauss rule
+        itself; ``Q(u)`` is the sum of the panels below ``u`` plus the antiderivative of the
+        interpolant on ``u``'s panel. Computed once per object.
+        """
+        logq, score = self._logpdf_and_score(_U_NODES)
+        q = np.exp(logq)
+        half_width = np.diff(_U_BREAKS) / 2.0
+        antiderivatives = []
+        cumulative = []
+        for values in (q, q * score):
+            coefficients = values.reshape(-1, _U_ORDER) @ _LEGENDRE_FROM_NODES.T
+            anti = legendre.legint(coefficients.T, lbnd=-1) * half_width  # (order + 1) x panels
+            antiderivatives.append(anti)
+            panel_totals = legendre.legval(1.0, anti)
+            cumulative.append(np.concatenate([[0.0], np.cumsum(panel_totals)]))
+        kl = float(np.sum(_U_WEIGHTS * q * logq))
+        mean = float(np.sum(_U_WEIGHTS * q * _U_NODES))
+        return antiderivatives[0], antiderivatives[1], cumulative[0], cumulative[1], kl, mean
+
+    def _partial_integrals(self, u: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``Q(u)`` and ``dQ/dbeta(u)`` from the cached panel interpolants."""
+        anti_q, anti_dq, cum_q, cum_dq, _, _ = self._panels
+        k = np.clip(np.searchsorted(_U_BREAKS, u, side="right") - 1, 0, _U_BREAKS.size - 2)
+        xi = 2.0 * (u - _U_BREAKS[k]) / (_U_BREAKS[k + 1] - _U_BREAKS[k]) - 1.0
+        return (
+            cum_q[k] + legendre.legval(xi, anti_q[:, k], tensor=False),
+            cum_dq[k] + legendre.legval(xi, anti_dq[:, k], tensor=False),
+        )
+
+    def _logpdf(self, u: FloatArray) -> FloatArray:
+        self._require_quantiles()
+        if self._trivial:
+            return np.zeros_like(u)
+        if np.isinf(self.beta):
+            return self._limit._logpdf(u)
+        return self._logpdf_and_score(u)[0]
+
+    def _score(self, u: FloatArray) -> FloatArray:
+        self._require_quantiles()
+        if self.n == 1 or np.isinf(self.beta):
+            return np.zeros_like(u)
+        if self.beta == 0.0:
+            return (self.n - 1) / self.n * (u - 0.5)
+        return self._logpdf_and_score(u)[1]
+
+    def _cdf(self, u: FloatArray) -> FloatArray:
+        self._require_quantiles()
+        if self._trivial:
+            return u.copy()
+        if np.isinf(self.beta):
+            return self._limit._cdf(u)
+        return self._partial_integrals(u)[0]
+
+    def _cdf_dtheta(self, u: FloatArray) -> FloatArray:
+        self._require_quantiles()
+        if self.n == 1 or np.isinf(self.beta):
+            return np.zeros_like(u)
+        if self.beta == 0.0:
+            return (self.n - 1) / self.n * (u * u - u) / 2.0
+        return self._partial_integrals(u)[1]
+
+    def kl(self) -> float:
+        self._require_quantiles()
+        if self._trivial:
+            return 0.0
+        if np.isinf(self.beta):
+            return self._limit.kl()
+        return self._panels[4]
+
+    def mean(self) -> float:
+        self._require_quantiles()
+        if self._trivial:
+            return 0.5
+        if np.isinf(self.beta):
+            return self._limit.mean()
+        return self._panels[5]
+
+    def expected_samples(self) -> float:
+        return float(self.n)
+
+    # ------------------------------------------------------------------ sampling and selection
+    def _sample_quantiles(self, size: int | tuple[int, ...], rng: np.random.Generator) -> FloatArray:
+        self._require_quantiles()
+        shape = (size,) if isinstance(size, int | np.integer) else tuple(size)
+        total = int(np.prod(shape))
+        out = np.empty(total)
+        rows = max(1, 2**20 // self.n)
+        for start in range(0, total, rows):  # memory-bounded chunks of whole draws
+            count = min(rows, total - start)
+            u = rng.random((count, self.n))
+            out[start : start + count] = u[np.arange(count), self._choose(u, rng)]
+        return out.reshape(shape)
+
+    def _draw_n(self, size: int | tuple[int, ...], rng: np.random.Generator) -> IntArray:
+        return np.full(size, self.n, dtype=np.intp)
+
+    def _choose(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:
+        if np.isinf(self.beta):
+            return argmax_random_ties(scores, rng)
+        return sample_softmax(scores, self.beta, rng)
+
+    def _select(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:
+        if self.on == "quantile":
+            present = scores[~np.isnan(scores)]
+            if ((present < 0) | (present > 1)).any():
+                raise ValueError(
+                    "SoftBestOfN(on='quantile').select expects proxy quantiles in [0, 1]; "
+                    "map raw scores through the reference CDF first, or use on='raw'"
+                )
+        return self._choose(scores, rng)

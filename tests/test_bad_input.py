@@ -1,0 +1,65 @@
+"""Bad input gets an error that names the argument and the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hedgetune as ht
+
+
+@pytest.mark.parametrize(
+    ("factory", "error", "match"),
+    [
+        (lambda: ht.BestOfN(0.5), ValueError, "n must be >= 1"),
+        (lambda: ht.BestOfN(float("nan")), ValueError, "n must be a number, got NaN"),
+        (lambda: ht.BestOfN(float("inf")), ValueError, "n must be finite"),
+        (lambda: ht.BestOfN("4"), TypeError, "n must be a real number"),
+        (lambda: ht.BestOfN(True), TypeError, "n must be a real number"),
+        (lambda: ht.BestOfPoisson(-1), ValueError, "mu must be >= 0"),
+        (lambda: ht.BestOfPoisson(None), TypeError, "mu must be a real number"),
+        (lambda: ht.Tilted(-0.1), ValueError, "beta must be >= 0"),
+        (lambda: ht.Tilted(float("inf")), ValueError, "beta must be finite"),
+        (lambda: ht.SoftBestOfN(4, -1.0), ValueError, "beta must be >= 0"),
+        (lambda: ht.SoftBestOfN(2.5, 1.0), ValueError, "whole number"),
+        (lambda: ht.SoftBestOfN(0, 1.0), ValueError, "n must be >= 1"),
+        (lambda: ht.SoftBestOfN(4, 1.0, on="logits"), ValueError, "on must be 'raw' or 'quantile'"),
+    ],
+)
+def test_bad_parameters(factory: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        factory()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("bad_u", [[-0.1, 0.5], [0.5, 1.5], [np.nan], ["a"]])
+def test_quantiles_outside_the_unit_interval(bad_u: list[object]) -> None:
+    for method in ("pdf", "logpdf", "cdf", "score", "cdf_dtheta"):
+        with pytest.raises((ValueError, TypeError), match="u "):
+            getattr(ht.BestOfPoisson(2.0), method)(bad_u)
+
+
+@pytest.mark.parametrize(
+    ("scores", "match"),
+    [
+        (np.empty((0, 3)), "empty"),
+        (np.empty((2, 0)), "empty"),
+        (np.array([[1.0, np.nan], [np.nan, np.nan]]), "prompt 1 has no candidate"),
+        (np.array([[1.0, np.inf]]), "infinite"),
+        (np.array([1.0, 2.0]), "must be 2-D"),
+        (np.ones((2, 2, 2)), "must be 2-D"),
+        ([np.array([1.0]), np.ones((2, 2))], r"scores\[1\] must be 1-D"),
+    ],
+)
+def test_bad_pools(scores: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ht.BestOfN(2).select(scores)
+
+
+def test_non_numeric_scores() -> None:
+    with pytest.raises(TypeError, match=r"scores(\[0\])? must be numeric"):
+        ht.BestOfN(2).select([["a", "b"]])
+
+
+def test_bad_rng() -> None:
+    with pytest.raises(TypeError, match="rng must be"):
+        ht.BestOfN(2).select(np.ones((1, 2)), rng="seed")

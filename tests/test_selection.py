@@ -1,0 +1,162 @@
+"""Selection at inference time: draw_n and select against the mechanisms' own mathematics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy import stats
+
+import hedgetune as ht
+
+
+def _chi_square_pvalue(observed_values: np.ndarray, cdf: object, bins: int = 20) -> float:
+    """Chi-square goodness of fit of values in [0, 1] against ``cdf`` on equal-probability bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts, _ = np.histogram(observed_values, bins=edges)
+    probs = np.diff(cdf(edges))  # type: ignore[operator]
+    keep = probs * observed_values.size >= 5
+    expected = probs[keep] / probs[keep].sum() * counts[keep].sum()
+    return float(stats.chisquare(counts[keep], expected).pvalue)
+
+
+@pytest.mark.parametrize(
+    "mech",
+    [ht.BestOfN(1), ht.BestOfN(5), ht.BestOfPoisson(0.5), ht.BestOfPoisson(6),
+     ht.SoftBestOfN(4, 3.0, on="quantile"), ht.SoftBestOfN(16, 25.0, on="quantile"),
+     ht.SoftBestOfN(6, np.inf, on="quantile")],
+    ids=repr,
+)
+def test_selected_scores_follow_the_density(mech: ht.Mechanism) -> None:
+    # Draw i.i.d. uniform scores (they are their own quantiles), select, and compare the chosen
+    # scores with the mechanism's CDF.
+    rng = np.random.default_rng(11)
+    prompts = 40_000
+    sizes = mech.draw_n(prompts, rng)
+    scores = rng.random((prompts, int(sizes.max())))
+    scores[np.arange(scores.shape[1])[None, :] >= sizes[:, None]] = np.nan  # ragged pools
+    chosen = mech.select(scores, rng)
+    picked = scores[np.arange(prompts), chosen]
+    assert not np.isnan(picked).any()
+    assert _chi_square_pvalue(picked, mech.cdf) > 1e-3
+
+
+def test_tilted_select_tilts_the_pool_ranks() -> None:
+    rng = np.random.default_rng(3)
+    tilt = ht.Tilted(4.0)
+    m, prompts = 10, 50_000
+    scores = rng.normal(size=(prompts, m))
+    chosen = tilt.select(scores, rng)
+    ranks = np.argsort(np.argsort(scores, axis=1), axis=1)[np.arange(prompts), chosen]  # 0-based
+    grid = np.arange(m + 1) / m
+    expected = np.diff(tilt.cdf(grid)) * prompts
+    observed = np.bincount(ranks, minlength=m)
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+    with pytest.raises(ValueError, match="frontier"):
+        tilt.draw_n(3)
+
+
+def test_best_of_poisson_draw_n_is_one_plus_poisson() -> None:
+    mu, size = 7.3, 200_000
+    draws = ht.BestOfPoisson(mu).draw_n(size, rng=5) - 1
+    assert draws.min() >= 0
+    assert abs(draws.mean() - mu) < 4 * np.sqrt(mu / size)
+    # Var of the sample variance of a Poisson: (mu4 - sigma^4)/N = (mu + 2 mu^2)/N.
+    assert abs(draws.var(ddof=1) - mu) < 4 * np.sqrt((mu + 2 * mu**2) / size)
+
+
+def test_draw_n_of_fixed_size_mechanisms() -> None:
+    assert (ht.BestOfN(8).draw_n((3, 2)) == 8).all()
+    assert (ht.SoftBestOfN(4, 1.0).draw_n(5) == 4).all()
+    with pytest.raises(ValueError, match="integer n"):
+        ht.BestOfN(2.5).draw_n(3)
+
+
+def test_ties_are_broken_uniformly() -> None:
+    scores = np.tile([0.0, 3.0, 1.0, 3.0, 3.0, np.nan], (30_000, 1))
+    chosen = ht.BestOfN(5).select(scores, rng=0)
+    counts = np.bincount(chosen, minlength=6)
+    assert counts[[0, 2, 5]].sum() == 0
+    assert stats.chisquare(counts[[1, 3, 4]]).pvalue > 1e-3
+
+
+def test_soft_best_of_n_on_raw_scores_is_the_softmax() -> None:
+    beta = 1.5
+    row = np.array([0.2, -1.0, 2.0, 0.7])
+    chosen = ht.SoftBestOfN(4, beta).select(np.tile(row, (60_000, 1)), rng=2)
+    expected = np.exp(beta * row) / np.exp(beta * row).sum() * chosen.size
+    assert stats.chisquare(np.bincount(chosen, minlength=4), expected).pvalue > 1e-3
+
+
+def test_soft_best_of_n_records_its_score_scale() -> None:
+    raw = ht.SoftBestOfN(4, 2.0)
+    assert raw.on == "raw"
+    with pytest.raises(ValueError, match="on='quantile'"):
+        raw.kl()
+    quant = ht.SoftBestOfN(4, 2.0, on="quantile")
+    with pytest.raises(ValueError, match="quantiles in \\[0, 1\\]"):
+        quant.select(np.array([[0.5, 3.0]]))
+    assert quant.with_theta(5.0) == ht.SoftBestOfN(4, 5.0, on="quantile")
+
+
+def test_select_accepts_ragged_lists() -> None:
+    pools = [np.array([0.1, 0.9]), np.array([3.0]), np.array([-1.0, -2.0, 5.0, 4.0])]
+    assert ht.BestOfN(2).select(pools, rng=0).tolist() == [1, 0, 2]
+
+
+def test_single_candidate_is_always_chosen() -> None:
+    for mech in (ht.BestOfN(3), ht.SoftBestOfN(3, 2.0), ht.BestOfPoisson(2.0), ht.Tilted(3.0)):
+        assert mech.select(np.array([[4.2]]), rng=0).tolist() == [0]
+
+
+# ------------------------------------------------------------------------------ property tests
+score_matrices = hnp.arrays(
+    np.float64,
+    hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12),
+    elements=st.one_of(st.floats(-1e6, 1e6), st.just(np.nan), st.sampled_from([0.0, 1.0])),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(scores=score_matrices, seed=st.integers(0, 2**32 - 1))
+def test_select_never_picks_a_missing_candidate(scores: np.ndarray, seed: int) -> None:
+    rows_ok = ~np.isnan(scores).all(axis=1)
+    scores = scores[rows_ok]
+    if scores.shape[0] == 0:
+        return
+    for mech in (ht.BestOfN(4), ht.SoftBestOfN(4, 0.7), ht.BestOfPoisson(3.0), ht.Tilted(2.0)):
+        chosen = mech.select(scores, rng=seed)
+        assert chosen.shape == (scores.shape[0],)
+        assert not np.isnan(scores[np.arange(scores.shape[0]), chosen]).any()
+    best = ht.BestOfN(4).select(scores, rng=seed)
+    np.testing.assert_array_equal(scores[np.arange(scores.shape[0]), best], np.nanmax(scores, axis=1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    theta=st.floats(0, 1e4),
+    u=hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(0, 1)),
+)
+def test_cdf_is_a_distribution_function(theta: float, u: np.ndarray) -> None:
+    for mech in (ht.BestOfN(1 + theta), ht.BestOfPoisson(theta), ht.Tilted(theta)):
+        q = mech.cdf(np.sort(u))
+        assert np.all(np.isfinite(q))
+        assert np.all((q >= 0) & (q <= 1 + 1e-12))
+        assert np.all(np.diff(q) >= -1e-12)
+        assert np.all(mech.pdf(u) >= 0)
+        assert mech.kl() >= -1e-15
+        assert 0.5 - 1e-12 <= mech.mean() <= 1.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 200), beta=st.floats(0, 1e4))
+def test_soft_best_of_n_is_a_distribution(n: int, beta: float) -> None:
+    mech = ht.SoftBestOfN(n, beta, on="quantile")
+    assert mech.cdf(np.array([1.0]))[0] == pytest.approx(1.0, abs=1e-8)
+    q = mech.cdf(np.linspace(0, 1, 50))
+    assert np.all(np.diff(q) >= -1e-10)
+    assert mech.kl() >= -1e-12
+    # More candidates or a colder softmax never lowers the expected quantile below the reference.
+    assert 0.5 - 1e-9 <= mech.mean() <= ht.BestOfN(n).mean() + 1e-9
