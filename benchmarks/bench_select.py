@@ -21,7 +21,9 @@ def main(prompts: int = 100_000, candidates: int = 64) -> dict[str, float]:
         "BestOfPoisson.select": best_time(lambda: ht.BestOfPoisson(40.0).select(scores, rng)),
         "SoftBestOfN.select (raw)": best_time(lambda: ht.SoftBestOfN(candidates, 2.0).select(scores, rng)),
     }
-    print(f"select on {prompts:,} prompts x {candidates} candidates; baseline np.argmax {baseline * 1e3:.1f} ms")
+    print(
+        f"select on {prompts:,} prompts x {candidates} candidates; baseline np.argmax {baseline * 1e3:.1f} ms"
+    )
     ratios = {}
     for name, seconds in rows.items():
         ratios[name] = seconds / baseline

@@ -65,9 +65,7 @@ MECHANISMS: list[ht.Mechanism] = [
 ]
 
 # Interior parameters, where a central finite difference in theta is defined.
-INTERIOR: list[ht.Mechanism] = [
-    m for m in MECHANISMS if m.theta > m.reference_theta + 1e-2
-]
+INTERIOR: list[ht.Mechanism] = [m for m in MECHANISMS if m.theta > m.reference_theta + 1e-2]
 
 
 def ids(mechanisms: list[ht.Mechanism]) -> list[str]:

@@ -24,9 +24,15 @@ def _chi_square_pvalue(observed_values: np.ndarray, cdf: object, bins: int = 20)
 
 @pytest.mark.parametrize(
     "mech",
-    [ht.BestOfN(1), ht.BestOfN(5), ht.BestOfPoisson(0.5), ht.BestOfPoisson(6),
-     ht.SoftBestOfN(4, 3.0, on="quantile"), ht.SoftBestOfN(16, 25.0, on="quantile"),
-     ht.SoftBestOfN(6, np.inf, on="quantile")],
+    [
+        ht.BestOfN(1),
+        ht.BestOfN(5),
+        ht.BestOfPoisson(0.5),
+        ht.BestOfPoisson(6),
+        ht.SoftBestOfN(4, 3.0, on="quantile"),
+        ht.SoftBestOfN(16, 25.0, on="quantile"),
+        ht.SoftBestOfN(6, np.inf, on="quantile"),
+    ],
     ids=repr,
 )
 def test_selected_scores_follow_the_density(mech: ht.Mechanism) -> None:

@@ -6,8 +6,29 @@ parameter where the true reward peaks. Based on Khalaf et al., "Inference-Time R
 Large Language Models" (arXiv 2506.19248, NeurIPS 2025).
 """
 
+from . import synthetic
+from .curves import Curve, curve
+from .diagnose import Diagnosis, diagnose
+from .io import read_table, write_table
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
+from .table import RewardTable, TableError
 
 __version__ = "0.1.0"
 
-__all__ = ["BestOfN", "BestOfPoisson", "Mechanism", "SoftBestOfN", "Tilted", "__version__"]
+__all__ = [
+    "BestOfN",
+    "BestOfPoisson",
+    "Curve",
+    "Diagnosis",
+    "Mechanism",
+    "RewardTable",
+    "SoftBestOfN",
+    "TableError",
+    "Tilted",
+    "__version__",
+    "curve",
+    "diagnose",
+    "read_table",
+    "synthetic",
+    "write_table",
+]

@@ -107,9 +107,7 @@ class Mechanism(ABC):
     @abstractmethod
     def _draw_n(self, size: int | tuple[int, ...], rng: np.random.Generator) -> IntArray: ...
 
-    def draw_n(
-        self, size: int | tuple[int, ...], rng: np.random.Generator | int | None = None
-    ) -> IntArray:
+    def draw_n(self, size: int | tuple[int, ...], rng: np.random.Generator | int | None = None) -> IntArray:
         """How many candidates to generate for each of ``size`` prompts."""
         return self._draw_n(size, rng_from(rng))
 
@@ -128,6 +126,27 @@ class Mechanism(ABC):
         broken uniformly at random.
         """
         return self._select(as_pool_matrix(scores), rng_from(rng))
+
+    # ----------------------------------------------------------------- on a finite pool
+    #: Whether :meth:`pool_probabilities` depends on the scores themselves (not only on ranks).
+    uses_raw_scores: ClassVar[bool] = False
+
+    def pool_probabilities(self, sorted_scores: FloatArray) -> FloatArray:
+        """Probability of returning each sorted position when the reference is a finite pool.
+
+        ``sorted_scores`` is ``(R, m)``, each row ascending. For a rank-based mechanism the pool
+        is the reference distribution (draws with replacement), so position ``i`` (1-based) gets
+        ``Q(i/m) - Q((i-1)/m)`` whatever the scores: the result is ``(1, m)``. Mechanisms that
+        look at the scores themselves (:attr:`uses_raw_scores`) return ``(R, m)``. Ties are not
+        averaged here; callers average within tie groups.
+        """
+        grid = np.arange(sorted_scores.shape[1] + 1) / sorted_scores.shape[1]
+        return np.diff(self._cdf(grid))[None, :]
+
+    def pool_probabilities_dtheta(self, sorted_scores: FloatArray) -> FloatArray:
+        """``d/dtheta`` of :meth:`pool_probabilities`: the exact HedgeTune residual's weights."""
+        grid = np.arange(sorted_scores.shape[1] + 1) / sorted_scores.shape[1]
+        return np.diff(self._cdf_dtheta(grid))[None, :]
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self._repr_fields().items())

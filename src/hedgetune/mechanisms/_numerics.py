@@ -76,9 +76,7 @@ def gauss_legendre(order: int) -> tuple[FloatArray, FloatArray]:
     return (nodes + 1.0) / 2.0, weights / 2.0
 
 
-def composite_gauss_legendre(
-    breaks: ArrayLike, order: int = 8
-) -> tuple[FloatArray, FloatArray]:
+def composite_gauss_legendre(breaks: ArrayLike, order: int = 8) -> tuple[FloatArray, FloatArray]:
     """Nodes and weights of Gauss-Legendre rules of ``order`` on each panel between ``breaks``."""
     b = np.asarray(breaks, dtype=float)
     x, w = gauss_legendre(order)

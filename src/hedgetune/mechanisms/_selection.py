@@ -95,7 +95,7 @@ def sample_from_weights(weights: FloatArray, rng: np.random.Generator) -> IntArr
     Inverse-CDF sampling on the row-wise cumulative sum; zero-weight columns are never drawn.
     """
     cumulative = np.cumsum(weights, axis=1)
-    return _invert_cumulative(cumulative, weights, rng.random(weights.shape[0]))
+    return _invert_cumulative(cumulative, weights, rng.random((weights.shape[0],)))
 
 
 def _invert_cumulative(cumulative: FloatArray, weights: FloatArray, uniform: FloatArray) -> IntArray:
@@ -118,7 +118,7 @@ def sample_softmax(scores: FloatArray, beta: float, rng: np.random.Generator) ->
     """
     width = scores.shape[1]
     upper = np.triu(np.ones((width, width)))
-    uniform = rng.random(scores.shape[0])
+    uniform = rng.random((scores.shape[0],))
     choice = np.empty(scores.shape[0], dtype=np.intp)
     for start in range(0, scores.shape[0], _BLOCK_ROWS // 2):
         block = scores[start : start + _BLOCK_ROWS // 2]

@@ -14,8 +14,18 @@ from ._selection import IntArray, argmax_random_ties
 # Taylor coefficients of KL(BoP_mu) at mu = 0 (derived symbolically; used for mu < 0.05 where the
 # closed form cancels): mu^2/6 - mu^3/12 + mu^4/30 - ...
 _KL_SERIES = (
-    0.0, 0.0, 1 / 6, -1 / 12, 1 / 30, -1 / 72, 17 / 2520, -11 / 2880, 437 / 181440,
-    -2957 / 1814400, 23117 / 19958400, -204557 / 239500800,
+    0.0,
+    0.0,
+    1 / 6,
+    -1 / 12,
+    1 / 30,
+    -1 / 72,
+    17 / 2520,
+    -11 / 2880,
+    437 / 181440,
+    -2957 / 1814400,
+    23117 / 19958400,
+    -204557 / 239500800,
 )
 # (mu - 1 + e^-mu) / mu^2 = 1/2 - mu/6 + mu^2/24 - ... for the mean at small mu.
 _MEAN_GAP_SERIES = tuple((-1.0) ** k / float(np.prod(np.arange(1, k + 3))) for k in range(10))

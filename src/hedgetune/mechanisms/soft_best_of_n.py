@@ -36,9 +36,7 @@ _SMALL_S = -27.6  # log(s e^beta) below this: s e^beta < 1e-12, first-order expa
 # Panels in u for the CDF, KL and mean: uniform, plus geometric grading towards both ends, where
 # large n or beta put boundary layers.
 _U_BREAKS = np.unique(
-    np.concatenate(
-        [np.linspace(0.0, 1.0, 33), 2.0 ** -np.arange(6, 21), 1.0 - 2.0 ** -np.arange(6, 41)]
-    )
+    np.concatenate([np.linspace(0.0, 1.0, 33), 2.0 ** -np.arange(6, 21), 1.0 - 2.0 ** -np.arange(6, 41)])
 )
 _U_ORDER = 8
 _U_NODES, _U_WEIGHTS = composite_gauss_legendre(_U_BREAKS, _U_ORDER)
@@ -97,6 +95,76 @@ def _phi_terms(t: FloatArray, beta: float) -> tuple[FloatArray, FloatArray, Floa
         b[rest] = (phi - np.exp(-s_top)) / beta
     log_phi[rest] = np.log(phi)
     return log_phi, a, b
+
+
+_CELL_FROM, _CELL_TO = -37, 5  # item i's kernel lives on cells [c_i - 37, c_i + 5) in t = log s
+_POOL_CHUNK_ELEMENTS = 4_000_000
+
+
+def _union_of_cells(centres: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Start of every unit cell in the union of the items' kernel windows, per row, padded.
+
+    Returns ``(starts, valid)``, both ``(R, K)``; padded cells have ``valid = 0``.
+    """
+    rows = centres.shape[0]
+    candidates = (np.floor(centres)[:, :, None] + np.arange(_CELL_FROM, _CELL_TO)[None, None, :]).reshape(
+        rows, -1
+    )
+    candidates.sort(axis=1)
+    duplicate = np.zeros(candidates.shape, dtype=bool)
+    duplicate[:, 1:] = candidates[:, 1:] == candidates[:, :-1]
+    candidates[duplicate] = np.inf
+    candidates.sort(axis=1)
+    width = int(np.max(np.count_nonzero(np.isfinite(candidates), axis=1)))
+    starts = candidates[:, :width]
+    valid = np.isfinite(starts)
+    return np.where(valid, starts, 0.0), valid.astype(float)
+
+
+def soft_best_of_n_on_pool(
+    sorted_scores: FloatArray, beta: float, n: int, derivative: bool = False
+) -> tuple[FloatArray, FloatArray | None]:
+    """Soft Best-of-n run on finite pools (draws with replacement), exactly up to quadrature.
+
+    For a pool with scores ``s_1..s_m`` (``(R, m)``, rows ascending) and ``z_i = beta (s_i - s_max)``:
+
+    ``P_i = (n/m) int exp(t + z_i - e^(t + z_i)) phi(t)^(n-1) dt``,
+    ``phi(t) = (1/m) sum_j exp(-e^(t + z_j))``
+
+    (``1/x = int_0^inf e^(-sx) ds`` with ``t = log s``), integrated with 8-point Gauss-Legendre on
+    the unit cells where some item's kernel lives. With ``derivative``, also ``dP_i/dbeta``.
+    """
+    rows, m = sorted_scores.shape
+    if n == 1 or beta == 0.0:
+        uniform = np.full((1, m), 1.0 / m)
+        return uniform, (np.zeros((1, m)) if derivative else None)
+    gap = sorted_scores - sorted_scores[:, -1:]  # d_i = s_i - s_max <= 0
+    centres = -beta * gap  # c_i = -z_i >= 0
+    probs = np.empty((rows, m))
+    dprobs = np.empty((rows, m)) if derivative else None
+    x, w = gauss_legendre(8)
+    starts, valid = _union_of_cells(centres)
+    nodes_per_row = starts.shape[1] * 8
+    chunk = max(1, _POOL_CHUNK_ELEMENTS // (nodes_per_row * m))
+    for lo in range(0, rows, chunk):
+        hi = min(rows, lo + chunk)
+        t = (starts[lo:hi, :, None] + x).reshape(hi - lo, -1)  # (r, K8)
+        with np.errstate(divide="ignore"):  # padded cells get weight 0, log weight -inf
+            log_w = np.log((valid[lo:hi, :, None] * w).reshape(hi - lo, -1))
+        c = centres[lo:hi, None, :]
+        with np.errstate(over="ignore"):
+            e = np.exp(t[:, :, None] - c)  # e^(t + z_j), (r, K8, m)
+        ex = np.exp(-e)
+        phi = ex.mean(axis=2)  # (r, K8)
+        ell = (log_w + (n - 1) * np.log(phi))[:, :, None] + t[:, :, None] - c - e
+        kern = np.exp(ell)
+        probs[lo:hi] = n / m * kern.sum(axis=1)
+        if dprobs is not None:
+            d = gap[lo:hi, None, :]
+            dphi_over_phi = -(ex * e * d).mean(axis=2) / phi  # (r, K8)
+            bracket = (1.0 - e) * d + (n - 1) * dphi_over_phi[:, :, None]
+            dprobs[lo:hi] = n / m * (kern * bracket).sum(axis=1)
+    return probs, dprobs
 
 
 @dataclass(frozen=True, repr=False)
@@ -273,6 +341,31 @@ class SoftBestOfN(Mechanism):
 
     def expected_samples(self) -> float:
         return float(self.n)
+
+    # ------------------------------------------------------------------ on a finite pool
+    @property
+    def uses_raw_scores(self) -> bool:  # type: ignore[override]
+        return self.on == "raw"
+
+    def _pool_scores(self, sorted_scores: FloatArray) -> FloatArray:
+        if self.on == "raw":
+            return sorted_scores
+        m = sorted_scores.shape[1]
+        return (np.arange(1, m + 1) / m)[None, :]  # the pool's own quantiles i/m
+
+    def pool_probabilities(self, sorted_scores: FloatArray) -> FloatArray:
+        if np.isinf(self.beta):
+            return self._limit.pool_probabilities(sorted_scores)
+        return soft_best_of_n_on_pool(self._pool_scores(sorted_scores), self.beta, self.n)[0]
+
+    def pool_probabilities_dtheta(self, sorted_scores: FloatArray) -> FloatArray:
+        if np.isinf(self.beta):
+            return np.zeros((1, sorted_scores.shape[1]))
+        derivative = soft_best_of_n_on_pool(
+            self._pool_scores(sorted_scores), self.beta, self.n, derivative=True
+        )[1]
+        assert derivative is not None
+        return derivative
 
     # ------------------------------------------------------------------ sampling and selection
     def _sample_quantiles(self, size: int | tuple[int, ...], rng: np.random.Generator) -> FloatArray:

@@ -1,0 +1,321 @@
+"""Exact hacking curves from a calibration table (SPEC §3).
+
+For each parameter value the mechanism is run, in expectation, on every prompt's pool: the pool is
+the reference distribution (draws with replacement) and the selection probabilities of the sorted
+positions come from the mechanism itself (:meth:`Mechanism.pool_probabilities`). No Monte Carlo:
+the curve is exact for the pools, and its uncertainty over prompts comes from a bootstrap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import special
+
+from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
+from .mechanisms._numerics import FloatArray
+from .mechanisms._selection import average_over_ties
+from .pools import Pools, SizeGroup, build_pools
+from .table import RewardTable, TableError
+
+Estimator = Literal["plugin", "unbiased"]
+MECHANISM_NAMES = ("bon", "sbon", "bop", "tilted")
+
+
+def make_mechanism(mechanism: str | Mechanism, *, n: int | None = None, on: str | None = None) -> Mechanism:
+    """A mechanism template at its reference parameter, from a name or an instance."""
+    if isinstance(mechanism, Mechanism):
+        return mechanism
+    if not isinstance(mechanism, str):
+        raise TypeError(
+            f"mechanism must be one of {MECHANISM_NAMES} or a Mechanism, got {type(mechanism).__name__}"
+        )
+    name = mechanism.lower()
+    if name != "sbon" and (n is not None or on is not None):
+        raise ValueError(f"n and on apply to 'sbon' only, not {name!r}")
+    if name == "bon":
+        return BestOfN(1)
+    if name == "bop":
+        return BestOfPoisson(0.0)
+    if name == "tilted":
+        return Tilted(0.0)
+    if name == "sbon":
+        return SoftBestOfN(4 if n is None else n, 0.0, "raw" if on is None else on)  # type: ignore[arg-type]
+    raise ValueError(f"unknown mechanism {mechanism!r}; choose one of {MECHANISM_NAMES}")
+
+
+def default_thetas(template: Mechanism, pools: Pools, count: int = 60) -> FloatArray:
+    """A grid from the reference to well past the point where the pool is exhausted."""
+    m = pools.max_size
+    if isinstance(template, BestOfN):
+        return np.unique(np.round(np.geomspace(1, max(64, 4 * m), count)))
+    if isinstance(template, BestOfPoisson):
+        return np.concatenate([[0.0], np.geomspace(0.05, max(64.0, 4.0 * m), count - 1)])
+    if isinstance(template, SoftBestOfN) and template.on == "raw":
+        spread = float(np.mean([g.proxy.std(axis=1).mean() for g in pools.groups])) or 1.0
+        return np.concatenate([[0.0], np.geomspace(0.05, 500.0, count - 1) / spread])
+    return np.concatenate([[0.0], np.geomspace(0.05, 500.0, count - 1)])
+
+
+def unbiased_bon_probabilities(n: float, m: int) -> FloatArray:
+    """Best-of-n without replacement from a pool of m: position i (1-based) wins with
+    ``C(i-1, n-1) / C(m, n)`` (zero for i < n). Log-space binomials (``gammaln``)."""
+    if n != np.floor(n) or n > m:
+        raise ValueError(f"the unbiased estimator needs a whole n <= pool size {m}, got n={n:g}")
+    i = np.arange(1, m + 1, dtype=float)
+    out = np.zeros(m)
+    ok = i >= n
+    log_c = (
+        special.gammaln(i[ok])
+        - special.gammaln(n)
+        - special.gammaln(i[ok] - n + 1)
+        - (special.gammaln(m + 1) - special.gammaln(n + 1) - special.gammaln(m - n + 1))
+    )
+    out[ok] = np.exp(log_c)
+    return out[None, :]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A hacking curve: what each parameter value does to the true reward, proxy and KL.
+
+    All arrays have one entry per parameter value ``theta``. ``true_reward`` is the mean over
+    prompts of the expected true reward of the selected response; ``true_reward_low/high`` the
+    bootstrap band over prompts. ``proxy_quantile`` is the expected within-pool quantile of the
+    selected response (0.5 = reference), ``proxy_reward`` its expected raw proxy. ``kl`` is the
+    mechanism's analytic ``KL(pi_theta || pi_ref)`` for continuous proxies (NaN where it depends
+    on the raw-score distribution), ``kl_pool`` the divergence of the selection distribution from
+    uniform over the pool, ``sum_i P_i log(m P_i)``, tie-aware.
+    """
+
+    mechanism: str
+    parameter: str
+    label: str
+    estimator: str
+    proxy: str
+    theta: FloatArray
+    expected_samples: FloatArray
+    true_reward: FloatArray
+    true_reward_low: FloatArray
+    true_reward_high: FloatArray
+    proxy_quantile: FloatArray
+    proxy_reward: FloatArray
+    kl: FloatArray
+    kl_pool: FloatArray
+    reference_true_reward: float
+    n_prompts: int
+    confidence: float
+    replicates: FloatArray | None = field(default=None, repr=False)
+
+    def columns(self) -> dict[str, FloatArray]:
+        return {
+            "theta": self.theta,
+            "expected_samples": self.expected_samples,
+            "true_reward": self.true_reward,
+            "true_reward_low": self.true_reward_low,
+            "true_reward_high": self.true_reward_high,
+            "proxy_quantile": self.proxy_quantile,
+            "proxy_reward": self.proxy_reward,
+            "kl": self.kl,
+            "kl_pool": self.kl_pool,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (lists for arrays), without the bootstrap replicates."""
+        out = {k: v for k, v in asdict(self).items() if k != "replicates"}
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.columns())
+
+    def to_arrow(self) -> Any:
+        import pyarrow as pa
+
+        return pa.table(self.columns())
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """Per-parameter sums over prompts (divide by the prompt count for means)."""
+
+    true: FloatArray  # (T,)
+    quantile: FloatArray
+    proxy: FloatArray
+    kl_pool: FloatArray
+    replicates: FloatArray | None  # (B, T) sums over resampled prompts
+
+
+def bootstrap_weights(n_prompts: int, replicates: int, seed: int | None) -> FloatArray:
+    """Multinomial resampling counts of prompts, one row per bootstrap replicate."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=replicates).astype(float)
+
+
+def selection_probabilities(
+    template: Mechanism, theta: float, group: SizeGroup, estimator: Estimator
+) -> FloatArray:
+    """``(R, m)`` probabilities of the sorted positions of ``group``'s pools at ``theta``."""
+    if estimator == "unbiased":
+        if not isinstance(template, BestOfN):
+            raise ValueError("the unbiased (without replacement) estimator exists for Best-of-n only")
+        return unbiased_bon_probabilities(theta, group.m)
+    return template.with_theta(theta).pool_probabilities(group.proxy)
+
+
+def evaluate(
+    pools: Pools,
+    template: Mechanism,
+    thetas: FloatArray,
+    estimator: Estimator = "plugin",
+    weights: FloatArray | None = None,
+    kl_pool: bool = True,
+) -> _Evaluation:
+    """Sums over prompts of the expected true reward, proxy quantile, raw proxy and pool KL."""
+    t = thetas.size
+    true, quant, proxy, klp = (np.zeros(t) for _ in range(4))
+    reps = None if weights is None else np.zeros((weights.shape[0], t))
+    for group in pools.groups:
+        g_sum = group.true.sum(axis=0)
+        q_sum = group.quantile.sum(axis=0)
+        s_sum = group.proxy.sum(axis=0)
+        w_g = None if weights is None else weights[:, group.prompts]
+        resampled_true = None if w_g is None else w_g @ group.true  # (B, m)
+        tied = np.flatnonzero(group.has_ties)
+        untied = group.size - tied.size
+        for k, theta in enumerate(thetas):
+            probs = selection_probabilities(template, float(theta), group, estimator)
+            if probs.shape[0] == 1:  # rank-based: the same probabilities for every prompt
+                p = probs[0]
+                true[k] += p @ g_sum
+                quant[k] += p @ q_sum
+                proxy[k] += p @ s_sum
+                if reps is not None and resampled_true is not None:
+                    reps[:, k] += resampled_true @ p
+                if kl_pool:
+                    klp[k] += untied * _pool_kl(probs)[0]
+                    if tied.size:
+                        shared = average_over_ties(group.proxy[tied], np.repeat(probs, tied.size, axis=0))
+                        klp[k] += _pool_kl(shared).sum()
+            else:  # per-prompt probabilities (softmax on raw scores)
+                values = np.einsum("pm,pm->p", probs, group.true)
+                true[k] += values.sum()
+                quant[k] += np.einsum("pm,pm->", probs, group.quantile)
+                proxy[k] += np.einsum("pm,pm->", probs, group.proxy)
+                if reps is not None and w_g is not None:
+                    reps[:, k] += w_g @ values
+                if kl_pool:
+                    klp[k] += _pool_kl(probs).sum()
+    return _Evaluation(true, quant, proxy, klp, reps)
+
+
+def _pool_kl(probs: FloatArray) -> FloatArray:
+    """``sum_i P_i log(m P_i)`` per row."""
+    m = probs.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(probs > 0, probs * np.log(m * probs), 0.0)
+    return np.maximum(terms.sum(axis=1), 0.0)
+
+
+def curve(
+    table: RewardTable | Pools,
+    mechanism: str | Mechanism,
+    thetas: ArrayLike | None = None,
+    *,
+    n: int | None = None,
+    on: str | None = None,
+    proxy: str | None = None,
+    estimator: Estimator = "plugin",
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int | None = 0,
+) -> Curve:
+    """The hacking curve of ``mechanism`` on a calibration table.
+
+    Parameters
+    ----------
+    table : the calibration table (or its pools, already sorted by :func:`build_pools`).
+    mechanism : ``"bon"``, ``"bop"``, ``"sbon"``, ``"tilted"`` or a :class:`Mechanism` instance.
+    thetas : parameter values (default: a grid from the reference to past pool exhaustion).
+    n, on : for ``"sbon"``, the number of candidates and the scores the softmax sees.
+    proxy : which proxy column ranks the responses (default: the table's default proxy).
+    estimator : ``"plugin"`` (draws with replacement; any parameter, all mechanisms) or
+        ``"unbiased"`` (Best-of-n without replacement, whole ``n`` up to the smallest pool).
+    bootstrap : number of bootstrap replicates over prompts for the band (0 for none).
+    confidence : coverage of the band.
+    seed : seed of the bootstrap.
+    """
+    pools = table if isinstance(table, Pools) else build_pools(table, proxy)
+    template = make_mechanism(mechanism, n=n, on=on)
+    grid = default_thetas(template, pools) if thetas is None else _check_thetas(thetas, template)
+    if estimator not in ("plugin", "unbiased"):
+        raise ValueError(f"estimator must be 'plugin' or 'unbiased', got {estimator!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if estimator == "unbiased" and grid.max() > pools.min_size:
+        raise ValueError(
+            f"the unbiased estimator needs n <= the smallest pool ({pools.min_size}); got n up to {grid.max():g}"
+        )
+    weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
+    ev = evaluate(pools, template, grid, estimator, weights)
+    total = pools.n_prompts
+    mean_true = ev.true / total
+    if ev.replicates is not None:
+        replicates = ev.replicates / total
+        alpha = (1 - confidence) / 2
+        low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
+    else:
+        replicates, low, high = None, np.full_like(mean_true, np.nan), np.full_like(mean_true, np.nan)
+    mechs = [template.with_theta(float(th)) for th in grid]
+    analytic = np.array([_analytic_kl(mech) for mech in mechs])
+    reference = sum(float(g.true.mean(axis=1).sum()) for g in pools.groups) / total
+    return Curve(
+        mechanism=template.name,
+        parameter=template.parameter,
+        label=repr(template.with_theta(template.reference_theta)),
+        estimator=estimator,
+        proxy=pools.proxy_name,
+        theta=grid,
+        expected_samples=np.array([mech.expected_samples() for mech in mechs]),
+        true_reward=mean_true,
+        true_reward_low=low,
+        true_reward_high=high,
+        proxy_quantile=ev.quantile / total,
+        proxy_reward=ev.proxy / total,
+        kl=analytic,
+        kl_pool=ev.kl_pool / total,
+        reference_true_reward=reference,
+        n_prompts=total,
+        confidence=confidence,
+        replicates=replicates,
+    )
+
+
+def _analytic_kl(mech: Mechanism) -> float:
+    if isinstance(mech, SoftBestOfN) and mech.on == "raw":
+        return float("nan")
+    return mech.kl()
+
+
+def _check_thetas(thetas: ArrayLike | Sequence[float], template: Mechanism) -> FloatArray:
+    try:
+        grid = np.atleast_1d(np.asarray(thetas, dtype=float))
+    except (TypeError, ValueError):
+        raise TypeError(f"thetas must be numbers, got {thetas!r}") from None
+    if grid.ndim != 1 or grid.size == 0:
+        raise ValueError("thetas must be a non-empty 1-D sequence of parameter values")
+    if not np.all(np.isfinite(grid)):
+        raise ValueError("thetas must be finite")
+    if grid.min() < template.reference_theta:
+        raise ValueError(
+            f"{template.parameter} must be >= {template.reference_theta:g} for {template.name}; got {grid.min():g}"
+        )
+    return grid
+
+
+__all__ = ["Curve", "TableError", "curve", "make_mechanism"]

@@ -1,0 +1,127 @@
+"""Hacking diagnosis: which of the four regimes of SPEC §4 a curve is in, and what it costs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .curves import Curve, curve
+from .mechanisms import Mechanism
+from .pools import Pools
+from .table import RewardTable
+
+REGIMES = ("increasing", "decreasing", "rise-then-fall", "fall-then-rise", "flat")
+
+
+def classify(values: ArrayLike, rtol: float = 1e-6) -> str:
+    """The shape of a curve sampled along increasing parameter values.
+
+    * ``"rise-then-fall"`` (hacking): an interior maximum above both ends;
+    * ``"fall-then-rise"``: an interior minimum below both ends;
+    * ``"increasing"`` / ``"decreasing"``: otherwise, by the sign of ``last - first``;
+    * ``"flat"``: the whole curve varies by less than the tolerance.
+
+    Differences below ``rtol`` times the curve's scale count as equal.
+    """
+    f = np.asarray(values, dtype=float)
+    tol = rtol * max(1.0, float(np.max(np.abs(f)))) + 1e-12
+    if f.max() - f.min() <= tol:
+        return "flat"
+    ends_max, ends_min = max(f[0], f[-1]), min(f[0], f[-1])
+    if f.max() - ends_max > tol:
+        return "rise-then-fall"
+    if ends_min - f.min() > tol:
+        return "fall-then-rise"
+    return "increasing" if f[-1] > f[0] else "decreasing"
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Where a mechanism's true reward peaks on the searched range, and what overshooting costs.
+
+    ``threshold`` is the parameter of the highest true reward on the grid (the hacking threshold
+    ``theta_dagger`` when the regime is rise-then-fall). ``loss_at_top`` is the true reward given up
+    by going to the top of the range; ``share_of_gain_lost`` that loss as a share of the best gain
+    over the reference. ``hacking_share`` is the share of bootstrap replicates that rise then fall.
+    """
+
+    mechanism: str
+    parameter: str
+    regime: str
+    threshold: float
+    best_true_reward: float
+    reference_true_reward: float
+    top_theta: float
+    top_true_reward: float
+    loss_at_top: float
+    share_of_gain_lost: float
+    hacking_share: float
+    curve: Curve
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["curve"] = self.curve.to_dict()
+        return out
+
+    def sentence(self) -> str:
+        """The regime in words."""
+        name = {
+            "bon": "best-of-n",
+            "bop": "Best-of-Poisson",
+            "sbon": "soft best-of-n",
+            "tilted": "the tilted policy",
+        }[self.mechanism]
+        p = self.parameter
+        if self.regime == "rise-then-fall":
+            return (
+                f"{name} peaks at {p} = {self.threshold:.3g} (true reward {self.best_true_reward:.4f}) and loses "
+                f"{100 * self.share_of_gain_lost:.0f}% of its gain by {p} = {self.top_theta:.3g}"
+            )
+        if self.regime == "increasing":
+            return f"{name} keeps improving up to {p} = {self.top_theta:.3g} (true reward {self.top_true_reward:.4f}): no hacking in range"
+        if self.regime == "decreasing":
+            return f"{name} only hurts: the proxy is anti-aligned, stay at the reference (true reward {self.reference_true_reward:.4f})"
+        if self.regime == "fall-then-rise":
+            return f"{name} first hurts, then helps: best at {p} = {self.threshold:.3g} (true reward {self.best_true_reward:.4f})"
+        return f"{name} leaves the true reward unchanged ({self.reference_true_reward:.4f}): the proxy carries no signal"
+
+
+def diagnose_curve(c: Curve) -> Diagnosis:
+    """Diagnose an already computed :class:`Curve`."""
+    f = c.true_reward
+    regime = classify(f)
+    best = int(np.argmax(f))
+    reference = c.reference_true_reward
+    gain = f[best] - reference
+    loss = float(f[best] - f[-1])
+    share: float = loss / gain if gain > 0 else 0.0
+    hacking = float("nan")
+    if c.replicates is not None:
+        hacking = float(np.mean([classify(rep) == "rise-then-fall" for rep in c.replicates]))
+    return Diagnosis(
+        mechanism=c.mechanism,
+        parameter=c.parameter,
+        regime=regime,
+        threshold=float(c.theta[best]),
+        best_true_reward=float(f[best]),
+        reference_true_reward=reference,
+        top_theta=float(c.theta[-1]),
+        top_true_reward=float(f[-1]),
+        loss_at_top=loss,
+        share_of_gain_lost=share,
+        hacking_share=hacking,
+        curve=c,
+    )
+
+
+def diagnose(
+    table: RewardTable | Pools,
+    mechanism: str | Mechanism,
+    thetas: ArrayLike | None = None,
+    **curve_kwargs: Any,
+) -> Diagnosis:
+    """Compute the curve of ``mechanism`` on ``table`` (see :func:`hedgetune.curve`) and diagnose it."""
+    return diagnose_curve(curve(table, mechanism, thetas, **curve_kwargs))

@@ -1,0 +1,74 @@
+"""Pools: each prompt's responses sorted once by proxy, grouped by pool size.
+
+This is the only place that sorts. Within a pool of size ``m`` sorted ascending by proxy, a
+rank-based mechanism returns position ``i`` with a probability that depends only on ``i`` and
+``m``; so the mean curve over prompts needs only the rank-averaged true rewards of each size group.
+Tied proxies share their group's probability equally (a mechanism breaks ties at random), which is
+the same as giving every member the tie group's mean true reward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .mechanisms._numerics import FloatArray
+from .mechanisms._selection import average_over_ties
+from .table import IntArray, RewardTable
+
+
+@dataclass(frozen=True)
+class SizeGroup:
+    """All prompts whose pool has ``m`` responses, each row sorted ascending by proxy."""
+
+    m: int
+    prompts: IntArray  #: positions of these prompts in the table
+    proxy: FloatArray  #: (P_m, m) raw proxy rewards, ascending per row
+    true: FloatArray  #: (P_m, m) true rewards in the same order, averaged within tie groups
+    quantile: FloatArray  #: (P_m, m) mid-rank quantiles (i - 1/2)/m, averaged within tie groups
+    has_ties: NDArray[np.bool_]  #: (P_m,) whether the row has tied proxies
+
+    @property
+    def size(self) -> int:
+        return int(self.prompts.size)
+
+
+@dataclass(frozen=True)
+class Pools:
+    """A table's prompts as sorted pools, grouped by pool size."""
+
+    groups: tuple[SizeGroup, ...]
+    n_prompts: int
+    proxy_name: str
+
+    @property
+    def max_size(self) -> int:
+        return max(g.m for g in self.groups)
+
+    @property
+    def min_size(self) -> int:
+        return min(g.m for g in self.groups)
+
+
+def build_pools(table: RewardTable, proxy: str | None = None) -> Pools:
+    """Sort every prompt's pool once by the chosen proxy (``table.proxy`` by default)."""
+    scores = table.proxy_values(proxy)
+    true = table.require_true_reward()
+    sizes = table.pool_sizes
+    groups = []
+    for m in np.unique(sizes):
+        prompts = np.flatnonzero(sizes == m)
+        rows = table.offsets[prompts][:, None] + np.arange(m)[None, :]
+        raw = scores[rows]
+        order = np.argsort(raw, axis=1, kind="stable")
+        sorted_proxy = np.take_along_axis(raw, order, axis=1)
+        sorted_true = np.take_along_axis(true[rows], order, axis=1)
+        ties = np.any(sorted_proxy[:, 1:] == sorted_proxy[:, :-1], axis=1)
+        quantile = np.broadcast_to((np.arange(1, m + 1) - 0.5) / m, (prompts.size, m)).copy()
+        if ties.any():
+            sorted_true[ties] = average_over_ties(sorted_proxy[ties], sorted_true[ties])
+            quantile[ties] = average_over_ties(sorted_proxy[ties], quantile[ties])
+        groups.append(SizeGroup(int(m), prompts, sorted_proxy, sorted_true, quantile, ties))
+    return Pools(tuple(groups), table.n_prompts, proxy or table.proxy)

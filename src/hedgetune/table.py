@@ -1,0 +1,374 @@
+"""The calibration table: prompts with ragged pools of scored responses.
+
+A :class:`RewardTable` holds, for every response, the prompt it answers, one or more proxy rewards
+(reward models, judges, length, ...) and, on calibration data, a true reward (correctness, a gold
+judge). It is validated once, when it is built; everything downstream assumes clean arrays.
+
+Layout: responses are stored prompt by prompt (CSR style): the responses of prompt ``p`` are rows
+``offsets[p]:offsets[p + 1]`` of every per-response column.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .mechanisms._numerics import FloatArray
+
+IntArray = NDArray[np.intp]
+InvalidPolicy = Literal["raise", "drop"]
+
+
+class TableError(ValueError):
+    """A calibration table that cannot be used as given; the message names the problem."""
+
+
+@dataclass(frozen=True, eq=False)
+class RewardTable:
+    """Prompts x ragged pools of responses with proxy rewards and (optionally) a true reward.
+
+    Build it with :meth:`from_arrays`, :meth:`from_long`, :func:`hedgetune.read_table` or
+    :meth:`from_pandas`; the constructor itself expects already validated, prompt-grouped arrays.
+
+    Attributes
+    ----------
+    prompt_ids : (P,) array of the prompt identifiers, in table order.
+    offsets : (P + 1,) start of each prompt's responses in the per-response arrays.
+    proxies : proxy name -> (N,) float array of proxy rewards.
+    true_reward : (N,) float array, or ``None`` for a table without ground truth.
+    groups : (P,) array of group labels (task, dataset), or ``None``.
+    proxy : the name of the proxy used when none is named.
+    provenance : column name -> how it was produced (model, version, command).
+    dropped : how many responses were dropped as invalid when the table was built.
+    """
+
+    prompt_ids: NDArray[Any]
+    offsets: IntArray
+    proxies: Mapping[str, FloatArray]
+    true_reward: FloatArray | None
+    groups: NDArray[Any] | None = None
+    proxy: str = ""
+    provenance: Mapping[str, str] = field(default_factory=dict)
+    dropped: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.proxies:
+            raise TableError("a reward table needs at least one proxy-reward column")
+        if not self.proxy:
+            object.__setattr__(self, "proxy", next(iter(self.proxies)))
+        if self.proxy not in self.proxies:
+            raise TableError(f"unknown proxy {self.proxy!r}; the table has {sorted(self.proxies)}")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_long(
+        cls,
+        prompt_ids: ArrayLike,
+        proxies: Mapping[str, ArrayLike] | ArrayLike,
+        true_reward: ArrayLike | None = None,
+        *,
+        groups: ArrayLike | None = None,
+        response_ids: ArrayLike | None = None,
+        proxy: str | None = None,
+        invalid: InvalidPolicy = "raise",
+        provenance: Mapping[str, str] | None = None,
+    ) -> RewardTable:
+        """Build from one row per response.
+
+        ``prompt_ids`` says which prompt each response answers (prompts keep the order of their
+        first appearance). ``proxies`` is one array or a mapping of named arrays. ``groups`` is
+        per response and must be constant within a prompt. ``response_ids``, if given, must be
+        unique within a prompt (duplicate rows are refused).
+
+        ``invalid`` is the policy for NaN or infinite rewards: ``"raise"`` (default) refuses the
+        table and says how many responses are affected; ``"drop"`` removes those responses, warns
+        with the count and records it in :attr:`dropped`. Either way, a prompt left with fewer than
+        two responses is refused, since a pool of one cannot rank anything.
+        """
+        ids = _as_1d(prompt_ids, "prompt_ids")
+        n = ids.size
+        if n == 0:
+            raise TableError("the table is empty: no responses")
+        named = _named_proxies(proxies, n)
+        true = None if true_reward is None else _numeric_column(true_reward, "true_reward", n)
+        group_col = None if groups is None else _as_1d(groups, "groups")
+        if group_col is not None and group_col.size != n:
+            raise TableError(f"groups has {group_col.size} entries for {n} responses")
+        if invalid not in ("raise", "drop"):
+            raise ValueError(f"invalid must be 'raise' or 'drop', got {invalid!r}")
+
+        bad = np.zeros(n, dtype=bool)
+        for values in [*named.values(), *([] if true is None else [true])]:
+            bad |= ~np.isfinite(values)
+        dropped = int(bad.sum())
+        if dropped:
+            where = ", ".join(
+                f"{name}: {int((~np.isfinite(v)).sum())}"
+                for name, v in [*named.items(), *([] if true is None else [("true_reward", true)])]
+                if (~np.isfinite(v)).any()
+            )
+            if invalid == "raise":
+                raise TableError(
+                    f"{dropped} responses have NaN or infinite rewards ({where}); clean them, or "
+                    "pass invalid='drop' to drop those responses"
+                )
+            warnings.warn(f"dropped {dropped} responses with NaN or infinite rewards ({where})", stacklevel=2)
+            keep = ~bad
+            ids = ids[keep]
+            named = {k: v[keep] for k, v in named.items()}
+            true = None if true is None else true[keep]
+            group_col = None if group_col is None else group_col[keep]
+            response_ids = None if response_ids is None else _as_1d(response_ids, "response_ids")[keep]
+
+        # Group rows by prompt, prompts in order of first appearance; stable within a prompt.
+        uniques, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        rank_of_unique = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+        prompt_index = rank_of_unique[inverse]
+        order = np.argsort(prompt_index, kind="stable")
+        counts = np.bincount(prompt_index, minlength=uniques.size)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
+        prompt_order = uniques[np.argsort(rank_of_unique)]
+
+        small = counts < 2
+        if small.any():
+            raise TableError(
+                f"{int(small.sum())} prompts have fewer than two responses (e.g. prompt "
+                f"{prompt_order[np.flatnonzero(small)[0]]!r}); a pool needs at least two to rank"
+            )
+        if response_ids is not None:
+            rid = _as_1d(response_ids, "response_ids")
+            if rid.size != ids.size:
+                raise TableError(f"response_ids has {rid.size} entries for {ids.size} responses")
+            pairs = np.rec.fromarrays([prompt_index, rid.astype(str)])
+            _, pair_counts = np.unique(pairs, return_counts=True)
+            if (pair_counts > 1).any():
+                raise TableError(f"{int((pair_counts > 1).sum())} duplicate (prompt, response) rows")
+
+        group_per_prompt = None
+        if group_col is not None:
+            sorted_groups = group_col[order]
+            group_per_prompt = sorted_groups[offsets[:-1]]
+            mixed = np.repeat(group_per_prompt, counts) != sorted_groups
+            if mixed.any():
+                raise TableError("groups must be constant within each prompt")
+
+        return cls(
+            prompt_ids=prompt_order,
+            offsets=offsets,
+            proxies={k: v[order] for k, v in named.items()},
+            true_reward=None if true is None else true[order],
+            groups=group_per_prompt,
+            proxy=proxy or next(iter(named)),
+            provenance=dict(provenance or {}),
+            dropped=dropped,
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        proxy: ArrayLike | Mapping[str, ArrayLike],
+        true: ArrayLike | None = None,
+        prompt_ids: ArrayLike | None = None,
+        **kwargs: Any,
+    ) -> RewardTable:
+        """Build from NumPy arrays.
+
+        With 2-D ``[prompts, samples]`` arrays (``NaN`` marks a missing response in a ragged
+        pool), ``prompt_ids`` optionally names the prompts. With 1-D arrays (one entry per
+        response), ``prompt_ids`` is required and says which prompt each response answers.
+        Other keyword arguments go to :meth:`from_long`.
+        """
+        first = next(iter(proxy.values())) if isinstance(proxy, Mapping) else proxy
+        shape = np.shape(first)
+        if len(shape) == 2:
+            prompts, samples = shape
+            ids = np.arange(prompts) if prompt_ids is None else _as_1d(prompt_ids, "prompt_ids")
+            if ids.size != prompts:
+                raise TableError(f"prompt_ids has {ids.size} entries for {prompts} prompts")
+            named = _named_proxies(proxy, None)
+            for name, values in named.items():
+                if values.shape != shape:
+                    raise TableError(f"proxy {name!r} has shape {values.shape}, expected {shape}")
+            true_2d = None if true is None else _numeric_column(true, "true_reward", None)
+            if true_2d is not None and true_2d.shape != shape:
+                raise TableError(f"true_reward has shape {true_2d.shape}, expected {shape}")
+            # A response is missing (ragged pool) when every proxy is NaN; other NaN values are
+            # invalid data, left to the ``invalid`` policy.
+            missing = np.ones(shape, dtype=bool)
+            for values in named.values():
+                missing &= np.isnan(values)
+            keep = ~missing.ravel()
+            return cls.from_long(
+                np.repeat(ids, samples)[keep],
+                {k: v.ravel()[keep] for k, v in named.items()},
+                None if true_2d is None else true_2d.ravel()[keep],
+                **kwargs,
+            )
+        if len(shape) == 1:
+            if prompt_ids is None:
+                raise TableError("1-D arrays need prompt_ids: which prompt each response answers")
+            return cls.from_long(prompt_ids, proxy, true, **kwargs)
+        raise TableError(
+            f"proxy must be 1-D (one per response) or 2-D (prompts x samples), got shape {shape}"
+        )
+
+    @classmethod
+    def from_pandas(cls, frame: Any, **columns: Any) -> RewardTable:
+        """Build from a pandas DataFrame in long form; see :func:`hedgetune.io.from_arrow`."""
+        import pyarrow as pa
+
+        from .io import from_arrow
+
+        return from_arrow(pa.Table.from_pandas(frame, preserve_index=False), **columns)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def n_prompts(self) -> int:
+        return int(self.prompt_ids.size)
+
+    @property
+    def n_responses(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def pool_sizes(self) -> IntArray:
+        """Number of responses per prompt."""
+        return np.diff(self.offsets)
+
+    @property
+    def proxy_names(self) -> list[str]:
+        return list(self.proxies)
+
+    def proxy_values(self, name: str | None = None) -> FloatArray:
+        """The per-response values of proxy ``name`` (default: :attr:`proxy`)."""
+        key = name or self.proxy
+        if key not in self.proxies:
+            raise TableError(f"unknown proxy {key!r}; the table has {sorted(self.proxies)}")
+        return self.proxies[key]
+
+    def require_true_reward(self) -> FloatArray:
+        if self.true_reward is None:
+            raise TableError("this table has no true-reward column; curves and tuning need one")
+        return self.true_reward
+
+    def with_proxy(self, name: str) -> RewardTable:
+        """The same table with ``name`` as its default proxy."""
+        self.proxy_values(name)
+        return _replace(self, proxy=name)
+
+    def subset(self, prompts: ArrayLike) -> RewardTable:
+        """The table restricted to the prompts at the given positions (in that order)."""
+        index = np.asarray(prompts, dtype=np.intp)
+        sizes = self.pool_sizes[index]
+        rows = concatenated_ranges(self.offsets[index], sizes)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
+        return RewardTable(
+            prompt_ids=self.prompt_ids[index],
+            offsets=offsets,
+            proxies={k: v[rows] for k, v in self.proxies.items()},
+            true_reward=None if self.true_reward is None else self.true_reward[rows],
+            groups=None if self.groups is None else self.groups[index],
+            proxy=self.proxy,
+            provenance=self.provenance,
+            dropped=self.dropped,
+        )
+
+    def prompt_of_response(self) -> NDArray[Any]:
+        """The prompt id of every response, in storage order."""
+        return np.repeat(self.prompt_ids, self.pool_sizes)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and ranges for ``hedgetune info``."""
+        sizes = self.pool_sizes
+        out: dict[str, Any] = {
+            "prompts": self.n_prompts,
+            "responses": self.n_responses,
+            "pool_size": {
+                "min": int(sizes.min()),
+                "median": float(np.median(sizes)),
+                "max": int(sizes.max()),
+            },
+            "proxies": {
+                name: {
+                    "mean": float(v.mean()),
+                    "std": float(v.std()),
+                    "provenance": self.provenance.get(name, ""),
+                }
+                for name, v in self.proxies.items()
+            },
+            "default_proxy": self.proxy,
+            "dropped": self.dropped,
+        }
+        if self.true_reward is not None:
+            out["true_reward"] = {
+                "mean": float(self.true_reward.mean()),
+                "std": float(self.true_reward.std()),
+            }
+        if self.groups is not None:
+            labels, counts = np.unique(self.groups.astype(str), return_counts=True)
+            out["groups"] = dict(zip(labels.tolist(), counts.tolist(), strict=True))
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"RewardTable({self.n_prompts} prompts, {self.n_responses} responses, "
+            f"proxies={self.proxy_names}, true_reward={'yes' if self.true_reward is not None else 'no'})"
+        )
+
+
+def concatenated_ranges(starts: IntArray, lengths: IntArray) -> IntArray:
+    """``concatenate([arange(s, s + n) for s, n in zip(starts, lengths)])`` without a loop."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.intp)
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return (np.arange(total) + shift).astype(np.intp)
+
+
+def _replace(table: RewardTable, **changes: Any) -> RewardTable:
+    from dataclasses import replace
+
+    return replace(table, **changes)
+
+
+def _as_1d(values: ArrayLike, name: str) -> NDArray[Any]:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise TableError(f"{name} must be 1-D, got shape {arr.shape}")
+    return arr
+
+
+def _numeric_column(values: ArrayLike, name: str, n: int | None) -> FloatArray:
+    arr = np.asarray(values)
+    if arr.dtype == bool:
+        arr = arr.astype(float)
+    if not (np.issubdtype(arr.dtype, np.number)):
+        try:
+            arr = arr.astype(float)
+        except (TypeError, ValueError):
+            raise TableError(
+                f"column {name!r} must be numeric, got values like {arr.ravel()[:3].tolist()}"
+            ) from None
+    arr = arr.astype(float)
+    if n is not None and (arr.ndim != 1 or arr.size != n):
+        raise TableError(f"column {name!r} has shape {arr.shape}, expected ({n},)")
+    return arr
+
+
+def _named_proxies(proxies: Mapping[str, ArrayLike] | ArrayLike, n: int | None) -> dict[str, FloatArray]:
+    if isinstance(proxies, Mapping):
+        if not proxies:
+            raise TableError("a reward table needs at least one proxy-reward column")
+        return {str(k): _numeric_column(v, str(k), n) for k, v in proxies.items()}
+    return {"proxy_reward": _numeric_column(proxies, "proxy_reward", n)}
+
+
+def as_str_list(values: Sequence[str] | str | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [values] if isinstance(values, str) else list(values)

@@ -1,0 +1,180 @@
+"""Calibration tables: constructors, readers, writers and validation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+import hedgetune as ht
+
+
+def _long_rows() -> list[dict[str, object]]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(5):
+        for s in range(3 + p % 2):
+            rows.append(
+                {
+                    "prompt_id": f"p{p}",
+                    "sample": s,
+                    "task": "math" if p < 3 else "chat",
+                    "rm": float(rng.normal()),
+                    "len": float(rng.integers(5, 50)),
+                    "gold": float(rng.random()),
+                }
+            )
+    return rows
+
+
+def _assert_same(a: ht.RewardTable, b: ht.RewardTable) -> None:
+    np.testing.assert_array_equal(a.prompt_ids.astype(str), b.prompt_ids.astype(str))
+    np.testing.assert_array_equal(a.offsets, b.offsets)
+    assert a.proxy_names == b.proxy_names
+    for name in a.proxy_names:
+        np.testing.assert_array_equal(a.proxies[name], b.proxies[name])
+    np.testing.assert_array_equal(a.true_reward, b.true_reward)  # type: ignore[arg-type]
+    if a.groups is not None:
+        np.testing.assert_array_equal(a.groups.astype(str), b.groups.astype(str))  # type: ignore[union-attr]
+
+
+COLUMNS = {"proxy_col": ["rm", "len"], "true_col": "gold", "group_col": "task", "response_col": "sample"}
+
+
+def _roundtrip(table: ht.RewardTable, tmp_path: Path) -> None:
+    path = ht.write_table(table, tmp_path / "out" / "table.parquet")
+    again = ht.read_table(path)
+    _assert_same(table, again)
+    assert again.proxy == table.proxy
+    assert dict(again.provenance) == dict(table.provenance)
+
+
+def test_long_jsonl_csv_parquet_agree_and_roundtrip(tmp_path: Path) -> None:
+    rows = _long_rows()
+    jsonl = tmp_path / "t.jsonl.gz"
+    with gzip.open(jsonl, "wt") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    arrow = pa.Table.from_pylist(rows)
+    csv = tmp_path / "t.csv"
+    pacsv.write_csv(arrow, csv)
+    import pyarrow.parquet as pq
+
+    parquet = tmp_path / "t.parquet"
+    pq.write_table(arrow, parquet)
+    tables = [ht.read_table(p, **COLUMNS) for p in (jsonl, csv, parquet)]  # type: ignore[arg-type]
+    for t in tables[1:]:
+        _assert_same(tables[0], t)
+    t = tables[0]
+    assert t.n_prompts == 5 and t.n_responses == 17
+    assert t.pool_sizes.tolist() == [3, 4, 3, 4, 3]
+    assert t.groups.tolist() == ["math", "math", "math", "chat", "chat"]  # type: ignore[union-attr]
+    _roundtrip(t, tmp_path)
+    frame = arrow.to_pandas()
+    _assert_same(t, ht.RewardTable.from_pandas(frame, **COLUMNS))
+
+
+def test_wide_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "wide.jsonl"
+    rows = [
+        {"prompt_id": i, "proxy_scores": [0.1 * i, 0.5, -1.0], "gold_scores": [1.0, 0.0, 0.5]}
+        for i in range(4)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t = ht.read_table(path, proxy_col="proxy_scores", true_col="gold_scores")
+    assert t.n_prompts == 4 and t.pool_sizes.tolist() == [3, 3, 3, 3]
+    np.testing.assert_array_equal(t.true_reward[:3], [1.0, 0.0, 0.5])  # type: ignore[index]
+    _roundtrip(t, tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt_id": 0, "proxy_scores": [1.0, 2.0], "gold_scores": [1.0]}) + "\n")
+    with pytest.raises(ht.TableError, match="different lengths"):
+        ht.read_table(bad, proxy_col="proxy_scores", true_col="gold_scores")
+
+
+def test_npz_and_arrays(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    proxy, gold = rng.normal(size=(6, 4)), rng.random((6, 4))
+    proxy[2, 3] = np.nan  # a ragged pool
+    path = tmp_path / "t.npz"
+    np.savez(path, proxy_reward=proxy, true_reward=gold)
+    t = ht.read_table(path)
+    assert t.pool_sizes.tolist() == [4, 4, 3, 4, 4, 4]
+    _assert_same(t, ht.RewardTable.from_arrays(proxy, gold))
+    _roundtrip(t, tmp_path)
+    obj = tmp_path / "obj.npz"
+    np.savez(obj, proxy_reward=np.array([[{"a": 1}]], dtype=object), true_reward=gold)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        ht.read_table(obj)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"proxy_col": "nope", "true_col": "gold"}, ht.TableError, r"missing column\(s\) \['nope'\]"),
+        ({"true_col": "task", "proxy_col": "rm"}, ht.TableError, "'task' must be numeric"),
+        (
+            {"proxy_col": "rm", "true_col": "gold", "group_col": "sample"},
+            ht.TableError,
+            "constant within each prompt",
+        ),
+    ],
+)
+def test_bad_columns(tmp_path: Path, kwargs: dict[str, object], error: type[Exception], match: str) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(_long_rows()), path)
+    with pytest.raises(error, match=match):
+        ht.read_table(path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_invalid_values_policy() -> None:
+    proxy = np.array([[0.1, np.inf, 0.3], [1.0, 2.0, 3.0]])
+    true = np.array([[1.0, 2.0, np.nan], [0.0, 1.0, 0.0]])
+    with pytest.raises(ht.TableError, match="2 responses have NaN or infinite rewards"):
+        ht.RewardTable.from_arrays(proxy, true)
+    with pytest.warns(UserWarning, match="dropped 2 responses"):
+        with pytest.raises(ht.TableError, match="fewer than two responses"):
+            ht.RewardTable.from_arrays(proxy, true, invalid="drop")
+    proxy[0, 0] = 0.5
+    true[0, 0] = 0.5
+    proxy = np.column_stack([proxy, [0.7, 4.0]])
+    true = np.column_stack([true, [1.0, 1.0]])
+    with pytest.warns(UserWarning, match="dropped 2"):
+        t = ht.RewardTable.from_arrays(proxy, true, invalid="drop")
+    assert t.dropped == 2 and t.pool_sizes.tolist() == [2, 4]
+
+
+def test_other_validation() -> None:
+    with pytest.raises(ht.TableError, match="duplicate"):
+        ht.RewardTable.from_long(
+            ["a", "a", "b", "b"], [1.0, 2.0, 3.0, 4.0], [0, 1, 0, 1], response_ids=[0, 0, 0, 1]
+        )
+    with pytest.raises(ht.TableError, match="empty"):
+        ht.RewardTable.from_long([], [], [])
+    with pytest.raises(ht.TableError, match="need prompt_ids"):
+        ht.RewardTable.from_arrays(np.ones(3), np.ones(3))
+    with pytest.raises(ht.TableError, match="shape"):
+        ht.RewardTable.from_arrays(np.ones((2, 3)), np.ones((3, 2)))
+    with pytest.raises(ht.TableError, match="must be numeric"):
+        ht.RewardTable.from_long(["a", "a"], ["x", "y"], [0, 1])
+    t = ht.RewardTable.from_arrays({"a": np.ones((2, 3)), "b": np.zeros((2, 3))}, np.ones((2, 3)))
+    assert t.proxy == "a" and t.with_proxy("b").proxy == "b"
+    with pytest.raises(ht.TableError, match="unknown proxy"):
+        t.with_proxy("c")
+    with pytest.raises(FileNotFoundError):
+        ht.read_table("missing.parquet")
+    with pytest.raises(ht.TableError, match="cannot tell the format"):
+        ht.read_table("table.xlsx")
+
+
+def test_subset_and_summary() -> None:
+    t = ht.synthetic.make_table("toy", 10, 5)
+    sub = t.subset([3, 1])
+    assert sub.n_prompts == 2 and sub.prompt_ids.tolist() == [3, 1]
+    np.testing.assert_array_equal(sub.true_reward[:5], t.true_reward[15:20])  # type: ignore[index]
+    assert t.summary()["responses"] == 50
