@@ -141,14 +141,20 @@ class Curve:
 
 
 @dataclass(frozen=True)
-class _Evaluation:
-    """Per-parameter sums over prompts (divide by the prompt count for means)."""
+class PoolSums:
+    """Per-parameter sums over prompts (divide by the prompt count for means).
+
+    ``dtrue`` and ``dreplicates`` (with ``derivative=True``) are the exact derivatives in theta of
+    ``true`` and ``replicates``: HedgeTune's residual.
+    """
 
     true: FloatArray  # (T,)
     quantile: FloatArray
     proxy: FloatArray
     kl_pool: FloatArray
     replicates: FloatArray | None  # (B, T) sums over resampled prompts
+    dtrue: FloatArray | None = None
+    dreplicates: FloatArray | None = None
 
 
 def bootstrap_weights(n_prompts: int, replicates: int, seed: int | None) -> FloatArray:
@@ -157,69 +163,130 @@ def bootstrap_weights(n_prompts: int, replicates: int, seed: int | None) -> Floa
     return rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=replicates).astype(float)
 
 
-def selection_probabilities(
-    template: Mechanism, theta: float, group: SizeGroup, estimator: Estimator
-) -> FloatArray:
-    """``(R, m)`` probabilities of the sorted positions of ``group``'s pools at ``theta``."""
+#: Positions whose cumulative selection probability stays below this for every parameter of a
+#: block are skipped: they change a mean by less than this times the largest |reward|.
+_NEGLIGIBLE = 1e-17
+
+
+def rank_probabilities(
+    template: Mechanism, thetas: FloatArray, m: int, estimator: Estimator, derivative: bool = False
+) -> tuple[int, FloatArray]:
+    """Probabilities of the sorted positions of a pool of ``m`` for a rank-based mechanism (their
+    derivatives in theta with ``derivative=True``).
+
+    Returns ``(start, values)`` with ``values`` of shape ``(T, m - start)`` for positions
+    ``start + 1 .. m``; the positions below ``start`` have cumulative probability under
+    ``1e-17`` at every parameter (large n or mu put all the mass at the top of the pool).
+    """
+    if isinstance(template, SoftBestOfN) and estimator == "plugin":  # on quantiles: the pool's own i/m
+        grid_scores = np.zeros((1, m))
+        per_theta = [template.with_theta(float(t)) for t in thetas]
+        if derivative:
+            return 0, np.concatenate([mech.pool_probabilities_dtheta(grid_scores) for mech in per_theta])
+        return 0, np.concatenate([mech.pool_probabilities(grid_scores) for mech in per_theta])
     if estimator == "unbiased":
+        if derivative:
+            raise ValueError("derivatives in theta exist for the plug-in estimator only")
         if not isinstance(template, BestOfN):
             raise ValueError("the unbiased (without replacement) estimator exists for Best-of-n only")
-        return unbiased_bon_probabilities(theta, group.m)
-    return template.with_theta(theta).pool_probabilities(group.proxy)
+        return 0, np.concatenate([unbiased_bon_probabilities(float(t), m) for t in thetas])
+    coarse = np.linspace(0.0, 1.0, 129)
+    negligible = template.cdf_many(thetas, coarse) <= _NEGLIGIBLE
+    last = np.where(negligible.any(axis=1), 128 - np.argmax(negligible[:, ::-1], axis=1), 0)
+    start = int(np.floor(coarse[int(last.min())] * m)) if negligible[:, 0].all() else 0
+    grid = np.arange(start, m + 1) / m
+    cumulative = template.cdf_dtheta_many(thetas, grid) if derivative else template.cdf_many(thetas, grid)
+    return start, np.diff(cumulative, axis=1)
 
 
-def evaluate(
+#: Largest number of (parameter x position) probabilities held at once.
+_CHUNK_ELEMENTS = 2_000_000
+
+
+def pool_sums(
     pools: Pools,
     template: Mechanism,
     thetas: FloatArray,
     estimator: Estimator = "plugin",
     weights: FloatArray | None = None,
     kl_pool: bool = True,
-) -> _Evaluation:
-    """Sums over prompts of the expected true reward, proxy quantile, raw proxy and pool KL."""
+    derivative: bool = False,
+) -> PoolSums:
+    """Sums over prompts of the expected true reward, proxy quantile, raw proxy and pool KL at each
+    parameter; with ``weights`` (bootstrap counts, ``(B, P)``) also per replicate; with
+    ``derivative`` also the derivative of the true-reward sums in theta."""
     t = thetas.size
     true, quant, proxy, klp = (np.zeros(t) for _ in range(4))
     reps = None if weights is None else np.zeros((weights.shape[0], t))
+    dtrue = np.zeros(t) if derivative else None
+    dreps = None if (weights is None or not derivative) else np.zeros((weights.shape[0], t))
+    per_prompt = template.uses_raw_scores and estimator == "plugin"
     for group in pools.groups:
-        g_sum = group.true.sum(axis=0)
-        q_sum = group.quantile.sum(axis=0)
-        s_sum = group.proxy.sum(axis=0)
         w_g = None if weights is None else weights[:, group.prompts]
-        resampled_true = None if w_g is None else w_g @ group.true  # (B, m)
-        tied = np.flatnonzero(group.has_ties)
-        untied = group.size - tied.size
-        for k, theta in enumerate(thetas):
-            probs = selection_probabilities(template, float(theta), group, estimator)
-            if probs.shape[0] == 1:  # rank-based: the same probabilities for every prompt
-                p = probs[0]
-                true[k] += p @ g_sum
-                quant[k] += p @ q_sum
-                proxy[k] += p @ s_sum
-                if reps is not None and resampled_true is not None:
-                    reps[:, k] += resampled_true @ p
-                if kl_pool:
-                    klp[k] += untied * _pool_kl(probs)[0]
-                    if tied.size:
-                        shared = average_over_ties(group.proxy[tied], np.repeat(probs, tied.size, axis=0))
-                        klp[k] += _pool_kl(shared).sum()
-            else:  # per-prompt probabilities (softmax on raw scores)
+        if per_prompt:  # softmax on raw scores: probabilities differ from prompt to prompt
+            quantiles = group.quantiles()
+            for k, theta in enumerate(thetas):
+                probs = template.with_theta(float(theta)).pool_probabilities(group.proxy)
                 values = np.einsum("pm,pm->p", probs, group.true)
                 true[k] += values.sum()
-                quant[k] += np.einsum("pm,pm->", probs, group.quantile)
+                quant[k] += np.einsum("pm,pm->", probs, quantiles)
                 proxy[k] += np.einsum("pm,pm->", probs, group.proxy)
                 if reps is not None and w_g is not None:
                     reps[:, k] += w_g @ values
                 if kl_pool:
                     klp[k] += _pool_kl(probs).sum()
-    return _Evaluation(true, quant, proxy, klp, reps)
+                if dtrue is not None:
+                    dvalues = np.einsum(
+                        "pm,pm->p",
+                        template.with_theta(float(theta)).pool_probabilities_dtheta(group.proxy),
+                        group.true,
+                    )
+                    dtrue[k] += dvalues.sum()
+                    if dreps is not None and w_g is not None:
+                        dreps[:, k] += w_g @ dvalues
+            continue
+        # Rank-based: the same probabilities for every prompt of the group, so only the sums over
+        # prompts of each sorted position's true reward, quantile and proxy are needed.
+        g_all, q_all, s_all = group.true.sum(axis=0), group.quantile_sum(), group.proxy.sum(axis=0)
+        resampled_all = None if w_g is None else w_g @ group.true  # (B, m)
+        tied = np.flatnonzero(group.has_ties)
+        untied = group.size - tied.size
+        step = max(1, _CHUNK_ELEMENTS // group.m)
+        for lo in range(0, t, step):
+            block = slice(lo, min(t, lo + step))
+            start, probs = rank_probabilities(template, thetas[block], group.m, estimator)
+            g_sum, q_sum, s_sum = g_all[start:], q_all[start:], s_all[start:]
+            resampled_true = None if resampled_all is None else resampled_all[:, start:]
+            true[block] += probs @ g_sum
+            quant[block] += probs @ q_sum
+            proxy[block] += probs @ s_sum
+            if reps is not None and resampled_true is not None:
+                reps[:, block] += resampled_true @ probs.T
+            if dtrue is not None:
+                dstart, dprobs = rank_probabilities(
+                    template, thetas[block], group.m, estimator, derivative=True
+                )
+                dtrue[block] += dprobs @ g_all[dstart:]
+                if dreps is not None and resampled_all is not None:
+                    dreps[:, block] += resampled_all[:, dstart:] @ dprobs.T
+            if kl_pool:
+                if untied:
+                    klp[block] += untied * _pool_kl(probs, group.m)
+                for j, k in enumerate(range(block.start, block.stop)):
+                    if tied.size:
+                        full = np.zeros((tied.size, group.m))
+                        full[:, start:] = probs[j]
+                        klp[k] += _pool_kl(average_over_ties(group.proxy[tied], full), group.m).sum()
+    return PoolSums(true, quant, proxy, klp, reps, dtrue, dreps)
 
 
-def _pool_kl(probs: FloatArray) -> FloatArray:
-    """``sum_i P_i log(m P_i)`` per row."""
-    m = probs.shape[1]
+def _pool_kl(probs: FloatArray, m: int | None = None) -> FloatArray:
+    """``sum_i P_i log(m P_i)`` per row (``m`` defaults to the row length)."""
+    m = probs.shape[1] if m is None else m
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(probs > 0, probs * np.log(m * probs), 0.0)
-    return np.maximum(terms.sum(axis=1), 0.0)
+        logs = np.log(m * probs)
+        logs *= probs  # 0 * log 0 = NaN, dropped by nansum: the convention 0 log 0 = 0
+    return np.maximum(np.nansum(logs, axis=1), 0.0)
 
 
 def curve(
@@ -262,7 +329,7 @@ def curve(
             f"the unbiased estimator needs n <= the smallest pool ({pools.min_size}); got n up to {grid.max():g}"
         )
     weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
-    ev = evaluate(pools, template, grid, estimator, weights)
+    ev = pool_sums(pools, template, grid, estimator, weights)
     total = pools.n_prompts
     mean_true = ev.true / total
     if ev.replicates is not None:

@@ -27,12 +27,27 @@ class SizeGroup:
     prompts: IntArray  #: positions of these prompts in the table
     proxy: FloatArray  #: (P_m, m) raw proxy rewards, ascending per row
     true: FloatArray  #: (P_m, m) true rewards in the same order, averaged within tie groups
-    quantile: FloatArray  #: (P_m, m) mid-rank quantiles (i - 1/2)/m, averaged within tie groups
     has_ties: NDArray[np.bool_]  #: (P_m,) whether the row has tied proxies
 
     @property
     def size(self) -> int:
         return int(self.prompts.size)
+
+    def quantiles(self) -> FloatArray:
+        """(P_m, m) within-pool mid-rank quantiles ``(i - 1/2)/m``, averaged within tie groups."""
+        q = np.broadcast_to((np.arange(1, self.m + 1) - 0.5) / self.m, self.proxy.shape).copy()
+        if self.has_ties.any():
+            q[self.has_ties] = average_over_ties(self.proxy[self.has_ties], q[self.has_ties])
+        return q
+
+    def quantile_sum(self) -> FloatArray:
+        """Sum over prompts of :meth:`quantiles`, without building the matrix when there are no ties."""
+        base = (np.arange(1, self.m + 1) - 0.5) / self.m * (self.size - int(self.has_ties.sum()))
+        if self.has_ties.any():
+            tied = self.proxy[self.has_ties]
+            q = np.broadcast_to((np.arange(1, self.m + 1) - 0.5) / self.m, tied.shape).copy()
+            base = base + average_over_ties(tied, q).sum(axis=0)
+        return base
 
 
 @dataclass(frozen=True)
@@ -60,15 +75,17 @@ def build_pools(table: RewardTable, proxy: str | None = None) -> Pools:
     groups = []
     for m in np.unique(sizes):
         prompts = np.flatnonzero(sizes == m)
-        rows = table.offsets[prompts][:, None] + np.arange(m)[None, :]
-        raw = scores[rows]
-        order = np.argsort(raw, axis=1, kind="stable")
+        if prompts.size == table.n_prompts:  # one pool size: the flat columns reshape without a copy
+            raw, gold = scores.reshape(-1, m), true.reshape(-1, m)
+        else:
+            rows = table.offsets[prompts][:, None] + np.arange(m)[None, :]
+            raw, gold = scores[rows], true[rows]
+        order = np.argsort(raw, axis=1)  # tie order is irrelevant: tie groups are averaged below
         sorted_proxy = np.take_along_axis(raw, order, axis=1)
-        sorted_true = np.take_along_axis(true[rows], order, axis=1)
+        sorted_true = np.take_along_axis(gold, order, axis=1)
+        del order
         ties = np.any(sorted_proxy[:, 1:] == sorted_proxy[:, :-1], axis=1)
-        quantile = np.broadcast_to((np.arange(1, m + 1) - 0.5) / m, (prompts.size, m)).copy()
         if ties.any():
             sorted_true[ties] = average_over_ties(sorted_proxy[ties], sorted_true[ties])
-            quantile[ties] = average_over_ties(sorted_proxy[ties], quantile[ties])
-        groups.append(SizeGroup(int(m), prompts, sorted_proxy, sorted_true, quantile, ties))
+        groups.append(SizeGroup(int(m), prompts, sorted_proxy, sorted_true, ties))
     return Pools(tuple(groups), table.n_prompts, proxy or table.proxy)

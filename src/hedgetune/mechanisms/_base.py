@@ -131,6 +131,17 @@ class Mechanism(ABC):
     #: Whether :meth:`pool_probabilities` depends on the scores themselves (not only on ranks).
     uses_raw_scores: ClassVar[bool] = False
 
+    def cdf_many(self, thetas: FloatArray, u: FloatArray) -> FloatArray:
+        """``Q_theta(u)`` for every parameter in ``thetas`` (no validation): ``(T, len(u))``.
+
+        Subclasses with closed forms broadcast instead of looping.
+        """
+        return np.stack([self.with_theta(float(t))._cdf(u) for t in thetas])
+
+    def cdf_dtheta_many(self, thetas: FloatArray, u: FloatArray) -> FloatArray:
+        """``dQ_theta/dtheta(u)`` for every parameter in ``thetas``: ``(T, len(u))``."""
+        return np.stack([self.with_theta(float(t))._cdf_dtheta(u) for t in thetas])
+
     def pool_probabilities(self, sorted_scores: FloatArray) -> FloatArray:
         """Probability of returning each sorted position when the reference is a finite pool.
 

@@ -58,6 +58,15 @@ class BestOfN(Mechanism):
         with np.errstate(divide="ignore"):
             return 1.0 / self.n + np.log(u)
 
+    def cdf_many(self, thetas: FloatArray, u: FloatArray) -> FloatArray:
+        with np.errstate(divide="ignore"):
+            log_u = np.log(u)
+        return np.exp(np.asarray(thetas, dtype=float)[:, None] * log_u[None, :])  # SIMD exp, not pow
+
+    def cdf_dtheta_many(self, thetas: FloatArray, u: FloatArray) -> FloatArray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return special.xlogy(self.cdf_many(thetas, u), u[None, :])
+
     def _cdf_dtheta(self, u: FloatArray) -> FloatArray:
         with np.errstate(divide="ignore", invalid="ignore"):
             return special.xlogy(np.power(u, self.n), u)

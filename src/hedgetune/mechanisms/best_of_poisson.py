@@ -69,6 +69,14 @@ class BestOfPoisson(Mechanism):
     def _cdf(self, u: FloatArray) -> FloatArray:
         return u * np.exp(self.mu * (u - 1.0))
 
+    def cdf_many(self, thetas: FloatArray, u: FloatArray) -> FloatArray:
+        return u[None, :] * np.exp(np.asarray(thetas, dtype=float)[:, None] * (u[None, :] - 1.0))
+
+    def cdf_dtheta_many(self, thetas: FloatArray, u: FloatArray) -> FloatArray:
+        return (u * (u - 1.0))[None, :] * np.exp(
+            np.asarray(thetas, dtype=float)[:, None] * (u[None, :] - 1.0)
+        )
+
     def _score(self, u: FloatArray) -> FloatArray:
         return u / (1.0 + self.mu * u) + u - 1.0
 

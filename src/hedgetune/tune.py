@@ -1,0 +1,398 @@
+"""HedgeTune: the parameter where the true reward peaks, with its uncertainty (SPEC §4).
+
+The true reward of the plug-in curve is ``f(theta) = mean_p sum_i P_i(theta) g_pi``. Its exact
+derivative ``rho(theta) = mean_p sum_i dP_i/dtheta g_pi`` is the residual whose root is the
+maximiser; the root is found by Brent's method inside a bracket located on a grid. A bootstrap over
+prompts gives the intervals (vectorised: every replicate's curve and residual come from one pass
+over the pools) and the conservative rule, which moves off the reference only as far as a lower
+confidence bound of the gain stays positive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import optimize
+
+from .curves import bootstrap_weights, make_mechanism, pool_sums
+from .diagnose import classify
+from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
+from .mechanisms._numerics import FloatArray
+from .pools import Pools, build_pools
+from .table import RewardTable, TableError
+
+Residual = Literal["exact", "score"]
+_GRID_POINTS = 96
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """HedgeTune's answer for one mechanism on one calibration table.
+
+    ``theta`` is the point estimate (the maximiser of the plug-in curve), ``theta_ci`` its
+    bootstrap interval; ``true_reward`` the curve at ``theta`` and ``true_reward_ci`` its
+    bootstrap interval. ``conservative_theta`` maximises a lower confidence bound of the gain over
+    the reference (it stays at the reference when no gain is sure). ``unhedged_*`` is the top of
+    the searched range: what optimising the proxy as hard as allowed gives.
+    """
+
+    mechanism: str
+    parameter: str
+    label: str
+    theta: float
+    theta_ci: tuple[float, float]
+    true_reward: float
+    true_reward_ci: tuple[float, float]
+    kl: float
+    kl_pool: float
+    expected_samples: float
+    regime: str
+    reference_theta: float
+    reference_true_reward: float
+    unhedged_theta: float
+    unhedged_true_reward: float
+    conservative_theta: float
+    conservative_true_reward: float
+    search_range: tuple[float, float]
+    residual: str
+    iterations: int
+    n_prompts: int
+    bootstrap: int
+    confidence: float
+    proxy: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["unhedged"] = {"theta": self.unhedged_theta, "true_reward": self.unhedged_true_reward}
+        out["conservative"] = {"theta": self.conservative_theta, "true_reward": self.conservative_true_reward}
+        for key in ("theta_ci", "true_reward_ci", "search_range"):
+            out[key] = list(out[key])
+        return {k: _plain(v) for k, v in out.items()}
+
+    def mechanism_at(self, theta: float | None = None) -> Mechanism:
+        """The tuned mechanism, ready for :meth:`Mechanism.select`."""
+        return make_mechanism(
+            self.mechanism if not self.label else _template_from_label(self.label)
+        ).with_theta(self.theta if theta is None else theta)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _template_from_label(label: str) -> Mechanism:
+    namespace = {
+        "BestOfN": BestOfN,
+        "BestOfPoisson": BestOfPoisson,
+        "SoftBestOfN": SoftBestOfN,
+        "Tilted": Tilted,
+    }
+    head = label.split("(", 1)[0]
+    if head not in namespace:
+        raise ValueError(f"cannot rebuild a mechanism from {label!r}")
+    return eval(label, {"__builtins__": {}}, namespace)  # noqa: S307 - our own repr, fixed namespace
+
+
+# ---------------------------------------------------------------------------------------- range
+def search_range(
+    template: Mechanism,
+    pools: Pools,
+    *,
+    max_theta: float | None = None,
+    max_n: float | None = None,
+    max_samples: float | None = None,
+    max_kl: float | None = None,
+) -> tuple[float, float]:
+    """The interval searched: from the reference to the tightest of the budgets.
+
+    Without a budget the top is well past pool exhaustion (BoN/BoP: 4 m, at least 64;
+    SBoN/tilt: beta = 500 per unit of the scores' spread).
+    """
+    lo = template.reference_theta
+    m = pools.max_size
+    if max_theta is not None:
+        hi = float(max_theta)
+    elif isinstance(template, BestOfN | BestOfPoisson):
+        hi = float(max(64, 4 * m))
+    elif isinstance(template, SoftBestOfN) and template.on == "raw":
+        spread = float(np.mean([g.proxy.std(axis=1).mean() for g in pools.groups])) or 1.0
+        hi = 500.0 / spread
+    else:
+        hi = 500.0
+    if max_n is not None:
+        if not isinstance(template, BestOfN):
+            raise ValueError("max_n applies to Best-of-n; use max_samples for the other mechanisms")
+        if max_n < 1:
+            raise ValueError(f"max_n must be >= 1 (the reference draws one response), got {max_n}")
+        hi = min(hi, float(max_n))
+    if max_samples is not None:
+        if max_samples < 1:
+            raise ValueError(
+                f"max_samples must be >= 1 (the reference draws one response), got {max_samples}"
+            )
+        if isinstance(template, BestOfN):
+            hi = min(hi, float(max_samples))
+        elif isinstance(template, BestOfPoisson):
+            hi = min(hi, float(max_samples) - 1.0)
+        elif isinstance(template, SoftBestOfN):
+            if template.n > max_samples:
+                raise ValueError(
+                    f"SoftBestOfN draws n = {template.n} responses, above max_samples = {max_samples}"
+                )
+        else:
+            raise ValueError("the tilted policy draws unboundedly many samples; max_samples cannot bound it")
+    if max_kl is not None:
+        if max_kl < 0:
+            raise ValueError(f"max_kl must be >= 0 (the reference has KL 0), got {max_kl}")
+        if isinstance(template, SoftBestOfN) and template.on == "raw":
+            raise ValueError(
+                "max_kl needs the analytic KL, which SoftBestOfN on raw scores lacks; use on='quantile'"
+            )
+        if template.with_theta(hi).kl() > max_kl:
+            hi = float(optimize.brentq(lambda th: template.with_theta(th).kl() - max_kl, lo, hi, xtol=1e-10))
+    if max_theta is not None and max_theta <= lo:
+        raise ValueError(
+            f"max_theta must exceed the reference {template.parameter} = {lo:g}, got {max_theta}"
+        )
+    return lo, hi
+
+
+def _grid(lo: float, hi: float, template: Mechanism, points: int = _GRID_POINTS) -> FloatArray:
+    if hi <= lo:
+        return np.array([lo])
+    if isinstance(template, BestOfN):
+        inner = np.geomspace(1.0, hi, points)
+        integers = np.arange(1.0, min(hi, 64.0) + 1)
+        return np.unique(np.concatenate([integers, inner]))
+    first = (hi - lo) * 1e-4 if lo == 0 else lo
+    return np.unique(np.concatenate([[lo], np.geomspace(max(first, 1e-6), hi, points - 1)]))
+
+
+# -------------------------------------------------------------------------------------- residual
+def score_residual(pools: Pools, template: Mechanism, theta: float) -> float:
+    """The paper's residual ``E_theta[R(U) psi(U, theta)]``, self-normalised on each pool's
+    mid-rank quantiles ``u_j = (j - 1/2)/m``: ``sum_j q(u_j) g_j psi(u_j) / sum_j q(u_j)``."""
+    if template.uses_raw_scores:
+        raise ValueError(
+            "the score-function residual needs the analytic density: use on='quantile' or residual='exact'"
+        )
+    mech = template.with_theta(theta)
+    total = 0.0
+    for group in pools.groups:
+        u = (np.arange(1, group.m + 1) - 0.5) / group.m
+        weights = mech.pdf(u)
+        weights = weights / weights.sum()
+        total += float((weights * mech.score(u)) @ group.true.sum(axis=0))
+    return total / pools.n_prompts
+
+
+def exact_residual(pools: Pools, template: Mechanism, theta: float) -> float:
+    """The exact derivative of the plug-in curve at ``theta``."""
+    sums = pool_sums(pools, template, np.array([theta]), kl_pool=False, derivative=True)
+    assert sums.dtrue is not None
+    return float(sums.dtrue[0]) / pools.n_prompts
+
+
+def _curve_value(pools: Pools, template: Mechanism, theta: float) -> float:
+    return float(pool_sums(pools, template, np.array([theta]), kl_pool=False).true[0]) / pools.n_prompts
+
+
+# ----------------------------------------------------------------------------------------- tune
+def tune(
+    table: RewardTable | Pools,
+    mechanism: str | Mechanism,
+    *,
+    n: int | None = None,
+    on: str | None = None,
+    proxy: str | None = None,
+    residual: Residual = "exact",
+    max_theta: float | None = None,
+    max_n: float | None = None,
+    max_samples: float | None = None,
+    max_kl: float | None = None,
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    conservative_level: float = 0.025,
+    seed: int | None = 0,
+) -> TuneResult:
+    """Find the parameter where ``mechanism``'s true reward peaks on the calibration table.
+
+    Parameters
+    ----------
+    table : calibration table (or its pools).
+    mechanism : ``"bon"``, ``"bop"``, ``"sbon"``, ``"tilted"`` or a :class:`Mechanism` instance.
+    n, on : for ``"sbon"``: the number of candidates and the scores the softmax sees (tune on the
+        variant that selection will use).
+    residual : ``"exact"`` (the derivative of the plug-in curve; its root is the curve's exact
+        maximiser) or ``"score"`` (the paper's self-normalised score-function form, an
+        approximation of the same quantity).
+    max_theta, max_n, max_samples, max_kl : budgets; the search stops at the tightest.
+    bootstrap : replicates over prompts for the intervals and the conservative rule.
+    confidence : coverage of the intervals.
+    conservative_level : one-sided level of the lower bound that the conservative rule maximises.
+    seed : seed of the bootstrap.
+
+    Use ``theta`` when the calibration set is large and representative; use
+    ``conservative_theta`` when it is small or the proxy may not help: it leaves the policy at the
+    reference unless a gain is sure at the chosen level.
+    """
+    pools = table if isinstance(table, Pools) else build_pools(table, proxy)
+    if pools.n_prompts < 2:
+        raise TableError(
+            f"tuning needs at least two prompts (the bootstrap resamples prompts), got {pools.n_prompts}"
+        )
+    template = make_mechanism(mechanism, n=n, on=on)
+    if residual not in ("exact", "score"):
+        raise ValueError(f"residual must be 'exact' or 'score', got {residual!r}")
+    if not 0 < confidence < 1 or not 0 < conservative_level < 0.5:
+        raise ValueError("confidence must lie in (0, 1) and conservative_level in (0, 0.5)")
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
+    lo, hi = search_range(
+        template, pools, max_theta=max_theta, max_n=max_n, max_samples=max_samples, max_kl=max_kl
+    )
+    grid = _grid(lo, hi, template)
+    weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
+    sums = pool_sums(pools, template, grid, weights=weights, kl_pool=False, derivative=True)
+    total = pools.n_prompts
+    f_grid = sums.true / total
+    assert sums.dtrue is not None
+    rho_grid = sums.dtrue / total
+    regime = classify(f_grid)
+    best = int(np.argmax(f_grid))
+
+    residual_fn = exact_residual if residual == "exact" else score_residual
+    theta, iterations = float(grid[best]), 0
+    if 0 < best < grid.size - 1:
+        theta, iterations = _refine(pools, template, residual_fn, grid, rho_grid, best)
+    if isinstance(template, BestOfN):
+        candidates = [c for c in {np.floor(theta), np.ceil(theta)} if lo <= c <= hi]
+        theta = (
+            max(candidates, key=lambda c: _curve_value(pools, template, c))
+            if candidates
+            else float(np.floor(hi))
+        )
+
+    at = pool_sums(pools, template, np.array([theta, lo, hi]), weights=weights)
+    f_theta, f_ref, f_top = (float(v) / total for v in at.true)
+    alpha = (1 - confidence) / 2
+    theta_ci: tuple[float, float] = (theta, theta)
+    value_ci: tuple[float, float] = (f_theta, f_theta)
+    conservative = lo
+    if weights is not None and sums.replicates is not None and at.replicates is not None:
+        rep_curves = sums.replicates / weights.sum(axis=1, keepdims=True)
+        assert sums.dreplicates is not None
+        rep_thetas = _replicate_maximisers(grid, rep_curves, sums.dreplicates)
+        if isinstance(template, BestOfN):
+            rep_thetas = np.round(rep_thetas)
+        theta_ci = (float(np.quantile(rep_thetas, alpha)), float(np.quantile(rep_thetas, 1 - alpha)))
+        rep_values = at.replicates[:, 0] / weights.sum(axis=1)
+        value_ci = (float(np.quantile(rep_values, alpha)), float(np.quantile(rep_values, 1 - alpha)))
+        conservative = _conservative_theta(grid, f_grid, rep_curves, lo, conservative_level)
+    mech = template.with_theta(theta)
+    kl_pool = float(pool_sums(pools, template, np.array([theta])).kl_pool[0]) / total
+    return TuneResult(
+        mechanism=template.name,
+        parameter=template.parameter,
+        label=repr(template.with_theta(template.reference_theta)),
+        theta=theta,
+        theta_ci=theta_ci,
+        true_reward=f_theta,
+        true_reward_ci=value_ci,
+        kl=float("nan") if template.uses_raw_scores else mech.kl(),
+        kl_pool=kl_pool,
+        expected_samples=mech.expected_samples(),
+        regime=regime,
+        reference_theta=lo,
+        reference_true_reward=f_ref,
+        unhedged_theta=hi,
+        unhedged_true_reward=f_top,
+        conservative_theta=conservative,
+        conservative_true_reward=_curve_value(pools, template, conservative),
+        search_range=(lo, hi),
+        residual=residual,
+        iterations=iterations,
+        n_prompts=total,
+        bootstrap=bootstrap,
+        confidence=confidence,
+        proxy=pools.proxy_name,
+    )
+
+
+def _conservative_theta(
+    grid: FloatArray, curve: FloatArray, replicates: FloatArray, reference: float, level: float
+) -> float:
+    """The parameter that maximises a simultaneous lower confidence bound of the gain over the
+    reference; the reference itself when that bound is nowhere positive.
+
+    The bound is ``G(theta) - c s(theta)``, with ``G`` the gain of the plug-in curve, ``s`` its
+    bootstrap standard error and ``c`` the ``1 - level`` quantile over replicates of
+    ``max_theta (G_b - G) / s`` (a sup-t band), so that it holds at every parameter at once: picking
+    the best of many parameters does not inflate the chance of leaving the reference for nothing.
+    """
+    ref = int(np.argmin(np.abs(grid - reference)))
+    gain = curve - curve[ref]
+    rep_gain = replicates - replicates[:, [ref]]
+    se = rep_gain.std(axis=0, ddof=1)
+    moving = se > 0
+    if not moving.any():
+        return reference
+    z = (rep_gain[:, moving] - gain[moving]) / se[moving]
+    c = float(np.quantile(z.max(axis=1), 1 - level))
+    lower = np.full(grid.shape, -np.inf)
+    lower[moving] = gain[moving] - c * se[moving]
+    best = int(np.argmax(lower))
+    return float(grid[best]) if lower[best] > 0 else reference
+
+
+def _refine(
+    pools: Pools, template: Mechanism, residual_fn: Any, grid: FloatArray, rho_grid: FloatArray, best: int
+) -> tuple[float, int]:
+    """Brent's root of the residual in the grid bracket around the grid maximiser."""
+    a, b = float(grid[best - 1]), float(grid[best + 1])
+    fa, fb = residual_fn(pools, template, a), residual_fn(pools, template, b)
+    if not (fa > 0 > fb):  # the score form may not bracket where the exact one does
+        return float(grid[best]), 2
+    root, info = optimize.brentq(
+        lambda th: residual_fn(pools, template, th), a, b, xtol=1e-12, rtol=1e-12, full_output=True
+    )
+    return float(root), int(info.iterations)
+
+
+def _replicate_maximisers(grid: FloatArray, curves: FloatArray, residuals: FloatArray) -> FloatArray:
+    """Each replicate's maximiser: the grid argmax, refined by linear interpolation of the residual's
+    sign change next to it (the residual is the curve's exact derivative)."""
+    rows = np.arange(curves.shape[0])
+    best = np.argmax(curves, axis=1)
+    theta = grid[best].astype(float)
+    right = np.minimum(best + 1, grid.size - 1)
+    left = np.maximum(best - 1, 0)
+    r_best = residuals[rows, best]
+    # Root between best and right when the residual is still positive at best, else left and best.
+    use_right = (r_best > 0) & (right > best)
+    use_left = (r_best < 0) & (left < best)
+    for mask, a_idx, b_idx in ((use_right, best, right), (use_left, left, best)):
+        ra, rb = residuals[rows, a_idx], residuals[rows, b_idx]
+        ok = mask & (ra > 0) & (rb < 0)
+        frac = np.where(ok, ra / np.where(ok, ra - rb, 1.0), 0.0)
+        theta = np.where(ok, grid[a_idx] + frac * (grid[b_idx] - grid[a_idx]), theta)
+    return theta
+
+
+def tune_by_group(table: RewardTable, mechanism: str | Mechanism, **kwargs: Any) -> dict[str, TuneResult]:
+    """One :func:`tune` per group of the table's group column (task, dataset)."""
+    if table.groups is None:
+        raise TableError("the table has no group column; read it with group_col=...")
+    out = {}
+    labels = table.groups.astype(str)
+    for label in np.unique(labels):
+        out[str(label)] = tune(table.subset(np.flatnonzero(labels == label)), mechanism, **kwargs)
+    return out
