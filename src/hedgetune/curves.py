@@ -19,7 +19,7 @@ from scipy import special
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
 from .mechanisms._numerics import FloatArray
 from .mechanisms._selection import average_over_ties
-from .pools import Pools, SizeGroup, build_pools
+from .pools import Pools, build_pools
 from .table import RewardTable, TableError
 
 Estimator = Literal["plugin", "unbiased"]

@@ -10,7 +10,7 @@ confidence bound of the gain stays positive.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -18,7 +18,7 @@ from scipy import optimize
 
 from .curves import bootstrap_weights, make_mechanism, pool_sums
 from .diagnose import classify
-from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
+from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN
 from .mechanisms._numerics import FloatArray
 from .pools import Pools, build_pools
 from .table import RewardTable, TableError
@@ -62,9 +62,11 @@ class TuneResult:
     bootstrap: int
     confidence: float
     proxy: str
+    template: Mechanism = field(repr=False, compare=False, default_factory=lambda: BestOfN(1))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        del out["template"]
         out["unhedged"] = {"theta": self.unhedged_theta, "true_reward": self.unhedged_true_reward}
         out["conservative"] = {"theta": self.conservative_theta, "true_reward": self.conservative_true_reward}
         for key in ("theta_ci", "true_reward_ci", "search_range"):
@@ -86,19 +88,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def _template_from_label(label: str) -> Mechanism:
-    namespace = {
-        "BestOfN": BestOfN,
-        "BestOfPoisson": BestOfPoisson,
-        "SoftBestOfN": SoftBestOfN,
-        "Tilted": Tilted,
-    }
-    head = label.split("(", 1)[0]
-    if head not in namespace:
-        raise ValueError(f"cannot rebuild a mechanism from {label!r}")
-    return eval(label, {"__builtins__": {}}, namespace)  # noqa: S307 - our own repr, fixed namespace
 
 
 # ---------------------------------------------------------------------------------------- range
@@ -324,6 +313,7 @@ def tune(
         bootstrap=bootstrap,
         confidence=confidence,
         proxy=pools.proxy_name,
+        template=template,
     )
 
 
