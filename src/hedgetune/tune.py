@@ -75,9 +75,7 @@ class TuneResult:
 
     def mechanism_at(self, theta: float | None = None) -> Mechanism:
         """The tuned mechanism, ready for :meth:`Mechanism.select`."""
-        return make_mechanism(
-            self.mechanism if not self.label else _template_from_label(self.label)
-        ).with_theta(self.theta if theta is None else theta)
+        return self.template.with_theta(self.theta if theta is None else theta)
 
 
 def _plain(value: Any) -> Any:
