@@ -191,7 +191,7 @@ def test_ragged_pools_average_over_prompts() -> None:
         ("toy", "rise-then-fall"),
         ("increasing", "increasing"),
         ("decreasing", "decreasing"),
-        ("u-shaped", "fall-then-rise"),
+        ("dip", "fall-then-rise"),
         ("flat", "flat"),
     ],
 )

@@ -12,6 +12,7 @@ from .diagnose import Diagnosis, diagnose
 from .io import read_table, write_table
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
 from .table import RewardTable, TableError
+from .tune import OutOfSample, TuneResult, evaluate, tune, tune_by_group
 
 __version__ = "0.1.0"
 
@@ -21,14 +22,19 @@ __all__ = [
     "Curve",
     "Diagnosis",
     "Mechanism",
+    "OutOfSample",
     "RewardTable",
     "SoftBestOfN",
     "TableError",
     "Tilted",
+    "TuneResult",
     "__version__",
     "curve",
     "diagnose",
+    "evaluate",
     "read_table",
     "synthetic",
+    "tune",
+    "tune_by_group",
     "write_table",
 ]

@@ -42,13 +42,14 @@ SHAPES: dict[str, RewardShape] = {
     "toy": toy_reward,
     "increasing": lambda u: np.asarray(u, dtype=float),
     "decreasing": lambda u: 1 - np.asarray(u, dtype=float),
-    "u-shaped": lambda u: (2 * np.asarray(u, dtype=float) - 1) ** 2,
+    # u + sin(2 pi u): the first push up the proxy lands on the falling part, the top is best.
+    "dip": lambda u: np.asarray(u, dtype=float) + np.sin(2 * np.pi * np.asarray(u, dtype=float)),
     "flat": lambda u: np.zeros_like(np.asarray(u, dtype=float)),
 }
 
 
 def reward_shape(name: str | RewardShape) -> RewardShape:
-    """A named shape (``toy``, ``increasing``, ``decreasing``, ``u-shaped``, ``flat``, ``tent:0.9``)."""
+    """A named shape (``toy``, ``increasing``, ``decreasing``, ``dip``, ``flat``, ``tent:0.9``)."""
     if callable(name):
         return name
     if name.startswith("tent:"):

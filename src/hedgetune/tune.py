@@ -384,3 +384,123 @@ def tune_by_group(table: RewardTable, mechanism: str | Mechanism, **kwargs: Any)
     for label in np.unique(labels):
         out[str(label)] = tune(table.subset(np.flatnonzero(labels == label)), mechanism, **kwargs)
     return out
+
+
+# ------------------------------------------------------------------------------ out of sample
+@dataclass(frozen=True)
+class OutOfSample:
+    """HedgeTune checked on prompts it was not tuned on, over repeated random splits.
+
+    Each array has one entry per split: the held-out true reward at the parameter tuned on the
+    calibration prompts (``tuned``), at the conservative rule's parameter (``conservative``), at
+    the held-out prompts' own best parameter (``oracle``, an upper bound), at the reference and at
+    the un-hedged top of the range.
+    """
+
+    mechanism: str
+    parameter: str
+    calibration_fraction: float
+    tuned_theta: FloatArray
+    oracle_theta: FloatArray
+    conservative_theta: FloatArray
+    tuned: FloatArray
+    conservative: FloatArray
+    oracle: FloatArray
+    reference: FloatArray
+    unhedged: FloatArray
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Mean and standard error over splits of each held-out true reward."""
+        out = {}
+        for name in ("tuned", "conservative", "oracle", "reference", "unhedged"):
+            values = getattr(self, name)
+            se = float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else float("nan")
+            out[name] = {"mean": float(values.mean()), "se": se}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+        out["summary"] = self.summary()
+        return out
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        columns = (
+            "tuned_theta",
+            "oracle_theta",
+            "conservative_theta",
+            "tuned",
+            "conservative",
+            "oracle",
+            "reference",
+            "unhedged",
+        )
+        return pd.DataFrame({c: getattr(self, c) for c in columns})
+
+
+def evaluate(
+    table: RewardTable,
+    mechanism: str | Mechanism,
+    *,
+    calibration_fraction: float = 0.5,
+    repeats: int = 20,
+    seed: int | None = 0,
+    bootstrap: int = 200,
+    **tune_kwargs: Any,
+) -> OutOfSample:
+    """Tune on a random ``calibration_fraction`` of the prompts, score on the rest, ``repeats`` times.
+
+    ``tune_kwargs`` go to :func:`tune` (``n``, ``on``, ``proxy``, budgets, ...).
+    """
+    if not 0 < calibration_fraction < 1:
+        raise ValueError(f"calibration_fraction must lie in (0, 1), got {calibration_fraction}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    n_cal = int(round(calibration_fraction * table.n_prompts))
+    if n_cal < 2 or table.n_prompts - n_cal < 2:
+        raise TableError(
+            f"{table.n_prompts} prompts cannot be split {calibration_fraction:g} / {1 - calibration_fraction:g} with at least two on each side"
+        )
+    rng = np.random.default_rng(seed)
+    proxy = tune_kwargs.pop("proxy", None)
+    rows: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "tuned_theta",
+            "oracle_theta",
+            "conservative_theta",
+            "tuned",
+            "conservative",
+            "oracle",
+            "reference",
+            "unhedged",
+        )
+    }
+    template = make_mechanism(mechanism, n=tune_kwargs.pop("n", None), on=tune_kwargs.pop("on", None))
+    for r in range(repeats):
+        order = rng.permutation(table.n_prompts)
+        calibration = build_pools(table.subset(np.sort(order[:n_cal])), proxy)
+        held_out = build_pools(table.subset(np.sort(order[n_cal:])), proxy)
+        fit = tune(
+            calibration, template, bootstrap=bootstrap, seed=None if seed is None else seed + r, **tune_kwargs
+        )
+        oracle = tune(held_out, template, bootstrap=0, **tune_kwargs)
+        points = np.array(
+            [fit.theta, fit.conservative_theta, oracle.theta, fit.reference_theta, fit.unhedged_theta]
+        )
+        values = pool_sums(held_out, template, points, kl_pool=False).true / held_out.n_prompts
+        for key, value in zip(
+            ("tuned", "conservative", "oracle", "reference", "unhedged"), values, strict=True
+        ):
+            rows[key].append(float(value))
+        rows["tuned_theta"].append(fit.theta)
+        rows["oracle_theta"].append(oracle.theta)
+        rows["conservative_theta"].append(fit.conservative_theta)
+    arrays = {k: np.array(v) for k, v in rows.items()}
+    return OutOfSample(
+        mechanism=template.name,
+        parameter=template.parameter,
+        calibration_fraction=calibration_fraction,
+        **arrays,
+    )

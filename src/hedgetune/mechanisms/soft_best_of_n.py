@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -25,10 +25,18 @@ from .best_of_n import BestOfN
 # ---------------------------------------------------------------------------------------------
 # Quadrature in y = log(s) + beta*u for q(u) = n * int K(y) phi(e^(y - beta u))^(n-1) dy, where
 # K(y) = exp(y - e^y) is the density of log of an Exp(1) variable. K is negligible outside
-# [-52.5, 4.5] (mass below -52.5 is e^-52.5 ~ 1e-23), and on unit panels 8-point Gauss-Legendre
-# integrates it, times the smooth phi^(n-1), to near machine precision.
-_Y_NODES, _Y_WEIGHTS = composite_gauss_legendre(np.arange(-52.5, 4.5 + 0.5, 1.0), 8)
-_LOG_KERNEL = np.log(_Y_WEIGHTS) + _Y_NODES - np.exp(_Y_NODES)
+# [-38 - log n, 4.5] (the mass below, times n, is under e^-38 ~ 3e-17), and on unit panels 8-point
+# Gauss-Legendre integrates it, times the smooth phi^(n-1), to near machine precision.
+
+
+@cache
+def _y_quadrature(n: int) -> tuple[FloatArray, FloatArray]:
+    """Nodes ``y`` and ``log(weight) + log K(y)`` for a given number of candidates."""
+    lower = -38.0 - np.ceil(np.log(n))
+    nodes, weights = composite_gauss_legendre(np.arange(lower, 4.5 + 0.5, 1.0), 8)
+    return nodes, np.log(weights) + nodes - np.exp(nodes)
+
+
 # Gauss-Legendre in v for phi(s) = int_0^1 exp(-s e^(beta v)) dv when beta is small.
 _V_NODES, _V_WEIGHTS = gauss_legendre(16)
 _SMALL_BETA = 0.05
@@ -161,9 +169,13 @@ def soft_best_of_n_on_pool(
         probs[lo:hi] = n / m * kern.sum(axis=1)
         if dprobs is not None:
             d = gap[lo:hi, None, :]
-            dphi_over_phi = -(ex * e * d).mean(axis=2) / phi  # (r, K8)
-            bracket = (1.0 - e) * d + (n - 1) * dphi_over_phi[:, :, None]
-            dprobs[lo:hi] = n / m * (kern * bracket).sum(axis=1)
+            e_ex = np.exp(t[:, :, None] - c - e)  # e * exp(-e), 0 where e overflowed
+            dphi_over_phi = -(e_ex * d).mean(axis=2) / phi  # (r, K8)
+            # kern * (1 - e) without inf * 0: kern carries the factor exp(-e).
+            kern_one_minus_e = kern - np.exp(ell + t[:, :, None] - c)
+            dprobs[lo:hi] = (
+                n / m * (kern_one_minus_e * d + kern * (n - 1) * dphi_over_phi[:, :, None]).sum(axis=1)
+            )
     return probs, dprobs
 
 
@@ -245,10 +257,11 @@ class SoftBestOfN(Mechanism):
         score = np.empty_like(flat)
         for start in range(0, flat.size, _CHUNK):  # bounds memory; each chunk is vectorised
             uc = flat[start : start + _CHUNK, None]
-            t = _Y_NODES[None, :] - self.beta * uc
+            y_nodes, log_kernel = _y_quadrature(self.n)
+            t = y_nodes[None, :] - self.beta * uc
             log_phi, a, b = _phi_terms(t.ravel(), self.beta)
             log_phi, a, b = (x.reshape(t.shape) for x in (log_phi, a, b))
-            ell = _LOG_KERNEL[None, :] + (self.n - 1) * log_phi
+            ell = log_kernel[None, :] + (self.n - 1) * log_phi
             top = ell.max(axis=1, keepdims=True)
             weights = np.exp(ell - top)
             total = weights.sum(axis=1)
@@ -329,7 +342,9 @@ class SoftBestOfN(Mechanism):
             return 0.0
         if np.isinf(self.beta):
             return self._limit.kl()
-        return self._panels[4]
+        if self.beta < 1e-5:  # KL = beta^2 Var(psi_0)/2 + O(beta^3), psi_0 = (n-1)/n (u - 1/2)
+            return self.beta**2 * (self.n - 1) ** 2 / (24.0 * self.n**2)
+        return max(self._panels[4], 0.0)
 
     def mean(self) -> float:
         self._require_quantiles()

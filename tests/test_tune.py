@@ -1,0 +1,222 @@
+"""HedgeTune against brute-force maximisation, the SPEC toy optima and its own guarantees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+import hedgetune as ht
+from hedgetune.pools import build_pools
+
+
+def _plugin_value(pools: object, mechanism: str, theta: float, **kw: object) -> float:
+    return float(ht.curve(pools, mechanism, [theta], bootstrap=0, **kw).true_reward[0])  # type: ignore[arg-type]
+
+
+def _brute_force_argmax(pools: object, mechanism: str, lo: float, hi: float, **kw: object) -> float:
+    """Dense grid, then bounded golden-section search on the plug-in curve itself (no derivative)."""
+    grid = np.geomspace(max(lo, 1e-3), hi, 400)
+    values = ht.curve(pools, mechanism, grid, bootstrap=0, **kw).true_reward  # type: ignore[arg-type]
+    k = int(np.argmax(values))
+    a, b = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
+    res = optimize.minimize_scalar(
+        lambda th: -_plugin_value(pools, mechanism, th, **kw),
+        bounds=(a, b),
+        method="bounded",
+        options={"xatol": 1e-11},
+    )
+    return float(res.x)
+
+
+@pytest.mark.parametrize("mechanism", ["bop", "tilted"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_root_is_the_brute_force_maximiser(mechanism: str, seed: int) -> None:
+    table = ht.synthetic.make_table("toy", 30, 40, noise=0.2, seed=seed)
+    pools = build_pools(table)
+    result = ht.tune(pools, mechanism, bootstrap=0)
+    assert result.regime == "rise-then-fall"
+    assert result.theta == pytest.approx(_brute_force_argmax(pools, mechanism, 0.5, 200), rel=1e-6)
+    assert result.iterations > 0
+
+
+def test_bon_returns_the_better_integer() -> None:
+    table = ht.synthetic.make_table("toy", 30, 40, noise=0.2, seed=4)
+    pools = build_pools(table)
+    result = ht.tune(pools, "bon", bootstrap=0)
+    ns = np.arange(1, 200)
+    values = ht.curve(pools, "bon", ns, bootstrap=0).true_reward
+    assert result.theta == ns[int(np.argmax(values))]
+    assert result.true_reward == pytest.approx(values.max())
+
+
+@pytest.mark.parametrize("n", [4, 32])
+def test_sbon_beta_is_the_grid_maximiser(n: int) -> None:
+    table = ht.synthetic.make_table("toy", 20, 30, noise=0.1, seed=5)
+    pools = build_pools(table)
+    result = ht.tune(pools, "sbon", n=n, on="quantile", bootstrap=0)
+    betas = np.geomspace(1, 500, 120)
+    values = ht.curve(pools, "sbon", betas, n=n, on="quantile", bootstrap=0).true_reward
+    k = int(np.argmax(values))
+    assert betas[max(k - 1, 0)] <= result.theta <= betas[min(k + 1, betas.size - 1)]
+    assert result.true_reward >= values.max() - 1e-12
+
+
+def test_sbon_on_raw_scores_tunes_the_raw_softmax() -> None:
+    table = ht.synthetic.make_table("toy", 20, 16, noise=0.1, seed=6)
+    pools = build_pools(table)
+    result = ht.tune(pools, "sbon", n=8, bootstrap=0)
+    assert result.mechanism_at() == ht.SoftBestOfN(8, result.theta, on="raw")
+    assert result.theta == pytest.approx(_brute_force_argmax(pools, "sbon", 0.05, 500, n=8), rel=1e-5)
+    assert np.isnan(result.kl) and result.kl_pool > 0
+
+
+def test_converges_to_the_toy_optima() -> None:
+    # Large pools: the plug-in curve approaches the analytic one, and so does its maximiser.
+    table = ht.synthetic.make_table("toy", 20, 20_000, seed=7)
+    pools = build_pools(table)
+    assert ht.tune(pools, "bon", bootstrap=0).theta in (12, 13)
+    assert ht.tune(pools, "bop", bootstrap=0).theta == pytest.approx(12.40, abs=0.15)
+    assert ht.tune(pools, "tilted", bootstrap=0).theta == pytest.approx(13.53, abs=0.15)
+
+
+def test_score_residual_agrees_with_the_exact_one() -> None:
+    table = ht.synthetic.make_table("toy", 20, 5000, noise=0.05, seed=8)
+    pools = build_pools(table)
+    for mechanism in ("bop", "tilted"):
+        exact = ht.tune(pools, mechanism, bootstrap=0)
+        score = ht.tune(pools, mechanism, residual="score", bootstrap=0)
+        # The self-normalised form approximates the pool derivative with O(1/m) error.
+        assert score.theta == pytest.approx(exact.theta, rel=2e-2)
+
+
+@pytest.mark.parametrize(
+    ("shape", "regime", "end"),
+    [
+        ("increasing", "increasing", "top"),
+        ("decreasing", "decreasing", "reference"),
+        ("dip", "fall-then-rise", "top"),
+    ],
+)
+def test_monotone_and_u_shaped_rewards(shape: str, regime: str, end: str) -> None:
+    table = ht.synthetic.make_table(shape, 40, 20, seed=9)
+    for mechanism in ("bon", "bop"):
+        result = ht.tune(table, mechanism, bootstrap=0)
+        assert result.regime == regime
+        expected = result.unhedged_theta if end == "top" else result.reference_theta
+        assert result.theta == expected
+        assert result.iterations == 0
+
+
+def test_budgets_cap_the_search() -> None:
+    table = ht.synthetic.make_table("increasing", 30, 20, seed=10)
+    assert ht.tune(table, "bon", max_n=7, bootstrap=0).theta == 7
+    assert ht.tune(table, "bop", max_samples=5, bootstrap=0).theta == pytest.approx(4.0)
+    capped = ht.tune(table, "bop", max_kl=0.5, bootstrap=0)
+    assert capped.kl == pytest.approx(0.5, rel=1e-8)
+    assert ht.tune(table, "tilted", max_theta=3.0, bootstrap=0).theta == pytest.approx(3.0)
+
+
+def test_intervals_cover_the_estimate_and_shrink() -> None:
+    widths = []
+    for prompts in (40, 400):
+        table = ht.synthetic.make_table("toy", prompts, 30, noise=0.3, seed=11)
+        result = ht.tune(table, "bop", bootstrap=300, seed=1)
+        lo, hi = result.theta_ci
+        assert lo <= result.theta <= hi
+        assert result.true_reward_ci[0] <= result.true_reward <= result.true_reward_ci[1]
+        widths.append(hi - lo)
+    assert widths[1] < widths[0]
+
+
+def test_conservative_rule_stays_put_when_the_proxy_is_useless() -> None:
+    stays = 0
+    seeds = 40
+    for seed in range(seeds):
+        rng = np.random.default_rng(500 + seed)
+        table = ht.RewardTable.from_arrays(rng.normal(size=(60, 8)), rng.normal(size=(60, 8)))
+        result = ht.tune(table, "bop", bootstrap=400, seed=seed)
+        stays += result.conservative_theta == result.reference_theta
+    assert stays >= 0.95 * seeds
+
+
+def test_conservative_rule_approaches_the_point_estimate() -> None:
+    gaps = []
+    for prompts in (50, 1000):
+        table = ht.synthetic.make_table("toy", prompts, 50, noise=0.3, seed=3)
+        result = ht.tune(table, "bop", bootstrap=400)
+        assert 0 < result.conservative_theta <= result.theta * 1.2
+        gaps.append(abs(result.conservative_theta - result.theta) / result.theta)
+    assert gaps[1] < gaps[0]
+
+
+def test_out_of_sample_evaluation() -> None:
+    table = ht.synthetic.make_table("toy", 120, 30, noise=0.3, seed=12)
+    oos = ht.evaluate(table, "bop", repeats=4, seed=0)
+    summary = oos.summary()
+    assert summary["tuned"]["mean"] > summary["unhedged"]["mean"]
+    assert summary["tuned"]["mean"] > summary["reference"]["mean"]
+    assert np.all(oos.oracle >= oos.tuned - 1e-12)  # the held-out oracle is an upper bound
+    assert oos.to_pandas().shape == (4, 8)
+
+
+def test_grouped_tuning() -> None:
+    a = ht.synthetic.make_table("toy", 30, 20, seed=1)
+    b = ht.synthetic.make_table("increasing", 30, 20, seed=2)
+    ids = np.concatenate(
+        [a.prompt_of_response().astype(str), np.char.add("b", b.prompt_of_response().astype(str))]
+    )
+    groups = np.repeat(["toy", "inc"], [a.n_responses, b.n_responses])
+    table = ht.RewardTable.from_long(
+        ids,
+        np.concatenate([a.proxy_values(), b.proxy_values()]),
+        np.concatenate([a.true_reward, b.true_reward]),
+        groups=groups,
+    )
+    results = ht.tune_by_group(table, "bop", bootstrap=0)
+    assert results["toy"].regime == "rise-then-fall"
+    assert results["inc"].regime == "increasing"
+    with pytest.raises(ht.TableError, match="no group column"):
+        ht.tune_by_group(a, "bop")
+
+
+def test_json_ready_result() -> None:
+    result = ht.tune(ht.synthetic.make_table("toy", 30, 20, seed=1), "bop", bootstrap=50)
+    d = result.to_dict()
+    for key in (
+        "mechanism",
+        "theta",
+        "theta_ci",
+        "true_reward",
+        "true_reward_ci",
+        "kl",
+        "expected_samples",
+        "regime",
+        "reference_true_reward",
+        "unhedged",
+    ):
+        assert key in d
+    assert set(d["unhedged"]) == {"theta", "true_reward"}
+    assert "template" not in d
+
+
+def test_bad_input() -> None:
+    table = ht.synthetic.make_table("toy", 10, 5)
+    with pytest.raises(ht.TableError, match="no true-reward"):
+        ht.tune(ht.RewardTable.from_arrays(np.ones((3, 3))), "bop")
+    with pytest.raises(ht.TableError, match="at least two prompts"):
+        ht.tune(table.subset([0]), "bop")
+    with pytest.raises(ValueError, match="max_theta must exceed"):
+        ht.tune(table, "bop", max_theta=0.0)
+    with pytest.raises(ValueError, match="max_samples must be >= 1"):
+        ht.tune(table, "bop", max_samples=0.5)
+    with pytest.raises(ValueError, match="max_kl must be >= 0"):
+        ht.tune(table, "bop", max_kl=-1)
+    with pytest.raises(ValueError, match="max_n applies to Best-of-n"):
+        ht.tune(table, "bop", max_n=3)
+    with pytest.raises(ValueError, match="unboundedly many"):
+        ht.tune(table, "tilted", max_samples=10)
+    with pytest.raises(ValueError, match="residual must be"):
+        ht.tune(table, "bop", residual="newton")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="score-function residual"):
+        ht.tune(table, "sbon", n=4, residual="score")
