@@ -246,7 +246,9 @@ def tune(
     lo, hi = search_range(
         template, pools, max_theta=max_theta, max_n=max_n, max_samples=max_samples, max_kl=max_kl
     )
-    grid = _grid(lo, hi, template)
+    # Softmax on raw scores costs a quadrature per prompt and parameter: a coarser grid (the
+    # maximiser is still refined by Brent's method on the exact residual).
+    grid = _grid(lo, hi, template, _GRID_POINTS // 3 if template.uses_raw_scores else _GRID_POINTS)
     weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
     sums = pool_sums(pools, template, grid, weights=weights, kl_pool=False, derivative=True)
     total = pools.n_prompts
@@ -457,7 +459,7 @@ def evaluate(
         raise ValueError(f"calibration_fraction must lie in (0, 1), got {calibration_fraction}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    n_cal = int(round(calibration_fraction * table.n_prompts))
+    n_cal = round(calibration_fraction * table.n_prompts)
     if n_cal < 2 or table.n_prompts - n_cal < 2:
         raise TableError(
             f"{table.n_prompts} prompts cannot be split {calibration_fraction:g} / {1 - calibration_fraction:g} with at least two on each side"

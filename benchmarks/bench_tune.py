@@ -1,0 +1,33 @@
+"""HedgeTune speed: ``tune`` with 1,000 bootstrap replicates on 800 prompts x 39 candidates.
+
+Target: under 2 s each on 2 cores for BoN, BoP and SBoN; also reported as a ratio to one plug-in
+curve evaluation (60 parameter values, no bootstrap) measured in the same run.
+Run: ``.venv/bin/python benchmarks/bench_tune.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from _timing import best_time
+
+import hedgetune as ht
+from hedgetune.pools import build_pools
+
+
+def main(prompts: int = 800, m: int = 39) -> dict[str, float]:
+    table = ht.synthetic.make_table("toy", prompts, m, noise=0.3, seed=0)
+    pools = build_pools(table)
+    out = {}
+    print(f"tune with 1,000 bootstrap replicates on {prompts} prompts x {m} candidates")
+    for name, kwargs in (("bon", {}), ("bop", {}), ("sbon", {"n": 8, "on": "quantile"}), ("sbon", {"n": 8})):
+        label = name + ("" if not kwargs else f" n={kwargs['n']} on={kwargs.get('on', 'raw')}")
+        repeats = 1 if kwargs.get("on", "raw") == "raw" and name == "sbon" else 3
+        baseline = best_time(lambda: ht.curve(pools, name, bootstrap=0, **kwargs), repeats=repeats)  # noqa: B023
+        seconds = best_time(lambda: ht.tune(table, name, bootstrap=1000, **kwargs), repeats=repeats)  # noqa: B023
+        out[label] = seconds
+        print(f"  {label:<22} {seconds:6.2f} s   {seconds / baseline:6.1f}x one curve ({baseline * 1e3:.0f} ms)")
+    return out
+
+
+if __name__ == "__main__":
+    main()
