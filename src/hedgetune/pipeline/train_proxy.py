@@ -1,0 +1,94 @@
+"""Proxy reward models trained on part of the gold labels: a Bradley-Terry head on frozen features.
+
+The paper's lever for making hacking appear earlier: a proxy fitted on fewer labelled pairs, or on
+pairs whose preference labels are flipped at random, is a worse stand-in for the gold reward.
+Pure NumPy/SciPy: the features (for example sentence embeddings) are computed beforehand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import optimize, special
+
+from ..mechanisms._numerics import FloatArray
+
+
+@dataclass(frozen=True)
+class BradleyTerryHead:
+    """A linear reward ``r(x) = w . standardise(x)`` fitted to pairwise preferences.
+
+    ``pairs`` is how many preference pairs it was trained on and ``flip_rate`` the share of their
+    labels that were flipped at random.
+    """
+
+    weights: FloatArray
+    mean: FloatArray
+    scale: FloatArray
+    pairs: int
+    flip_rate: float
+    l2: float
+
+    def score(self, features: FloatArray) -> FloatArray:
+        return ((features - self.mean) / self.scale) @ self.weights
+
+
+def preference_pairs(
+    prompt_index: NDArray[np.intp], gold: FloatArray, prompts: NDArray[np.intp]
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """All ``(winner, loser)`` response pairs with different gold scores within the given prompts."""
+    winners, losers = [], []
+    for p in prompts:  # a loop over training prompts; pairs within each are built vectorised
+        rows = np.flatnonzero(prompt_index == p)
+        i, j = np.triu_indices(rows.size, k=1)
+        a, b = rows[i], rows[j]
+        differ = gold[a] != gold[b]
+        a, b = a[differ], b[differ]
+        a_wins = gold[a] > gold[b]
+        winners.append(np.where(a_wins, a, b))
+        losers.append(np.where(a_wins, b, a))
+    if not winners:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    return np.concatenate(winners), np.concatenate(losers)
+
+
+def fit_bradley_terry(
+    features: FloatArray,
+    prompt_index: NDArray[np.intp],
+    gold: FloatArray,
+    train_prompts: NDArray[np.intp],
+    *,
+    flip_rate: float = 0.0,
+    l2: float = 1.0,
+    seed: int = 0,
+) -> BradleyTerryHead:
+    """Fit ``P(a beats b) = sigmoid(r(a) - r(b))`` on the pairs of ``train_prompts``.
+
+    A share ``flip_rate`` of the pair labels is flipped at random (seeded) to mimic noisy
+    annotators. The loss is the mean logistic loss plus ``l2 / 2 * |w|^2 / pairs``.
+    """
+    if not 0 <= flip_rate < 0.5:
+        raise ValueError(f"flip_rate must lie in [0, 0.5), got {flip_rate}")
+    winners, losers = preference_pairs(prompt_index, gold, train_prompts)
+    if winners.size == 0:
+        raise ValueError("no training pairs: the training prompts have no responses with different gold scores")
+    rng = np.random.default_rng(seed)
+    flipped = rng.random(winners.size) < flip_rate
+    winners, losers = np.where(flipped, losers, winners), np.where(flipped, winners, losers)
+    train_rows = np.unique(np.concatenate([winners, losers]))
+    mean = features[train_rows].mean(axis=0)
+    scale = features[train_rows].std(axis=0)
+    scale[scale == 0] = 1.0
+    diff = (features[winners] - features[losers]) / scale
+    pairs = diff.shape[0]
+
+    def loss(w: FloatArray) -> tuple[float, FloatArray]:
+        margin = diff @ w
+        value = np.mean(np.logaddexp(0.0, -margin)) + 0.5 * l2 * (w @ w) / pairs
+        grad = -(diff.T @ special.expit(-margin)) / pairs + l2 * w / pairs
+        return float(value), grad
+
+    result = optimize.minimize(loss, np.zeros(diff.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    return BradleyTerryHead(result.x, mean, scale, pairs, flip_rate, l2)
