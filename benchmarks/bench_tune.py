@@ -7,7 +7,6 @@ Run: ``.venv/bin/python benchmarks/bench_tune.py``.
 
 from __future__ import annotations
 
-import numpy as np
 from _timing import best_time
 
 import hedgetune as ht
@@ -25,7 +24,9 @@ def main(prompts: int = 800, m: int = 39) -> dict[str, float]:
         baseline = best_time(lambda: ht.curve(pools, name, bootstrap=0, **kwargs), repeats=repeats)  # noqa: B023
         seconds = best_time(lambda: ht.tune(table, name, bootstrap=1000, **kwargs), repeats=repeats)  # noqa: B023
         out[label] = seconds
-        print(f"  {label:<22} {seconds:6.2f} s   {seconds / baseline:6.1f}x one curve ({baseline * 1e3:.0f} ms)")
+        print(
+            f"  {label:<22} {seconds:6.2f} s   {seconds / baseline:6.1f}x one curve ({baseline * 1e3:.0f} ms)"
+        )
     return out
 
 

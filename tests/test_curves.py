@@ -222,3 +222,14 @@ def test_curve_bad_arguments() -> None:
         ht.curve(table, "bop", [np.nan])
     with pytest.raises(ht.TableError, match="no true-reward"):
         ht.curve(ht.RewardTable.from_arrays(np.ones((2, 3))), "bon", [2])
+
+
+def test_gain_band_is_paired() -> None:
+    table = ht.synthetic.make_table("toy", 60, 30, noise=0.3, seed=2)
+    c = ht.curve(table, "bop", bootstrap=300)
+    gain = c.true_reward - c.reference_true_reward
+    assert c.gain_low is not None and c.gain_high is not None
+    assert c.gain_low[0] == pytest.approx(0.0, abs=1e-12) and c.gain_high[0] == pytest.approx(0.0, abs=1e-12)
+    assert np.all(c.gain_low <= gain + 1e-12) and np.all(gain <= c.gain_high + 1e-12)
+    # Near the reference the pairing removes the prompt-to-prompt spread of the level.
+    assert c.gain_high[1] - c.gain_low[1] < 0.5 * (c.true_reward_high[1] - c.true_reward_low[1])

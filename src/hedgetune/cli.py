@@ -1,29 +1,675 @@
-"""The ``hedgetune`` command line: a thin layer over the library."""
+"""The ``hedgetune`` command line: a thin layer over the library.
+
+User mistakes (a missing file or column, a bad parameter) end with a one-line error and exit code
+2, never a traceback; ``--json`` prints exactly one JSON object on stdout.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+import numpy as np
 
 from . import __version__
-from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
+from .curves import curve, make_mechanism
+from .diagnose import diagnose_curve
+from .io import read_table
+from .table import RewardTable, TableError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(_clean(obj), default=_json_default))
+
+
+def user_errors(fn: F) -> F:
+    """Turn the library's input errors into ``click`` usage errors (message, exit code 2)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (TableError, ValueError, TypeError, FileNotFoundError) as exc:
+            raise InputError(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class InputError(click.ClickException):
+    """A problem with what the user gave: exit code 2, one line, no traceback."""
+
+    exit_code = 2
+
+
+def table_options(fn: F) -> F:
+    """The options every command that reads a table shares."""
+    options = [
+        click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False)),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["parquet", "csv", "jsonl", "npz"]),
+            default=None,
+            help="Table format (default: from the file name).",
+        ),
+        click.option(
+            "--prompt-col", default="prompt_id", show_default=True, help="Column naming the prompt."
+        ),
+        click.option(
+            "--proxy-col",
+            multiple=True,
+            help="Proxy column(s); repeat for several (default: proxy_reward, "
+            "or every proxy a hedgetune Parquet file records).",
+        ),
+        click.option("--true-col", default="true_reward", show_default=True, help="True-reward column."),
+        click.option("--group-col", default=None, help="Group column (task, dataset)."),
+        click.option(
+            "--invalid",
+            type=click.Choice(["raise", "drop"]),
+            default="raise",
+            show_default=True,
+            help="NaN or infinite rewards: refuse the table, or drop those responses (and say how many).",
+        ),
+        click.option(
+            "--proxy",
+            "proxy_name",
+            default=None,
+            help="Which proxy ranks the responses (default: the first).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def mechanism_options(fn: F) -> F:
+    options = [
+        click.option(
+            "--mechanism",
+            "-m",
+            type=click.Choice(["bon", "bop", "sbon", "tilted"]),
+            default="bop",
+            show_default=True,
+            help="Best-of-n, Best-of-Poisson, Soft Best-of-n or the tilted frontier.",
+        ),
+        click.option(
+            "--n", "sbon_n", type=int, default=None, help="Soft Best-of-n: candidates per prompt (default 4)."
+        ),
+        click.option(
+            "--on",
+            "sbon_on",
+            type=click.Choice(["raw", "quantile"]),
+            default=None,
+            help="Soft Best-of-n: softmax on raw scores (default) or on within-pool quantiles.",
+        ),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the splits."
+        ),
+        click.option(
+            "--bootstrap",
+            type=click.IntRange(min=0),
+            default=1000,
+            show_default=True,
+            help="Bootstrap replicates over prompts.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _load(
+    table_path: str,
+    fmt: str | None,
+    prompt_col: str,
+    proxy_col: tuple[str, ...],
+    true_col: str | None,
+    group_col: str | None,
+    invalid: str,
+    proxy_name: str | None,
+) -> RewardTable:
+    table = read_table(
+        table_path,
+        format=fmt,
+        prompt_col=prompt_col,
+        proxy_col=list(proxy_col) or None,
+        true_col=true_col or None,
+        group_col=group_col,
+        invalid=invalid,  # type: ignore[arg-type]
+    )
+    return table.with_proxy(proxy_name) if proxy_name else table
+
+
+def _sbon_kwargs(mechanism: str, n: int | None, on: str | None) -> dict[str, Any]:
+    if mechanism != "sbon":
+        if n is not None or on is not None:
+            raise click.UsageError("--n and --on apply to --mechanism sbon only")
+        return {}
+    return {"n": n, "on": on}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="hedgetune")
 def main() -> None:
-    """Pick among sampled LLM responses with a reward model, without falling for reward hacking."""
+    """Pick among sampled LLM responses with a reward model, without falling for reward hacking.
+
+    Start with `hedgetune demo`; analyse your own calibration table (prompt, response, proxy reward,
+    true reward) with `info`, `curve`, `tune`, `evaluate`, `plot` and `report`; apply the tuned
+    mechanism at inference time with `select`.
+    """
+
+
+# ------------------------------------------------------------------------------------ demo
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="hedgetune-demo",
+    show_default=True,
+    help="Folder for the report, figures and summary.json.",
+)
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=10, show_default=True, help="Out-of-sample splits."
+)
+@click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def demo(out: str, repeats: int, bootstrap: int, seed: int) -> None:
+    """The main job on the bundled real data: hacking curves, HedgeTune and a report."""
+    from .data import available, load
+    from .report.analysis import analyse, summary_lines, write_report
+
+    descriptions = {
+        "alpacaeval": (
+            "AlpacaEval",
+            "505 AlpacaEval instructions x 11 Tulu-2-DPO-13B responses; true reward: GPT-4-Turbo "
+            "win probability vs GPT-3.5 (allenai/reward-bench bon_eval, Apache-2.0). Proxies computed offline.",
+        ),
+    }
+    analyses = []
+    names = available()
+    if not names:
+        raise InputError("no bundled table is installed")
+    steps: list[str] = []
+    with click.progressbar(
+        length=sum(len(load(n).proxy_names) * 5 for n in names), label="analysing", file=sys.stderr
+    ) as bar:
+
+        def progress(message: str) -> None:
+            steps.append(message)
+            bar.update(1)
+
+        for name in names:
+            title, description = descriptions.get(name, (name, ""))
+            table = load(name)
+            analyses.append(
+                analyse(
+                    table,
+                    title,
+                    description=description,
+                    repeats=repeats,
+                    bootstrap=bootstrap,
+                    seed=seed,
+                    progress=progress,
+                )
+            )
+    path = write_report(analyses, out, title="hedgetune demo: inference-time reward hacking on real data")
+    for analysis in analyses:
+        for line in summary_lines(analysis):
+            click.echo(line)
+    click.echo(f"report: {path}")
+
+
+# ------------------------------------------------------------------------------------ info
+@main.command()
+@table_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def info(
+    table_path: str,
+    fmt: str | None,
+    prompt_col: str,
+    proxy_col: tuple[str, ...],
+    true_col: str,
+    group_col: str | None,
+    invalid: str,
+    proxy_name: str | None,
+    as_json: bool,
+) -> None:
+    """What is in a calibration table."""
+    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
+    summary = table.summary()
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(
+        f"{summary['prompts']} prompts, {summary['responses']} responses, pool size "
+        f"{summary['pool_size']['min']}-{summary['pool_size']['max']} (median {summary['pool_size']['median']:g})"
+    )
+    for name, stats in summary["proxies"].items():
+        mark = "*" if name == summary["default_proxy"] else " "
+        click.echo(
+            f" {mark} proxy {name}: mean {stats['mean']:.4g}, sd {stats['std']:.4g}  {stats['provenance']}"
+        )
+    if "true_reward" in summary:
+        click.echo(
+            f"   true reward: mean {summary['true_reward']['mean']:.4g}, sd {summary['true_reward']['std']:.4g}"
+        )
+    if summary.get("groups"):
+        click.echo("   groups: " + ", ".join(f"{k} ({v})" for k, v in summary["groups"].items()))
+    if summary["dropped"]:
+        click.echo(f"   dropped {summary['dropped']} invalid responses")
+
+
+# ------------------------------------------------------------------------------------ curve
+@main.command("curve")
+@table_options
+@mechanism_options
+@click.option("--thetas", default=None, help="Comma-separated parameter values (default: a grid).")
+@click.option("--estimator", type=click.Choice(["plugin", "unbiased"]), default="plugin", show_default=True)
+@click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the curve as CSV."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def curve_cmd(
+    table_path: str,
+    fmt: str | None,
+    prompt_col: str,
+    proxy_col: tuple[str, ...],
+    true_col: str,
+    group_col: str | None,
+    invalid: str,
+    proxy_name: str | None,
+    mechanism: str,
+    sbon_n: int | None,
+    sbon_on: str | None,
+    seed: int,
+    bootstrap: int,
+    thetas: str | None,
+    estimator: str,
+    out_path: str | None,
+    as_json: bool,
+) -> None:
+    """The hacking curve: true reward, proxy and KL against the parameter, and the regime."""
+    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
+    grid = None if thetas is None else _parse_floats(thetas, "--thetas")
+    c = curve(
+        table,
+        mechanism,
+        grid,
+        estimator=estimator,  # type: ignore[arg-type]
+        bootstrap=bootstrap,
+        seed=seed,
+        **_sbon_kwargs(mechanism, sbon_n, sbon_on),
+    )
+    d = diagnose_curve(c)
+    if out_path:
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(c.to_arrow(), out_path)
+    if as_json:
+        emit_json(
+            {
+                **c.to_dict(),
+                "regime": d.regime,
+                "threshold": d.threshold,
+                "hacking_share": d.hacking_share,
+                "summary": d.sentence(),
+            }
+        )
+        return
+    click.echo(f"{c.label} on proxy '{c.proxy}' ({c.n_prompts} prompts, {c.estimator} estimator)")
+    click.echo(
+        f"{c.parameter:>10} {'samples':>8} {'true':>9} {'95% band':>19} {'proxy q':>8} {'KL':>7} {'pool KL':>8}"
+    )
+    for k in range(c.theta.size):
+        click.echo(
+            f"{c.theta[k]:>10.4g} {c.expected_samples[k]:>8.3g} {c.true_reward[k]:>9.4f} "
+            f"[{c.true_reward_low[k]:>8.4f},{c.true_reward_high[k]:>8.4f}] {c.proxy_quantile[k]:>8.3f} "
+            f"{c.kl[k]:>7.3f} {c.kl_pool[k]:>8.3f}"
+        )
+    click.echo(d.sentence())
+
+
+def _parse_floats(text: str, name: str) -> np.ndarray:
+    try:
+        return np.array([float(x) for x in text.split(",") if x.strip()])
+    except ValueError:
+        raise click.BadParameter(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+# ------------------------------------------------------------------------------------ tune
+def _budget_options(fn: F) -> F:
+    options = [
+        click.option("--max-theta", type=float, default=None, help="Largest parameter to search."),
+        click.option("--max-n", type=float, default=None, help="Best-of-n: largest n."),
+        click.option(
+            "--max-samples", type=float, default=None, help="Largest expected number of samples per prompt."
+        ),
+        click.option("--max-kl", type=float, default=None, help="Largest KL to the reference (nats)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@main.command("tune")
+@table_options
+@mechanism_options
+@_budget_options
+@click.option("--residual", type=click.Choice(["exact", "score"]), default="exact", show_default=True)
+@click.option("--by-group", is_flag=True, help="One parameter per group (needs --group-col).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def tune_cmd(
+    table_path: str,
+    fmt: str | None,
+    prompt_col: str,
+    proxy_col: tuple[str, ...],
+    true_col: str,
+    group_col: str | None,
+    invalid: str,
+    proxy_name: str | None,
+    mechanism: str,
+    sbon_n: int | None,
+    sbon_on: str | None,
+    seed: int,
+    bootstrap: int,
+    max_theta: float | None,
+    max_n: float | None,
+    max_samples: float | None,
+    max_kl: float | None,
+    residual: str,
+    by_group: bool,
+    as_json: bool,
+) -> None:
+    """HedgeTune: the parameter where the true reward peaks, with intervals and the regime."""
+    from .tune import tune, tune_by_group
+
+    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
+    kwargs = dict(
+        residual=residual,
+        max_theta=max_theta,
+        max_n=max_n,
+        max_samples=max_samples,
+        max_kl=max_kl,
+        bootstrap=bootstrap,
+        seed=seed,
+        **_sbon_kwargs(mechanism, sbon_n, sbon_on),
+    )
+    if by_group:
+        results = tune_by_group(table, mechanism, **kwargs)
+        if as_json:
+            emit_json({group: r.to_dict() for group, r in results.items()})
+            return
+        for group, r in results.items():
+            click.echo(f"[{group}] {_tune_line(r)}")
+        return
+    r = tune(table, mechanism, **kwargs)
+    if as_json:
+        emit_json(r.to_dict())
+        return
+    click.echo(_tune_line(r))
+    click.echo(
+        f"  true reward {r.true_reward:.4f} [{r.true_reward_ci[0]:.4f}, {r.true_reward_ci[1]:.4f}]; reference "
+        f"{r.reference_true_reward:.4f}; un-hedged ({r.parameter} = {r.unhedged_theta:.4g}) {r.unhedged_true_reward:.4f}"
+    )
+    click.echo(
+        f"  KL {r.kl:.3f} nats (pool {r.kl_pool:.3f}); {r.expected_samples:.3g} samples per prompt; "
+        f"conservative {r.parameter} = {r.conservative_theta:.4g}"
+    )
+
+
+def _tune_line(r: Any) -> str:
+    return (
+        f"{r.label.split('(')[0]} on '{r.proxy}': {r.parameter} = {r.theta:.4g} "
+        f"[{r.theta_ci[0]:.4g}, {r.theta_ci[1]:.4g}] ({r.regime})"
+    )
+
+
+# ------------------------------------------------------------------------------------ evaluate
+@main.command("evaluate")
+@table_options
+@mechanism_options
+@_budget_options
+@click.option(
+    "--calibration-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.5,
+    show_default=True,
+)
+@click.option("--repeats", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def evaluate_cmd(
+    table_path: str,
+    fmt: str | None,
+    prompt_col: str,
+    proxy_col: tuple[str, ...],
+    true_col: str,
+    group_col: str | None,
+    invalid: str,
+    proxy_name: str | None,
+    mechanism: str,
+    sbon_n: int | None,
+    sbon_on: str | None,
+    seed: int,
+    bootstrap: int,
+    max_theta: float | None,
+    max_n: float | None,
+    max_samples: float | None,
+    max_kl: float | None,
+    calibration_fraction: float,
+    repeats: int,
+    as_json: bool,
+) -> None:
+    """Out of sample: tune on some prompts, measure the true reward on the others."""
+    from .tune import evaluate
+
+    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
+    result = evaluate(
+        table,
+        mechanism,
+        calibration_fraction=calibration_fraction,
+        repeats=repeats,
+        seed=seed,
+        bootstrap=min(bootstrap, 1000),
+        max_theta=max_theta,
+        max_n=max_n,
+        max_samples=max_samples,
+        max_kl=max_kl,
+        **_sbon_kwargs(mechanism, sbon_n, sbon_on),
+    )
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    click.echo(
+        f"{mechanism} on {repeats} random {calibration_fraction:g}/{1 - calibration_fraction:g} splits "
+        "(held-out true reward, mean ± s.e.):"
+    )
+    for key, stats in result.summary().items():
+        click.echo(f"  {key:<13} {stats['mean']:.4f} ± {stats['se']:.4f}")
+
+
+# ------------------------------------------------------------------------------------ plot/report
+@main.command()
+@table_options
+@click.option("--out", type=click.Path(file_okay=False), default="hedgetune-plots", show_default=True)
+@click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=10, show_default=True, help="Out-of-sample splits."
+)
+@user_errors
+def plot(
+    table_path: str,
+    fmt: str | None,
+    prompt_col: str,
+    proxy_col: tuple[str, ...],
+    true_col: str,
+    group_col: str | None,
+    invalid: str,
+    proxy_name: str | None,
+    out: str,
+    bootstrap: int,
+    seed: int,
+    repeats: int,
+) -> None:
+    """Figures (PNG and SVG): reward vs KL, the hacking curve, the out-of-sample comparison."""
+    from .report.analysis import analyse, write_figures
+
+    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
+    proxies = [proxy_name] if proxy_name else table.proxy_names
+    analysis = _analyse_with_progress(
+        analyse, table, Path(table_path).stem, proxies, bootstrap, seed, repeats
+    )
+    written = write_figures(analysis, Path(out))
+    for paths in written.values():
+        for path in paths:
+            click.echo(str(path))
 
 
 @main.command()
-def demo() -> None:
-    """Print the mechanisms' reference table (KL, expected proxy quantile, samples drawn)."""
-    rows: list[Mechanism] = []
-    for theta in (1, 4, 8, 16, 32):
-        rows += [BestOfN(theta + 1), BestOfPoisson(theta), Tilted(2.0 * theta)]
-    rows += [SoftBestOfN(4, 2.0, on="quantile"), SoftBestOfN(8, 10.0, on="quantile")]
-    click.echo(f"{'mechanism':<44}{'KL (nats)':>10}{'E[U]':>9}{'samples':>9}")
-    for mech in rows:
-        click.echo(f"{mech!r:<44}{mech.kl():>10.4f}{mech.mean():>9.4f}{mech.expected_samples():>9.1f}")
+@table_options
+@click.option("--out", type=click.Path(file_okay=False), default="hedgetune-report", show_default=True)
+@click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=10, show_default=True, help="Out-of-sample splits."
+)
+@user_errors
+def report(
+    table_path: str,
+    fmt: str | None,
+    prompt_col: str,
+    proxy_col: tuple[str, ...],
+    true_col: str,
+    group_col: str | None,
+    invalid: str,
+    proxy_name: str | None,
+    out: str,
+    bootstrap: int,
+    seed: int,
+    repeats: int,
+) -> None:
+    """A self-contained HTML report on a table, with a short summary here."""
+    from .report.analysis import analyse, summary_lines, write_report
+
+    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
+    proxies = [proxy_name] if proxy_name else table.proxy_names
+    analysis = _analyse_with_progress(
+        analyse, table, Path(table_path).stem, proxies, bootstrap, seed, repeats
+    )
+    path = write_report([analysis], out, title=f"hedgetune report: {Path(table_path).name}")
+    for line in summary_lines(analysis):
+        click.echo(line)
+    click.echo(f"report: {path}")
+
+
+def _analyse_with_progress(
+    analyse: Callable[..., Any],
+    table: RewardTable,
+    name: str,
+    proxies: list[str],
+    bootstrap: int,
+    seed: int,
+    repeats: int,
+) -> Any:
+    with click.progressbar(length=len(proxies) * 5, label="analysing", file=sys.stderr) as bar:
+        return analyse(
+            table,
+            name,
+            proxies=proxies,
+            bootstrap=bootstrap,
+            seed=seed,
+            repeats=repeats,
+            progress=lambda _: bar.update(1),
+        )
+
+
+# ------------------------------------------------------------------------------------ select
+@main.command()
+@click.option(
+    "--scores",
+    "scores_path",
+    type=click.Path(dir_okay=False),
+    default="-",
+    show_default=True,
+    help="Scores, one prompt per line: comma- or space-separated numbers (`-` = standard input), "
+    "or a JSON list of lists, or a .npy file.",
+)
+@mechanism_options
+@click.option(
+    "--theta", type=float, required=True, help="The mechanism's parameter (e.g. from `hedgetune tune`)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of one index per line.")
+@user_errors
+def select(
+    scores_path: str,
+    mechanism: str,
+    sbon_n: int | None,
+    sbon_on: str | None,
+    seed: int,
+    bootstrap: int,
+    theta: float,
+    as_json: bool,
+) -> None:
+    """Scores in, chosen candidate indices out (0-based, one per prompt)."""
+    del bootstrap
+    mech = make_mechanism(mechanism, **_sbon_kwargs(mechanism, sbon_n, sbon_on)).with_theta(theta)
+    chosen = mech.select(_read_scores(scores_path), rng=seed)
+    if as_json:
+        emit_json(chosen.tolist())
+    else:
+        click.echo("\n".join(str(int(i)) for i in chosen))
+
+
+def _read_scores(path: str) -> Any:
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    stripped = text.strip()
+    if not stripped:
+        raise InputError("no scores given")
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"scores are not valid JSON: {exc}") from None
+        return [np.asarray(r, dtype=float) for r in rows]
+    rows = []
+    for number, line in enumerate(stripped.splitlines(), start=1):
+        try:
+            rows.append(np.array([float(x) for x in line.replace(",", " ").split()]))
+        except ValueError:
+            raise InputError(f"line {number} of the scores is not a list of numbers: {line[:60]!r}") from None
+    return rows
 
 
 if __name__ == "__main__":

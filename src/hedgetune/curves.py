@@ -109,6 +109,8 @@ class Curve:
     reference_true_reward: float
     n_prompts: int
     confidence: float
+    gain_low: FloatArray | None = None
+    gain_high: FloatArray | None = None
     replicates: FloatArray | None = field(default=None, repr=False)
 
     def columns(self) -> dict[str, FloatArray]:
@@ -336,8 +338,15 @@ def curve(
         replicates = ev.replicates / total
         alpha = (1 - confidence) / 2
         low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
+        reference_reps = pool_sums(
+            pools, template, np.array([template.reference_theta]), weights=weights, kl_pool=False
+        )
+        assert reference_reps.replicates is not None
+        gains = replicates - reference_reps.replicates / total
+        gain_low, gain_high = np.quantile(gains, [alpha, 1 - alpha], axis=0)
     else:
         replicates, low, high = None, np.full_like(mean_true, np.nan), np.full_like(mean_true, np.nan)
+        gain_low = gain_high = None
     mechs = [template.with_theta(float(th)) for th in grid]
     analytic = np.array([_analytic_kl(mech) for mech in mechs])
     reference = sum(float(g.true.mean(axis=1).sum()) for g in pools.groups) / total
@@ -359,6 +368,8 @@ def curve(
         reference_true_reward=reference,
         n_prompts=total,
         confidence=confidence,
+        gain_low=gain_low,
+        gain_high=gain_high,
         replicates=replicates,
     )
 

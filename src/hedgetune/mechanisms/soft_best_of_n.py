@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -179,6 +179,14 @@ def soft_best_of_n_on_pool(
     return probs, dprobs
 
 
+@lru_cache(maxsize=1024)
+def _cached_panels(
+    n: int, beta: float
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, float, float]:
+    """The CDF panels depend on (n, beta) only: shared by every object (and every table) that asks."""
+    return SoftBestOfN(n, beta, "quantile")._compute_panels()
+
+
 @dataclass(frozen=True, repr=False)
 class SoftBestOfN(Mechanism):
     r"""Soft Best-of-n (SBoN) with inverse temperature ``beta``.
@@ -270,8 +278,11 @@ class SoftBestOfN(Mechanism):
             score[start : start + _CHUNK] = (self.n - 1) * (weights * dlogphi).sum(axis=1) / total
         return logq.reshape(u.shape), score.reshape(u.shape)
 
-    @cached_property
+    @property
     def _panels(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, float, float]:
+        return _cached_panels(self.n, self.beta)
+
+    def _compute_panels(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, float, float]:
         """Per-panel antiderivatives of ``q`` and ``dq/dbeta``, their sums, the KL and the mean.
 
         On each panel, ``q`` (and ``q * score``) is interpolated by the degree-7 Legendre

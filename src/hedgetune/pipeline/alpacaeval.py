@@ -35,7 +35,9 @@ from ..table import RewardTable
 from .train_proxy import fit_bradley_terry
 
 POOL = 11  # samples 0-10 carry the gold score
-SOURCE = "allenai/reward-bench bon_eval/ (commit 4319b31, Apache-2.0): AlpacaEval x Tulu-2-DPO-13B, 16 samples"
+SOURCE = (
+    "allenai/reward-bench bon_eval/ (commit 4319b31, Apache-2.0): AlpacaEval x Tulu-2-DPO-13B, 16 samples"
+)
 
 
 def load_source(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -66,7 +68,9 @@ def minilm_model() -> Any:
 
 def embed(model: Any, texts: list[str], batch_size: int = 64) -> FloatArray:
     """Unit-norm sentence embeddings."""
-    return np.asarray(model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=True))
+    return np.asarray(
+        model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=True)
+    )
 
 
 def build(
@@ -114,7 +118,9 @@ def build(
     }
     for size in (train_small, train_large):
         for flip in (0.0, 0.25):
-            head = fit_bradley_terry(features, prompt_index, gold, train_pool[:size], flip_rate=flip, seed=seed)
+            head = fit_bradley_terry(
+                features, prompt_index, gold, train_pool[:size], flip_rate=flip, seed=seed
+            )
             name = f"rm_{size}p_flip{round(100 * flip)}"
             proxies[name] = head.score(features)
             provenance[name] = (
@@ -137,7 +143,9 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", required=True, help="the shared rewardbench_alpacaeval_*.jsonl.gz file")
     parser.add_argument("--out", required=True, help="the Parquet file to write")
     parser.add_argument("--cache", default=None, help="optional .npz cache of the MiniLM embeddings")

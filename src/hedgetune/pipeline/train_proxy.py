@@ -73,7 +73,9 @@ def fit_bradley_terry(
         raise ValueError(f"flip_rate must lie in [0, 0.5), got {flip_rate}")
     winners, losers = preference_pairs(prompt_index, gold, train_prompts)
     if winners.size == 0:
-        raise ValueError("no training pairs: the training prompts have no responses with different gold scores")
+        raise ValueError(
+            "no training pairs: the training prompts have no responses with different gold scores"
+        )
     rng = np.random.default_rng(seed)
     flipped = rng.random(winners.size) < flip_rate
     winners, losers = np.where(flipped, losers, winners), np.where(flipped, winners, losers)
@@ -90,5 +92,7 @@ def fit_bradley_terry(
         grad = -(diff.T @ special.expit(-margin)) / pairs + l2 * w / pairs
         return float(value), grad
 
-    result = optimize.minimize(loss, np.zeros(diff.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    result = optimize.minimize(
+        loss, np.zeros(diff.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500}
+    )
     return BradleyTerryHead(result.x, mean, scale, pairs, flip_rate, l2)

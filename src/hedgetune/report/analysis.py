@@ -1,0 +1,285 @@
+"""The main job on one calibration table: curves, HedgeTune and out-of-sample checks per proxy,
+then figures and a self-contained HTML report."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..curves import Curve, curve, make_mechanism
+from ..diagnose import Diagnosis, diagnose_curve
+from ..mechanisms import Mechanism
+from ..pools import build_pools
+from ..table import RewardTable
+from ..tune import OutOfSample, TuneResult, evaluate, tune
+from . import figures
+
+#: The mechanisms of a report: key -> (name, keyword arguments).
+DEFAULT_MECHANISMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bon": ("bon", {}),
+    "bop": ("bop", {}),
+    "sbon-n4": ("sbon", {"n": 4, "on": "quantile"}),
+    "tilted": ("tilted", {}),
+}
+
+
+@dataclass
+class ProxyAnalysis:
+    proxy: str
+    curves: dict[str, Curve] = field(default_factory=dict)
+    tuned: dict[str, TuneResult] = field(default_factory=dict)
+    diagnoses: dict[str, Diagnosis] = field(default_factory=dict)
+    out_of_sample: OutOfSample | None = None
+
+
+@dataclass
+class TableAnalysis:
+    name: str
+    description: str
+    table: RewardTable
+    proxies: dict[str, ProxyAnalysis]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per (proxy, mechanism) for the report's table and ``--json``."""
+        out = []
+        for proxy, pa in self.proxies.items():
+            for key, r in pa.tuned.items():
+                d = pa.diagnoses[key]
+                out.append(
+                    {
+                        "proxy": proxy,
+                        "mechanism": key,
+                        "parameter": r.parameter,
+                        "theta": r.theta,
+                        "theta_ci": list(r.theta_ci),
+                        "true_reward": r.true_reward,
+                        "true_reward_ci": list(r.true_reward_ci),
+                        "reference_true_reward": r.reference_true_reward,
+                        "unhedged_theta": r.unhedged_theta,
+                        "unhedged_true_reward": r.unhedged_true_reward,
+                        "conservative_theta": r.conservative_theta,
+                        "regime": r.regime,
+                        "share_of_gain_lost": d.share_of_gain_lost,
+                        "sentence": d.sentence(),
+                    }
+                )
+        return out
+
+
+def analyse(
+    table: RewardTable,
+    name: str,
+    *,
+    description: str = "",
+    proxies: Sequence[str] | None = None,
+    mechanisms: dict[str, tuple[str, dict[str, Any]]] | None = None,
+    out_of_sample_proxies: Sequence[str] | None = None,
+    repeats: int = 10,
+    bootstrap: int = 300,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> TableAnalysis:
+    """Curves and HedgeTune for every (proxy, mechanism); out-of-sample checks of Best-of-Poisson."""
+    chosen = list(proxies or table.proxy_names)
+    mechs = mechanisms or DEFAULT_MECHANISMS
+    oos = list(out_of_sample_proxies if out_of_sample_proxies is not None else chosen)
+    result: dict[str, ProxyAnalysis] = {}
+    for proxy in chosen:
+        pools = build_pools(table, proxy)
+        pa = ProxyAnalysis(proxy)
+        for key, (mech_name, kwargs) in mechs.items():
+            if progress:
+                progress(f"{name}: {proxy} / {key}")
+            template: Mechanism = make_mechanism(mech_name, **kwargs)
+            tuned = tune(pools, template, bootstrap=bootstrap, seed=seed)
+            grid = _report_grid(template, tuned)
+            c = curve(pools, template, grid, bootstrap=bootstrap, seed=seed)
+            pa.curves[key], pa.tuned[key], pa.diagnoses[key] = c, tuned, diagnose_curve(c)
+        if proxy in oos:
+            if progress:
+                progress(f"{name}: {proxy} / out of sample")
+            pa.out_of_sample = evaluate(
+                table, "bop", proxy=proxy, repeats=repeats, seed=seed, bootstrap=min(bootstrap, 200)
+            )
+        result[proxy] = pa
+    return TableAnalysis(name, description, table, result)
+
+
+def _report_grid(template: Mechanism, tuned: TuneResult) -> np.ndarray:
+    lo, hi = tuned.search_range
+    if template.name == "bon":
+        return np.unique(np.round(np.geomspace(1, hi, 40)))
+    return np.unique(np.concatenate([[lo], np.geomspace(max(hi * 1e-4, 1e-3), hi, 48), [tuned.theta]]))
+
+
+# ------------------------------------------------------------------------------------- output
+def summary_lines(analysis: TableAnalysis) -> list[str]:
+    """What a user must know, in a few sentences."""
+    lines = [f"{analysis.name}: {analysis.table.n_prompts} prompts, {analysis.table.n_responses} responses"]
+    for proxy, pa in analysis.proxies.items():
+        bon, bop = pa.diagnoses.get("bon"), pa.tuned.get("bop")
+        parts = []
+        if bon is not None:
+            parts.append(bon.sentence())
+        if bop is not None:
+            parts.append(
+                f"Best-of-Poisson: mu = {bop.theta:.3g} [{bop.theta_ci[0]:.3g}, {bop.theta_ci[1]:.3g}], "
+                f"true reward {bop.true_reward:.4f} vs {bop.reference_true_reward:.4f} at the reference"
+            )
+        if pa.out_of_sample is not None:
+            s = pa.out_of_sample.summary()
+            parts.append(
+                f"held out: tuned {s['tuned']['mean']:.4f}, un-hedged {s['unhedged']['mean']:.4f}, "
+                f"oracle {s['oracle']['mean']:.4f}"
+            )
+        lines.append(f"  [{proxy}] " + "; ".join(parts))
+    return lines
+
+
+def write_figures(analysis: TableAnalysis, out: Path) -> dict[str, list[Path]]:
+    """Every figure of one table, as PNG and SVG, keyed by a short name."""
+    written: dict[str, list[Path]] = {}
+    slug = analysis.name.lower().replace(" ", "_")
+    for proxy, pa in analysis.proxies.items():
+        fig = figures.reward_vs_kl(
+            pa.curves, pa.tuned, title=f"{analysis.name}, proxy '{proxy}': true reward against KL"
+        )
+        written[f"{proxy}/reward_vs_kl"] = figures.save(fig, out / f"{slug}_{proxy}_reward_vs_kl")
+        key = "bop" if "bop" in pa.curves else next(iter(pa.curves))
+        fig = figures.hacking_curve(
+            pa.curves[key],
+            pa.tuned[key],
+            title=f"{analysis.name}, proxy '{proxy}': {figures.NAMES[pa.curves[key].mechanism]}",
+        )
+        written[f"{proxy}/curve"] = figures.save(fig, out / f"{slug}_{proxy}_{key}_curve")
+    oos = {p: pa.out_of_sample for p, pa in analysis.proxies.items() if pa.out_of_sample is not None}
+    if oos:
+        fig = figures.out_of_sample(
+            oos, title=f"{analysis.name}: Best-of-Poisson tuned on half the prompts, scored on the rest"
+        )
+        written["out_of_sample"] = figures.save(fig, out / f"{slug}_out_of_sample")
+    return written
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+
+
+def write_report(
+    analyses: Sequence[TableAnalysis], out: str | Path, *, title: str = "hedgetune report"
+) -> Path:
+    """Figures, ``summary.json`` and a self-contained ``report.html`` (figures embedded)."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<p>How hard should we optimise the proxy? Each mechanism's true reward is computed exactly on the "
+        "calibration pools; HedgeTune finds where it peaks (95% bootstrap intervals over prompts).</p>",
+    ]
+    summary: dict[str, Any] = {}
+    for analysis in analyses:
+        written = write_figures(analysis, out_dir)
+        rows = analysis.rows()
+        summary[analysis.name] = {
+            "table": analysis.table.summary(),
+            "results": rows,
+            "out_of_sample": {
+                p: pa.out_of_sample.to_dict()
+                for p, pa in analysis.proxies.items()
+                if pa.out_of_sample is not None
+            },
+        }
+        body.append(f"<h2>{html.escape(analysis.name)}</h2><p>{html.escape(analysis.description)}</p>")
+        body.append(
+            "<ul>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines(analysis)[1:])
+            + "</ul>"
+        )
+        body.append(_rows_table(rows))
+        if "out_of_sample" in written:
+            body.append("<h3>Out of sample</h3>" + _img(written["out_of_sample"][0]) + _oos_table(analysis))
+        for proxy in analysis.proxies:
+            prov = analysis.table.provenance.get(proxy, "")
+            body.append(
+                f"<h3>Proxy <code>{html.escape(proxy)}</code></h3><p class='prov'>{html.escape(prov)}</p>"
+            )
+            body.append(
+                "<ul>"
+                + "".join(
+                    f"<li>{html.escape(d.sentence())}</li>"
+                    for d in analysis.proxies[proxy].diagnoses.values()
+                )
+                + "</ul>"
+            )
+            body.append(_img(written[f"{proxy}/reward_vs_kl"][0]) + _img(written[f"{proxy}/curve"][0]))
+        truth = analysis.table.provenance.get("true_reward", "")
+        if truth:
+            body.append(f"<p class='prov'>True reward: {html.escape(truth)}</p>")
+    (out_dir / "summary.json").write_text(json.dumps(_finite(summary), indent=1))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;font-size:13px;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}
+th{{background:#f3f3f3}}td.l{{text-align:left}}img{{max-width:49%;margin:4px 0}}.prov{{color:#666;font-size:12px}}
+tr.hack td{{background:#fff3f0}}</style></head><body>{"".join(body)}
+<p class="prov">Method: Khalaf et al., Inference-Time Reward Hacking in Large Language Models (arXiv 2506.19248).</p>
+</body></html>"""
+    path = out_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _fmt(x: float) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:.4g}"
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "<tr><th>proxy</th><th>mechanism</th><th>tuned θ [95% CI]</th><th>true reward [95% CI]</th>"
+        "<th>reference</th><th>un-hedged θ → true reward</th><th>conservative θ</th><th>regime</th></tr>"
+    )
+    cells = []
+    for r in rows:
+        cls = " class='hack'" if r["regime"] == "rise-then-fall" else ""
+        cells.append(
+            f"<tr{cls}><td class='l'>{html.escape(r['proxy'])}</td><td class='l'>{html.escape(r['mechanism'])}</td>"
+            f"<td>{r['parameter']} = {_fmt(r['theta'])} [{_fmt(r['theta_ci'][0])}, {_fmt(r['theta_ci'][1])}]</td>"
+            f"<td>{_fmt(r['true_reward'])} [{_fmt(r['true_reward_ci'][0])}, {_fmt(r['true_reward_ci'][1])}]</td>"
+            f"<td>{_fmt(r['reference_true_reward'])}</td><td>{_fmt(r['unhedged_theta'])} → {_fmt(r['unhedged_true_reward'])}</td>"
+            f"<td>{_fmt(r['conservative_theta'])}</td><td class='l'>{html.escape(r['regime'])}</td></tr>"
+        )
+    return "<table>" + head + "".join(cells) + "</table>"
+
+
+def _oos_table(analysis: TableAnalysis) -> str:
+    head = "<tr><th>proxy</th><th>reference</th><th>un-hedged</th><th>HedgeTune</th><th>conservative</th><th>oracle</th></tr>"
+    cells = []
+    for proxy, pa in analysis.proxies.items():
+        if pa.out_of_sample is None:
+            continue
+        s = pa.out_of_sample.summary()
+        vals = "".join(
+            f"<td>{s[k]['mean']:.4f} ± {s[k]['se']:.4f}</td>"
+            for k in ("reference", "unhedged", "tuned", "conservative", "oracle")
+        )
+        cells.append(f"<tr><td class='l'>{html.escape(proxy)}</td>{vals}</tr>")
+    return "<table>" + head + "".join(cells) + "</table>"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value

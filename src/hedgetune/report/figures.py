@@ -1,0 +1,174 @@
+"""Figures (Matplotlib, headless): the reward-KL picture, the hacking curve, out-of-sample bars.
+
+Each function draws on a new figure and returns it; :func:`save` writes PNG and SVG. They only
+draw what the result objects hold: nothing is recomputed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..curves import Curve
+from ..tune import OutOfSample, TuneResult
+
+NAMES = {
+    "bon": "Best-of-n",
+    "bop": "Best-of-Poisson",
+    "sbon": "Soft Best-of-n",
+    "tilted": "Tilted (frontier)",
+}
+COLORS = {"bon": "#1f77b4", "bop": "#d62728", "sbon": "#2ca02c", "tilted": "#7f7f7f"}
+
+
+def _label(c: Curve) -> str:
+    name = NAMES.get(c.mechanism, c.mechanism)
+    if c.mechanism == "sbon":
+        n = c.label.split("n=")[1].split(",")[0] if "n=" in c.label else "?"
+        name += f" (n={n})"
+    return name
+
+
+def reward_vs_kl(
+    curves: Mapping[str, Curve],
+    tuned: Mapping[str, TuneResult] | None = None,
+    *,
+    title: str = "",
+    kl: str = "pool",
+) -> Any:
+    """True reward against KL for several mechanisms, with bands and HedgeTune's points.
+
+    ``kl="pool"`` uses the divergence of the selection from uniform over the pool (what a finite
+    pool supports); ``kl="analytic"`` the mechanisms' continuous-proxy KL.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for key, c in curves.items():
+        x = c.kl_pool if kl == "pool" else c.kl
+        color = COLORS.get(c.mechanism)
+        style = "--" if c.mechanism == "tilted" else "-"
+        ax.plot(
+            x,
+            c.true_reward,
+            style,
+            color=color,
+            label=_label(c),
+            lw=1.8,
+            alpha=0.95 if c.mechanism != "sbon" else 0.6,
+        )
+        if c.gain_low is not None and c.gain_high is not None:
+            ref = c.reference_true_reward
+            ax.fill_between(x, ref + c.gain_low, ref + c.gain_high, color=color, alpha=0.10, lw=0)
+        if tuned and key in tuned:
+            r = tuned[key]
+            xr = r.kl_pool if kl == "pool" else r.kl
+            ax.plot([xr], [r.true_reward], "o", color=color, ms=8, mec="black", zorder=5)
+    if curves:
+        first = next(iter(curves.values()))
+        ax.axhline(first.reference_true_reward, color="black", lw=0.8, ls=":", label="reference (one sample)")
+    ax.set_xlabel("KL(selection ‖ reference), nats" + (" (on the pool)" if kl == "pool" else ""))
+    ax.set_ylabel("expected true reward")
+    ax.set_title(title or "True reward against KL")
+    ax.text(
+        0.01,
+        0.01,
+        "dots: HedgeTune's choice; bands: 95% bootstrap band of the gain over the reference",
+        transform=ax.transAxes,
+        fontsize=7,
+        color="#555",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def hacking_curve(c: Curve, tuned: TuneResult | None = None, *, title: str = "") -> Any:
+    """True reward and proxy against the parameter, with the tuned point marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    x = np.where(c.theta > 0, c.theta, np.nan)
+    color = COLORS.get(c.mechanism, "C0")
+    ax.plot(x, c.true_reward, color=color, lw=2, label="true reward")
+    if c.gain_low is not None and c.gain_high is not None:
+        ref = c.reference_true_reward
+        ax.fill_between(
+            x,
+            ref + c.gain_low,
+            ref + c.gain_high,
+            color=color,
+            alpha=0.15,
+            lw=0,
+            label="95% band of the gain over the reference",
+        )
+    ax.axhline(c.reference_true_reward, color="black", lw=0.8, ls=":", label="reference")
+    if tuned is not None:
+        ax.axvline(
+            tuned.theta, color="black", lw=1, ls="--", label=f"HedgeTune {c.parameter} = {tuned.theta:.3g}"
+        )
+        lo, hi = tuned.theta_ci
+        ax.axvspan(max(lo, np.nanmin(x)), hi, color="black", alpha=0.07)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{c.parameter} (log scale)")
+    ax.set_ylabel("expected true reward", color=color)
+    twin = ax.twinx()
+    twin.plot(x, c.proxy_quantile, color="#ff7f0e", lw=1.2, ls="-.", label="proxy (within-pool quantile)")
+    twin.set_ylabel("expected proxy quantile", color="#ff7f0e")
+    twin.set_ylim(0.45, 1.0)
+    lines = ax.get_legend_handles_labels()
+    lines2 = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best", framealpha=0.85)
+    ax.set_title(
+        title or f"{NAMES.get(c.mechanism, c.mechanism)}: the proxy keeps rising; the true reward may not"
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def out_of_sample(results: Mapping[str, OutOfSample], *, title: str = "") -> Any:
+    """Held-out true reward: reference, un-hedged, tuned, conservative and the held-out oracle."""
+    keys = ["reference", "unhedged", "tuned", "conservative", "oracle"]
+    labels = [
+        "reference",
+        "un-hedged (top of range)",
+        "HedgeTune",
+        "HedgeTune (conservative)",
+        "held-out oracle",
+    ]
+    colors = ["#bbbbbb", "#ff9896", "#1f77b4", "#aec7e8", "#2ca02c"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(results) + 2), 4.5))
+    width = 0.8 / len(keys)
+    positions = np.arange(len(results))
+    for k, (key, label, color) in enumerate(zip(keys, labels, colors, strict=True)):
+        means = [r.summary()[key]["mean"] for r in results.values()]
+        ses = [r.summary()[key]["se"] for r in results.values()]
+        ax.bar(positions + (k - 2) * width, means, width, yerr=ses, color=color, label=label, capsize=2)
+    ax.set_xticks(positions, list(results.keys()), fontsize=8)
+    lows = [min(r.reference.mean(), r.unhedged.mean()) for r in results.values()]
+    highs = [r.oracle.mean() for r in results.values()]
+    span = max(highs) - min(lows)
+    ax.set_ylim(min(lows) - 0.5 * span, max(highs) + 0.3 * span)
+    ax.set_ylabel("held-out expected true reward")
+    ax.set_title(title or "Out of sample: tuned on half the prompts, scored on the other half (mean ± s.e.)")
+    ax.legend(fontsize=8, ncol=3, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Any, stem: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Write ``stem.png`` and ``stem.svg``; close the figure."""
+    paths = []
+    for fmt in formats:
+        path = Path(f"{stem}.{fmt}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=130)
+        paths.append(path)
+    plt.close(fig)
+    return paths
