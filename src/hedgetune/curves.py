@@ -89,7 +89,9 @@ class Curve:
     selected response (0.5 = reference), ``proxy_reward`` its expected raw proxy. ``kl`` is the
     mechanism's analytic ``KL(pi_theta || pi_ref)`` for continuous proxies (NaN where it depends
     on the raw-score distribution), ``kl_pool`` the divergence of the selection distribution from
-    uniform over the pool, ``sum_i P_i log(m P_i)``, tie-aware.
+    uniform over the pool, ``sum_i P_i log(m P_i)``, tie-aware. ``gain_low/high`` is the bootstrap
+    band of the gain over the reference policy, paired within each replicate: near the reference it
+    is far narrower than the band of the level, and it is what says whether optimising helps.
     """
 
     mechanism: str
