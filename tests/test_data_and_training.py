@@ -18,7 +18,13 @@ def test_bundled_alpacaeval_table() -> None:
     for column in [*table.proxy_names, "true_reward"]:
         assert table.provenance.get(column), f"no provenance for {column}"
     assert "reward-bench" in table.provenance["true_reward"]
-    assert table.groups is not None and set(table.groups) == {"helpful_base", "koala", "oasst", "selfinstruct", "vicuna"}
+    assert table.groups is not None and set(table.groups) == {
+        "helpful_base",
+        "koala",
+        "oasst",
+        "selfinstruct",
+        "vicuna",
+    }
     gold = table.require_true_reward()
     assert np.all((gold >= 0) & (gold <= 1))
 
@@ -47,4 +53,6 @@ def test_bradley_terry_learns_the_gold_order() -> None:
 def test_reward_table_from_bundled_roundtrip(tmp_path: object) -> None:
     table = load("alpacaeval")
     sub = table.subset(np.arange(20))
-    assert ht.curve(sub, "bon", [1, 4], bootstrap=0).true_reward[0] == pytest.approx(sub.require_true_reward().mean())
+    assert ht.curve(sub, "bon", [1, 4], bootstrap=0).true_reward[0] == pytest.approx(
+        sub.require_true_reward().mean()
+    )
