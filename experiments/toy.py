@@ -139,7 +139,7 @@ def run(out: Path, quick: bool = False) -> dict[str, object]:
             }[name]
             ax.plot(kl, f, style[1], color=style[0], lw=2, label=name)
     opt = results["optima"]
-    for key, mech, color in (
+    for _key, mech, color in (
         ("bon", ht.BestOfN(opt["bon"]["n"]), "#1f77b4"),  # type: ignore[index]
         ("bop", ht.BestOfPoisson(opt["bop"]["mu"]), "#d62728"),  # type: ignore[index]
         ("tilted", ht.Tilted(opt["tilted"]["beta"]), "#7f7f7f"),
