@@ -17,6 +17,7 @@ import click
 import numpy as np
 
 from . import __version__
+from ._jsonable import jsonable
 from .curves import curve, make_mechanism
 from .diagnose import diagnose_curve
 from .io import read_table
@@ -25,26 +26,8 @@ from .table import RewardTable, TableError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(_clean(obj), default=_json_default))
+    click.echo(json.dumps(jsonable(obj)))
 
 
 def user_errors(fn: F) -> F:

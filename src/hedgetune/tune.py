@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import optimize
 
+from ._jsonable import jsonable
 from .curves import bootstrap_weights, make_mechanism, pool_sums
 from .diagnose import classify
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN
@@ -71,21 +72,11 @@ class TuneResult:
         out["conservative"] = {"theta": self.conservative_theta, "true_reward": self.conservative_true_reward}
         for key in ("theta_ci", "true_reward_ci", "search_range"):
             out[key] = list(out[key])
-        return {k: _plain(v) for k, v in out.items()}
+        return jsonable(out)
 
     def mechanism_at(self, theta: float | None = None) -> Mechanism:
         """The tuned mechanism, ready for :meth:`Mechanism.select`."""
         return self.template.with_theta(self.theta if theta is None else theta)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        return None if not np.isfinite(value) else float(value)
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 # ---------------------------------------------------------------------------------------- range

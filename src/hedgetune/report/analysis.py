@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._jsonable import jsonable
 from ..curves import Curve, curve, make_mechanism
 from ..diagnose import Diagnosis, diagnose_curve
 from ..mechanisms import Mechanism
@@ -223,7 +224,7 @@ def write_report(
         truth = analysis.table.provenance.get("true_reward", "")
         if truth:
             body.append(f"<p class='prov'>True reward: {html.escape(truth)}</p>")
-    (out_dir / "summary.json").write_text(json.dumps(_finite(summary), indent=1))
+    (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=1))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;font-size:13px;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}
@@ -271,15 +272,3 @@ def _oos_table(analysis: TableAnalysis) -> str:
         )
         cells.append(f"<tr><td class='l'>{html.escape(proxy)}</td>{vals}</tr>")
     return "<table>" + head + "".join(cells) + "</table>"
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.generic):
-        return _finite(value.item())
-    return value
