@@ -107,6 +107,7 @@ def _phi_terms(t: FloatArray, beta: float) -> tuple[FloatArray, FloatArray, Floa
 
 _CELL_FROM, _CELL_TO = -37, 5  # item i's kernel lives on cells [c_i - 37, c_i + 5) in t = log s
 _POOL_CHUNK_ELEMENTS = 4_000_000
+_BAND_BELOW, _BAND_ABOVE = 5.0, 37.0  # phi's terms are exactly 0 / 1 to double precision outside
 
 
 def _union_of_cells(centres: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -146,37 +147,54 @@ def soft_best_of_n_on_pool(
     if n == 1 or beta == 0.0:
         uniform = np.full((1, m), 1.0 / m)
         return uniform, (np.zeros((1, m)) if derivative else None)
-    gap = sorted_scores - sorted_scores[:, -1:]  # d_i = s_i - s_max <= 0
-    centres = -beta * gap  # c_i = -z_i >= 0
-    probs = np.empty((rows, m))
-    dprobs = np.empty((rows, m)) if derivative else None
+    # Items in ascending order of c_i = beta (s_max - s_i) >= 0 (highest score first).
+    gap = (sorted_scores - sorted_scores[:, -1:])[:, ::-1]  # d_i = s_i - s_max <= 0
+    centres = np.ascontiguousarray(-beta * gap)
+    gap = np.ascontiguousarray(gap)
+    probs = np.zeros(rows * m)
+    dprobs = np.zeros(rows * m) if derivative else None
     x, w = gauss_legendre(8)
     starts, valid = _union_of_cells(centres)
-    nodes_per_row = starts.shape[1] * 8
-    chunk = max(1, _POOL_CHUNK_ELEMENTS // (nodes_per_row * m))
-    for lo in range(0, rows, chunk):
-        hi = min(rows, lo + chunk)
-        t = (starts[lo:hi, :, None] + x).reshape(hi - lo, -1)  # (r, K8)
+    # Row offsets make one globally sorted array, so one searchsorted finds every node's band.
+    spacing = float(centres.max()) + 100.0
+    offsets = np.arange(rows) * spacing
+    flat_centres = (centres + offsets[:, None]).ravel()
+    nodes = starts.shape[1] * 8
+    for lo_row in range(0, rows, max(1, _POOL_CHUNK_ELEMENTS // (nodes * min(m, 64)))):
+        hi_row = min(rows, lo_row + max(1, _POOL_CHUNK_ELEMENTS // (nodes * min(m, 64))))
+        r = np.arange(lo_row, hi_row)
+        t = (starts[r, :, None] + x).reshape(r.size, -1)  # (r, K8)
         with np.errstate(divide="ignore"):  # padded cells get weight 0, log weight -inf
-            log_w = np.log((valid[lo:hi, :, None] * w).reshape(hi - lo, -1))
-        c = centres[lo:hi, None, :]
+            log_w = np.log((valid[r, :, None] * w).reshape(r.size, -1))
+        # Band of items whose terms are neither ~1 nor ~0 at t: c_j in [t - 5, t + 37]. Items with
+        # c_j > t + 37 contribute exp(-e^(t - c_j)) = 1 - O(e^-37) to phi; below t - 5, exp(-e^5) ~ 0.
+        shifted = t + offsets[r, None]
+        band_lo = np.searchsorted(flat_centres, shifted - _BAND_BELOW, side="left") - (r * m)[:, None]
+        band_hi = np.searchsorted(flat_centres, shifted + _BAND_ABOVE, side="right") - (r * m)[:, None]
+        width = max(1, int((band_hi - band_lo).max()))
+        idx = band_lo[:, :, None] + np.arange(width)
+        inside = idx < band_hi[:, :, None]
+        idx = np.minimum(idx, m - 1)
+        c = centres[r[:, None, None], idx]
         with np.errstate(over="ignore"):
-            e = np.exp(t[:, :, None] - c)  # e^(t + z_j), (r, K8, m)
-        ex = np.exp(-e)
-        phi = ex.mean(axis=2)  # (r, K8)
+            e = np.exp(t[:, :, None] - c)  # e^(t - c_j), (r, K8, width)
+        ex = np.where(inside, np.exp(-e), 0.0)
+        phi = (m - band_hi + ex.sum(axis=2)) / m  # (r, K8)
         ell = (log_w + (n - 1) * np.log(phi))[:, :, None] + t[:, :, None] - c - e
-        kern = np.exp(ell)
-        probs[lo:hi] = n / m * kern.sum(axis=1)
+        kern = np.where(inside, np.exp(ell), 0.0)
+        flat = (r[:, None, None] * m + idx).ravel()
+        probs += n / m * np.bincount(flat, weights=kern.ravel(), minlength=rows * m)
         if dprobs is not None:
-            d = gap[lo:hi, None, :]
-            e_ex = np.exp(t[:, :, None] - c - e)  # e * exp(-e), 0 where e overflowed
-            dphi_over_phi = -(e_ex * d).mean(axis=2) / phi  # (r, K8)
+            d = gap[r[:, None, None], idx]
+            e_ex = np.where(inside, np.exp(t[:, :, None] - c - e), 0.0)  # e * exp(-e)
+            dphi_over_phi = -(e_ex * d).sum(axis=2) / m / phi
             # kern * (1 - e) without inf * 0: kern carries the factor exp(-e).
-            kern_one_minus_e = kern - np.exp(ell + t[:, :, None] - c)
-            dprobs[lo:hi] = (
-                n / m * (kern_one_minus_e * d + kern * (n - 1) * dphi_over_phi[:, :, None]).sum(axis=1)
-            )
-    return probs, dprobs
+            kern_one_minus_e = kern - np.where(inside, np.exp(ell + t[:, :, None] - c), 0.0)
+            contrib = kern_one_minus_e * d + kern * (n - 1) * dphi_over_phi[:, :, None]
+            dprobs += n / m * np.bincount(flat, weights=contrib.ravel(), minlength=rows * m)
+    out = probs.reshape(rows, m)[:, ::-1]
+    dout = None if dprobs is None else dprobs.reshape(rows, m)[:, ::-1]
+    return np.ascontiguousarray(out), (None if dout is None else np.ascontiguousarray(dout))
 
 
 @lru_cache(maxsize=1024)
