@@ -7,13 +7,16 @@ Pure NumPy/SciPy: the features (for example sentence embeddings) are computed be
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize, special
 
 from ..mechanisms._numerics import FloatArray
+from ..table import RewardTable
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,64 @@ def fit_bradley_terry(
         loss, np.zeros(diff.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500}
     )
     return BradleyTerryHead(result.x, mean, scale, pairs, flip_rate, l2)
+
+
+def add_trained_proxies(
+    generations: Any,
+    table: RewardTable,
+    train_sizes: Sequence[int],
+    flip_rates: Sequence[float],
+    *,
+    holdout: int | None = None,
+    seed: int = 0,
+) -> RewardTable:
+    """Add one Bradley-Terry proxy per (training size, flip rate) to ``table``.
+
+    Features: MiniLM embeddings of prompt and response (and their product) and log length. A
+    seeded permutation reserves ``holdout`` prompts (default: the largest training size) for
+    training; the returned table holds only the other prompts.
+    """
+    from .alpacaeval import embed, minilm_model
+
+    gold = table.require_true_reward()
+    ids = np.array(generations.column("prompt_id").to_pylist()).astype(str)
+    samples = np.array(generations.column("sample_idx").to_pylist())
+    order = {(p, s): i for i, (p, s) in enumerate(zip(ids, samples, strict=True))}
+    table_ids = table.prompt_of_response().astype(str)
+    # The table stores responses prompt by prompt in generation order; match rows explicitly.
+    per_prompt_rank = np.concatenate([np.arange(k) for k in table.pool_sizes])
+    try:
+        rows = np.array([order[(p, int(s))] for p, s in zip(table_ids, per_prompt_rank, strict=True)])
+    except KeyError as missing:
+        raise ValueError(f"the table has a response the run does not: {missing}") from None
+    model = minilm_model()
+    responses = generations.column("response").to_pylist()
+    prompts = generations.column("prompt").to_pylist()
+    e_r = embed(model, [responses[i] for i in rows])
+    e_p = embed(model, [prompts[i] for i in rows])
+    features = np.hstack([e_r, e_r * e_p, np.log1p([len(responses[i]) for i in rows])[:, None]])
+    prompt_index = np.repeat(np.arange(table.n_prompts), table.pool_sizes)
+    reserved = max(train_sizes) if holdout is None else holdout
+    if reserved >= table.n_prompts:
+        raise ValueError(f"cannot reserve {reserved} of {table.n_prompts} prompts for training")
+    permutation = np.random.default_rng(seed).permutation(table.n_prompts)
+    train_pool = permutation[:reserved]
+    proxies = dict(table.proxies)
+    provenance = dict(table.provenance)
+    for size in train_sizes:
+        if size > reserved:
+            raise ValueError(f"--train-prompts {size} exceeds the {reserved} reserved prompts")
+        for flip in flip_rates:
+            head = fit_bradley_terry(
+                features, prompt_index, gold, train_pool[:size], flip_rate=flip, seed=seed
+            )
+            name = f"rm_{size}p_flip{round(100 * flip)}"
+            proxies[name] = head.score(features)
+            provenance[name] = (
+                f"Bradley-Terry head on frozen MiniLM features, {head.pairs} gold preference pairs from "
+                f"{size} prompts, {round(100 * flip)}% labels flipped, seed {seed}; training prompts excluded"
+            )
+    full = RewardTable(
+        table.prompt_ids, table.offsets, proxies, gold, table.groups, table.proxy, provenance, table.dropped
+    )
+    return full.subset(np.sort(permutation[reserved:]))

