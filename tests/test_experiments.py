@@ -36,3 +36,12 @@ def test_bop_vs_tilt_experiment(tmp_path: Path) -> None:
     results = _load("bop_vs_tilt").run(tmp_path, quick=True)
     assert results["max_gap"] == pytest.approx(6.75e-4, abs=2e-5)
     assert (tmp_path / "bop_vs_tilt.png").exists()
+
+
+def test_tent_experiment(tmp_path: Path) -> None:
+    results = _load("tent").run(tmp_path, quick=True)
+    assert set(results) == {"alpha=0.8", "alpha=0.85", "alpha=0.9", "alpha=0.95"}
+    for entry in results.values():
+        for mech in entry.values():  # type: ignore[union-attr]
+            assert mech["regime"] == "rise-then-fall"
+    assert (tmp_path / "tent.png").exists()
