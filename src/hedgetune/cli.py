@@ -858,5 +858,25 @@ def train_proxy(
     click.echo(f"{table} -> {out}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--model",
+    default="smollm2-135m-instruct",
+    show_default=True,
+    help="A local model folder, or the packaged SmolLM2.",
+)
+@user_errors
+def serve(host: str, port: int, model: str) -> None:
+    """Serve a local model over the OpenAI completions protocol (for pipelines and tests)."""
+    from .pipeline.generate import TransformersBackend
+    from .pipeline.serve import make_server
+
+    server = make_server(TransformersBackend(model=model), host, port)
+    click.echo(f"serving {model} on http://{host}:{server.server_address[1]}", err=True)
+    server.serve_forever()
+
+
 if __name__ == "__main__":
     main()

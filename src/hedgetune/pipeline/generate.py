@@ -183,40 +183,50 @@ class TransformersBackend:
 
     def generate_batch(self, prompts: Sequence[Prompt], n: int, seeds: Sequence[int]) -> list[list[Sample]]:
         """Samples for several prompts; each prompt's ``n`` samples form one batch with its own seed."""
+        return [self.sample_text(self.chat(p.text), n, seed) for p, seed in zip(prompts, seeds, strict=True)]
+
+    def sample_text(
+        self,
+        text: str,
+        n: int,
+        seed: int,
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+    ) -> list[Sample]:
+        """``n`` continuations of ``text`` exactly as given (no chat template), in one batch."""
         import torch
 
         tokenizer, model = self.load()
-        out = []
-        for prompt, seed in zip(prompts, seeds, strict=True):
-            encoded = tokenizer([self.chat(prompt.text)] * n, return_tensors="pt").to(self.device)
-            torch.manual_seed(seed)
-            with torch.no_grad():
-                result = model.generate(
-                    **encoded,
-                    do_sample=True,
-                    temperature=self.temperature,
-                    top_p=self.top_p,
-                    max_new_tokens=self.max_new_tokens,
-                    output_logits=True,
-                    return_dict_in_generate=True,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            start = encoded["input_ids"].shape[1]
-            new_tokens = result.sequences[:, start:]
-            logits = torch.stack(result.logits, dim=1).float()  # raw logits: the policy's own log-probs
-            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens[..., None])[..., 0]
-            samples = []
-            for row in range(n):
-                tokens = new_tokens[row]
-                keep = tokens != tokenizer.pad_token_id
-                if tokenizer.eos_token_id is not None:  # stop at the first end-of-sequence
-                    eos = (tokens == tokenizer.eos_token_id).nonzero()
-                    if len(eos):
-                        keep[int(eos[0]) :] = False
-                text = tokenizer.decode(tokens[keep], skip_special_tokens=True)
-                samples.append(Sample(text, [float(v) for v in logprobs[row][keep]]))
-            out.append(samples)
-        return out
+        encoded = tokenizer([text] * n, return_tensors="pt").to(self.device)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            result = model.generate(
+                **encoded,
+                do_sample=True,
+                temperature=self.temperature if temperature is None else temperature,
+                top_p=self.top_p if top_p is None else top_p,
+                max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        start = encoded["input_ids"].shape[1]
+        new_tokens = result.sequences[:, start:]
+        logits = torch.stack(result.logits, dim=1).float()  # raw logits: the policy's own log-probs
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens[..., None])[..., 0]
+        samples = []
+        for row in range(n):
+            tokens = new_tokens[row]
+            keep = tokens != tokenizer.pad_token_id
+            if tokenizer.eos_token_id is not None:  # stop at the first end-of-sequence
+                eos = (tokens == tokenizer.eos_token_id).nonzero()
+                if len(eos):
+                    keep[int(eos[0]) :] = False
+            text_out = tokenizer.decode(tokens[keep], skip_special_tokens=True)
+            samples.append(Sample(text_out, [float(v) for v in logprobs[row][keep]]))
+        return samples
 
 
 # ------------------------------------------------------------------------------------ shards

