@@ -9,7 +9,6 @@ Run: ``.venv/bin/python experiments/bop_vs_tilt.py [--out experiments/out] [--qu
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -92,16 +91,11 @@ def run(out: Path, quick: bool = False) -> dict[str, object]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", default="experiments/out")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    results = run(Path(args.out), args.quick)
-    print(f"max gap {results['max_gap']:.3e} at mu = {results['argmax_mu']:.3f} (SPEC: 6.75e-4 at 3.36)")
-
-
 if __name__ == "__main__":
-    main()
+    from _common import cli
+
+    cli(
+        __doc__,
+        run,
+        lambda r: print(f"max gap {r['max_gap']:.3e} at mu = {r['argmax_mu']:.3f} (SPEC: 6.75e-4 at 3.36)"),
+    )

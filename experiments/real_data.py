@@ -11,7 +11,6 @@ Run: ``.venv/bin/python experiments/real_data.py [--out experiments/out] [--quic
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -108,14 +107,7 @@ def _hacking_proxy(res: dict[str, Any]) -> str | None:
     return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", default="experiments/out")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    results = run(Path(args.out), args.quick)
+def report(results: dict[str, Any]) -> None:
     for name, res in results.items():
         print(f"== {name}")
         for proxy, entry in res["proxies"].items():
@@ -128,4 +120,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import cli
+
+    cli(__doc__, run, report)

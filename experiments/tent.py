@@ -11,9 +11,9 @@ Run: ``.venv/bin/python experiments/tent.py [--out experiments/out] [--quick]`` 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,18 +88,13 @@ def run(out: Path, quick: bool = False) -> dict[str, object]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", default="experiments/out")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    results = run(Path(args.out), args.quick)
+def report(results: dict[str, Any]) -> None:
     for alpha, entry in results.items():
         row = ", ".join(f"{k}: {v['true_reward']:.3f} (KL {v['kl']:.2f})" for k, v in entry.items())  # type: ignore[union-attr]
         print(f"{alpha}: {row}")
 
 
 if __name__ == "__main__":
-    main()
+    from _common import cli
+
+    cli(__doc__, run, report)

@@ -11,7 +11,6 @@ Run: ``.venv/bin/python experiments/toy.py [--out experiments/out] [--quick]`` (
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -159,16 +158,7 @@ def run(out: Path, quick: bool = False) -> dict[str, object]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", default="experiments/out")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    results = run(Path(args.out), args.quick)
-    print(json.dumps(results["optima"], indent=1, default=float))
-
-
 if __name__ == "__main__":
-    main()
+    from _common import cli
+
+    cli(__doc__, run, lambda results: print(json.dumps(results["optima"], indent=1, default=float)))

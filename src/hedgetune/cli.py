@@ -85,9 +85,29 @@ def table_options(fn: F) -> F:
             help="Which proxy ranks the responses (default: the first).",
         ),
     ]
+
+    @functools.wraps(fn)
+    def with_table(
+        table_path: str,
+        fmt: str | None,
+        prompt_col: str,
+        proxy_col: tuple[str, ...],
+        true_col: str,
+        group_col: str | None,
+        invalid: str,
+        proxy_name: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
+        except (TableError, ValueError, TypeError, FileNotFoundError) as exc:
+            raise InputError(str(exc)) from None
+        return fn(table=table, table_path=table_path, **kwargs)
+
+    wrapped: Any = with_table
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        wrapped = option(wrapped)
+    return wrapped
 
 
 def mechanism_options(fn: F) -> F:
@@ -146,6 +166,34 @@ def _load(
         invalid=invalid,  # type: ignore[arg-type]
     )
     return table.with_proxy(proxy_name) if proxy_name else table
+
+
+def _proxy_chosen() -> bool:
+    """Whether the user named one proxy with ``--proxy`` (else: every proxy of the table)."""
+    return bool(click.get_current_context().params.get("proxy_name"))
+
+
+def _analysis_options(default_out: str) -> Callable[[F], F]:
+    """Options of the commands that run the whole analysis (``plot``, ``report``)."""
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option("--out", type=click.Path(file_okay=False), default=default_out, show_default=True),
+            click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True),
+            click.option("--seed", type=int, default=0, show_default=True),
+            click.option(
+                "--repeats",
+                type=click.IntRange(min=1),
+                default=10,
+                show_default=True,
+                help="Out-of-sample splits.",
+            ),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
 
 
 def _sbon_kwargs(mechanism: str, n: int | None, on: str | None) -> dict[str, Any]:
@@ -234,18 +282,11 @@ def demo(out: str, repeats: int, bootstrap: int, seed: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @user_errors
 def info(
+    table: RewardTable,
     table_path: str,
-    fmt: str | None,
-    prompt_col: str,
-    proxy_col: tuple[str, ...],
-    true_col: str,
-    group_col: str | None,
-    invalid: str,
-    proxy_name: str | None,
     as_json: bool,
 ) -> None:
     """What is in a calibration table."""
-    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
     summary = table.summary()
     if as_json:
         emit_json(summary)
@@ -281,14 +322,8 @@ def info(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @user_errors
 def curve_cmd(
+    table: RewardTable,
     table_path: str,
-    fmt: str | None,
-    prompt_col: str,
-    proxy_col: tuple[str, ...],
-    true_col: str,
-    group_col: str | None,
-    invalid: str,
-    proxy_name: str | None,
     mechanism: str,
     sbon_n: int | None,
     sbon_on: str | None,
@@ -300,7 +335,6 @@ def curve_cmd(
     as_json: bool,
 ) -> None:
     """The hacking curve: true reward, proxy and KL against the parameter, and the regime."""
-    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
     grid = None if thetas is None else _parse_floats(thetas, "--thetas")
     c = curve(
         table,
@@ -371,14 +405,8 @@ def _budget_options(fn: F) -> F:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @user_errors
 def tune_cmd(
+    table: RewardTable,
     table_path: str,
-    fmt: str | None,
-    prompt_col: str,
-    proxy_col: tuple[str, ...],
-    true_col: str,
-    group_col: str | None,
-    invalid: str,
-    proxy_name: str | None,
     mechanism: str,
     sbon_n: int | None,
     sbon_on: str | None,
@@ -395,7 +423,6 @@ def tune_cmd(
     """HedgeTune: the parameter where the true reward peaks, with intervals and the regime."""
     from .tune import tune, tune_by_group
 
-    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
     kwargs = dict(
         residual=residual,
         max_theta=max_theta,
@@ -451,14 +478,8 @@ def _tune_line(r: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @user_errors
 def evaluate_cmd(
+    table: RewardTable,
     table_path: str,
-    fmt: str | None,
-    prompt_col: str,
-    proxy_col: tuple[str, ...],
-    true_col: str,
-    group_col: str | None,
-    invalid: str,
-    proxy_name: str | None,
     mechanism: str,
     sbon_n: int | None,
     sbon_on: str | None,
@@ -475,7 +496,6 @@ def evaluate_cmd(
     """Out of sample: tune on some prompts, measure the true reward on the others."""
     from .tune import evaluate
 
-    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
     result = evaluate(
         table,
         mechanism,
@@ -503,22 +523,11 @@ def evaluate_cmd(
 # ------------------------------------------------------------------------------------ plot/report
 @main.command()
 @table_options
-@click.option("--out", type=click.Path(file_okay=False), default="hedgetune-plots", show_default=True)
-@click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--repeats", type=click.IntRange(min=1), default=10, show_default=True, help="Out-of-sample splits."
-)
+@_analysis_options("hedgetune-plots")
 @user_errors
 def plot(
+    table: RewardTable,
     table_path: str,
-    fmt: str | None,
-    prompt_col: str,
-    proxy_col: tuple[str, ...],
-    true_col: str,
-    group_col: str | None,
-    invalid: str,
-    proxy_name: str | None,
     out: str,
     bootstrap: int,
     seed: int,
@@ -527,8 +536,7 @@ def plot(
     """Figures (PNG and SVG): reward vs KL, the hacking curve, the out-of-sample comparison."""
     from .report.analysis import analyse, write_figures
 
-    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
-    proxies = [proxy_name] if proxy_name else table.proxy_names
+    proxies = [table.proxy] if _proxy_chosen() else table.proxy_names
     analysis = _analyse_with_progress(
         analyse, table, Path(table_path).stem, proxies, bootstrap, seed, repeats
     )
@@ -540,22 +548,11 @@ def plot(
 
 @main.command()
 @table_options
-@click.option("--out", type=click.Path(file_okay=False), default="hedgetune-report", show_default=True)
-@click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--repeats", type=click.IntRange(min=1), default=10, show_default=True, help="Out-of-sample splits."
-)
+@_analysis_options("hedgetune-report")
 @user_errors
 def report(
+    table: RewardTable,
     table_path: str,
-    fmt: str | None,
-    prompt_col: str,
-    proxy_col: tuple[str, ...],
-    true_col: str,
-    group_col: str | None,
-    invalid: str,
-    proxy_name: str | None,
     out: str,
     bootstrap: int,
     seed: int,
@@ -564,8 +561,7 @@ def report(
     """A self-contained HTML report on a table, with a short summary here."""
     from .report.analysis import analyse, summary_lines, write_report
 
-    table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
-    proxies = [proxy_name] if proxy_name else table.proxy_names
+    proxies = [table.proxy] if _proxy_chosen() else table.proxy_names
     analysis = _analyse_with_progress(
         analyse, table, Path(table_path).stem, proxies, bootstrap, seed, repeats
     )

@@ -380,6 +380,10 @@ def tune_by_group(table: RewardTable, mechanism: str | Mechanism, **kwargs: Any)
 
 
 # ------------------------------------------------------------------------------ out of sample
+_OOS_POINTS = ("tuned", "conservative", "oracle", "reference", "unhedged")
+_OOS_COLUMNS = ("tuned_theta", "oracle_theta", "conservative_theta", *_OOS_POINTS)
+
+
 @dataclass(frozen=True)
 class OutOfSample:
     """HedgeTune checked on prompts it was not tuned on, over repeated random splits.
@@ -405,7 +409,7 @@ class OutOfSample:
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean and standard error over splits of each held-out true reward."""
         out = {}
-        for name in ("tuned", "conservative", "oracle", "reference", "unhedged"):
+        for name in _OOS_POINTS:
             values = getattr(self, name)
             se = float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else float("nan")
             out[name] = {"mean": float(values.mean()), "se": se}
@@ -419,17 +423,7 @@ class OutOfSample:
     def to_pandas(self) -> Any:
         import pandas as pd
 
-        columns = (
-            "tuned_theta",
-            "oracle_theta",
-            "conservative_theta",
-            "tuned",
-            "conservative",
-            "oracle",
-            "reference",
-            "unhedged",
-        )
-        return pd.DataFrame({c: getattr(self, c) for c in columns})
+        return pd.DataFrame({c: getattr(self, c) for c in _OOS_COLUMNS})
 
 
 def evaluate(
@@ -457,19 +451,7 @@ def evaluate(
         )
     rng = np.random.default_rng(seed)
     proxy = tune_kwargs.pop("proxy", None)
-    rows: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "tuned_theta",
-            "oracle_theta",
-            "conservative_theta",
-            "tuned",
-            "conservative",
-            "oracle",
-            "reference",
-            "unhedged",
-        )
-    }
+    rows: dict[str, list[float]] = {k: [] for k in _OOS_COLUMNS}
     template = make_mechanism(mechanism, n=tune_kwargs.pop("n", None), on=tune_kwargs.pop("on", None))
     for r in range(repeats):
         order = rng.permutation(table.n_prompts)
@@ -483,9 +465,7 @@ def evaluate(
             [fit.theta, fit.conservative_theta, oracle.theta, fit.reference_theta, fit.unhedged_theta]
         )
         values = pool_sums(held_out, template, points, kl_pool=False).true / held_out.n_prompts
-        for key, value in zip(
-            ("tuned", "conservative", "oracle", "reference", "unhedged"), values, strict=True
-        ):
+        for key, value in zip(_OOS_POINTS, values, strict=True):
             rows[key].append(float(value))
         rows["tuned_theta"].append(fit.theta)
         rows["oracle_theta"].append(oracle.theta)
