@@ -112,7 +112,8 @@ def judge(
     for start in range(0, len(texts), batch_size):
         encoded = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
         with torch.no_grad():
-            logits = model(**encoded).logits[:, -1, :].float()
+            # Only the last position's logits: the full (batch, length, vocabulary) tensor is huge.
+            logits = model(**encoded, logits_to_keep=1).logits[:, -1, :].float()
         logp = torch.log_softmax(logits, dim=-1)
         scores.extend((torch.logsumexp(logp[:, yes], dim=-1) - torch.logsumexp(logp[:, no], dim=-1)).tolist())
     return np.array(
