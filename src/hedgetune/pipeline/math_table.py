@@ -27,7 +27,14 @@ TASK_CONFIG = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 
 
 def build(
-    run: str, out: str, *, prompts: int = 200, n: int = 32, max_new_tokens: int = 32, seed: int = 0
+    run: str,
+    out: str,
+    *,
+    prompts: int = 200,
+    n: int = 32,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+    proxies: tuple[str, ...] = ("length", "mean_logprob", "judge"),
 ) -> None:
     problems = reasoning_gym_prompts(TASK, prompts, seed, **TASK_CONFIG)
 
@@ -68,11 +75,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--proxy", action="append", default=None,
-                        help="proxy scorers (repeatable; default length, mean_logprob, judge; the judge takes ~15 min on 2 cores)")
+    parser.add_argument(
+        "--proxy",
+        action="append",
+        default=None,
+        help="proxy scorers (repeatable; default length, mean_logprob, judge; the judge takes ~15 min on 2 cores)",
+    )
     args = parser.parse_args(argv)
-    build(args.run, args.out, prompts=args.prompts, n=args.n, seed=args.seed,
-          proxies=tuple(args.proxy or ("length", "mean_logprob", "judge")))
+    build(
+        args.run,
+        args.out,
+        prompts=args.prompts,
+        n=args.n,
+        seed=args.seed,
+        proxies=tuple(args.proxy or ("length", "mean_logprob", "judge")),
+    )
 
 
 if __name__ == "__main__":
