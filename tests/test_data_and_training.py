@@ -29,6 +29,15 @@ def test_bundled_alpacaeval_table() -> None:
     assert np.all((gold >= 0) & (gold <= 1))
 
 
+def test_bundled_arithmetic_table() -> None:
+    table = load("arithmetic")
+    assert table.n_prompts == 140 and set(table.pool_sizes) == {32}
+    assert set(table.require_true_reward()) <= {0.0, 1.0}
+    for column in [*table.proxy_names, "true_reward"]:
+        assert table.provenance.get(column), f"no provenance for {column}"
+    assert "chain_sum" in table.provenance["true_reward"]
+
+
 def test_bradley_terry_learns_the_gold_order() -> None:
     rng = np.random.default_rng(0)
     prompts, m, d = 80, 6, 5

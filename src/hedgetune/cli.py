@@ -236,6 +236,11 @@ def demo(out: str, repeats: int, bootstrap: int, seed: int) -> None:
     from .report.analysis import analyse, summary_lines, write_report
 
     descriptions = {
+        "arithmetic": (
+            "SmolLM2 arithmetic",
+            "140 held-out reasoning-gym chain_sum problems (two one-digit terms) x 32 SmolLM2-135M-Instruct samples; "
+            "true reward: the final number is correct (verifier). Proxies: length, self-confidence, trained reward heads.",
+        ),
         "alpacaeval": (
             "AlpacaEval",
             "505 AlpacaEval instructions x 11 Tulu-2-DPO-13B responses; true reward: GPT-4-Turbo "

@@ -76,10 +76,13 @@ class Diagnosis:
         }[self.mechanism]
         p = self.parameter
         if self.regime == "rise-then-fall":
-            return (
-                f"{name} peaks at {p} = {self.threshold:.3g} (true reward {self.best_true_reward:.4f}) and loses "
-                f"{100 * self.share_of_gain_lost:.0f}% of its gain by {p} = {self.top_theta:.3g}"
-            )
+            peak = f"{name} peaks at {p} = {self.threshold:.3g} (true reward {self.best_true_reward:.4f})"
+            if self.share_of_gain_lost > 1:
+                return (
+                    f"{peak} and by {p} = {self.top_theta:.3g} falls below the reference "
+                    f"({self.top_true_reward:.4f} vs {self.reference_true_reward:.4f})"
+                )
+            return f"{peak} and loses {100 * self.share_of_gain_lost:.0f}% of its gain by {p} = {self.top_theta:.3g}"
         if self.regime == "increasing":
             return f"{name} keeps improving up to {p} = {self.top_theta:.3g} (true reward {self.top_true_reward:.4f}): no hacking in range"
         if self.regime == "decreasing":

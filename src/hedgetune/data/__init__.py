@@ -10,6 +10,7 @@ from ..table import RewardTable
 
 BUNDLED = {
     "alpacaeval": "alpacaeval_tulu2dpo13b.parquet",
+    "arithmetic": "chainsum_smollm2.parquet",
 }
 
 
