@@ -165,3 +165,56 @@ def test_prompt_sources(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no field"):
         jsonl_prompts(path, text_field="prompt")
     assert np.isfinite(len(prompts))
+
+
+def test_local_reward_model_and_trained_proxies(tmp_path: Path, backend: TransformersBackend) -> None:
+    import pyarrow as pa
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from hedgetune.pipeline.scorers import reward_model
+
+    # A tiny sequence-classification model saved as safetensors in a local folder.
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *list("abcdefghijklmnopqrstuvwxyz0123456789+-=?")]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
+    tokenizer = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=1,
+        )
+    )
+    folder = tmp_path / "rm"
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    table = pa.table({"prompt": ["1+1=?", "2+2=?"], "response": ["2", "5"]})
+    scores, how = reward_model(table, folder)
+    assert scores.shape == (2,) and np.all(np.isfinite(scores)) and str(folder) in how
+    with pytest.raises(FileNotFoundError):
+        reward_model(table, tmp_path / "missing")
+
+    # train-proxy on a small run: heads trained on some prompts, those prompts dropped.
+    prompts = reasoning_gym_prompts(TASK[0], 8, 0, **TASK[1])
+    run = tmp_path / "run"
+    generate(prompts, backend, run, n=4, seed=0)
+    runner = CliRunner()
+    table_path = tmp_path / "t.parquet"
+    assert (
+        runner.invoke(main, ["score", str(run), "--proxy", "length", "--out", str(table_path)]).exit_code == 0
+    )
+    base = ht.read_table(table_path)
+    gold = base.require_true_reward()
+    assert len(set(gold)) == 2  # seeded: some samples right, some wrong
+    out = tmp_path / "trained.parquet"
+    result = runner.invoke(
+        main, ["train-proxy", str(run), str(table_path), "--train-prompts", "4", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    trained = ht.read_table(out)
+    assert trained.n_prompts == 4 and "rm_4p_flip0" in trained.proxy_names
+    assert "4 prompts" in trained.provenance["rm_4p_flip0"]
