@@ -68,7 +68,7 @@ def run(out: Path, quick: bool = False) -> dict[str, object]:
         ),
     }
     sbon_ns = (2, 8, 32) if quick else (2, 4, 8, 16, 32, 64, 128)
-    sbon_betas = np.concatenate([[0], np.geomspace(0.1, 200, 12 if quick else 30)])
+    sbon_betas = np.concatenate([[0], np.geomspace(0.1, 200, 12 if quick else 20)])
     sbon_optima = {}
     for n in sbon_ns:
         mechs = [ht.SoftBestOfN(n, b, on="quantile") for b in sbon_betas]

@@ -45,3 +45,13 @@ def test_tent_experiment(tmp_path: Path) -> None:
         for mech in entry.values():  # type: ignore[union-attr]
             assert mech["regime"] == "rise-then-fall"
     assert (tmp_path / "tent.png").exists()
+
+
+def test_real_data_experiment(tmp_path: Path) -> None:
+    results = _load("real_data").run(tmp_path, quick=True)
+    assert "alpacaeval" in results
+    for table in results.values():
+        for entry in table["proxies"].values():
+            assert entry["bon"]["regime"] in {"increasing", "decreasing", "rise-then-fall", "fall-then-rise", "flat"}
+            assert "tuned" in entry["bop_out_of_sample"]
+    assert list(tmp_path.glob("real_*_out_of_sample.png"))
