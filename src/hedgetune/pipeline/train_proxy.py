@@ -101,6 +101,36 @@ def fit_bradley_terry(
     return BradleyTerryHead(result.x, mean, scale, pairs, flip_rate, l2)
 
 
+def train_heads(
+    features: FloatArray,
+    prompt_index: NDArray[np.intp],
+    gold: FloatArray,
+    train_pool: NDArray[np.intp],
+    sizes: Sequence[int],
+    flip_rates: Sequence[float],
+    *,
+    seed: int,
+    features_described: str,
+) -> dict[str, tuple[FloatArray, str]]:
+    """One Bradley-Terry head per (training size, flip rate): ``rm_{size}p_flip{percent}`` ->
+    (scores of every response, provenance)."""
+    out = {}
+    for size in sizes:
+        if size > train_pool.size:
+            raise ValueError(f"--train-prompts {size} exceeds the {train_pool.size} reserved prompts")
+        for flip in flip_rates:
+            head = fit_bradley_terry(
+                features, prompt_index, gold, train_pool[:size], flip_rate=flip, seed=seed
+            )
+            out[f"rm_{size}p_flip{round(100 * flip)}"] = (
+                head.score(features),
+                f"Bradley-Terry head on frozen MiniLM features {features_described}, trained on {head.pairs} gold "
+                f"preference pairs from {size} prompts, {round(100 * flip)}% labels flipped, L2 {head.l2:g}, seed {seed}; "
+                "training prompts excluded",
+            )
+    return out
+
+
 def add_trained_proxies(
     generations: Any,
     table: RewardTable,
@@ -143,19 +173,18 @@ def add_trained_proxies(
     train_pool = permutation[:reserved]
     proxies = dict(table.proxies)
     provenance = dict(table.provenance)
-    for size in train_sizes:
-        if size > reserved:
-            raise ValueError(f"--train-prompts {size} exceeds the {reserved} reserved prompts")
-        for flip in flip_rates:
-            head = fit_bradley_terry(
-                features, prompt_index, gold, train_pool[:size], flip_rate=flip, seed=seed
-            )
-            name = f"rm_{size}p_flip{round(100 * flip)}"
-            proxies[name] = head.score(features)
-            provenance[name] = (
-                f"Bradley-Terry head on frozen MiniLM features, {head.pairs} gold preference pairs from "
-                f"{size} prompts, {round(100 * flip)}% labels flipped, seed {seed}; training prompts excluded"
-            )
+    heads = train_heads(
+        features,
+        prompt_index,
+        gold,
+        train_pool,
+        train_sizes,
+        flip_rates,
+        seed=seed,
+        features_described="[e(response), e(prompt)*e(response), log1p(chars)]",
+    )
+    for name, (scores, how) in heads.items():
+        proxies[name], provenance[name] = scores, how
     full = RewardTable(
         table.prompt_ids, table.offsets, proxies, gold, table.groups, table.proxy, provenance, table.dropped
     )
