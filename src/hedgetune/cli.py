@@ -30,6 +30,17 @@ def emit_json(obj: Any) -> None:
     click.echo(json.dumps(jsonable(obj)))
 
 
+#: The library's errors for bad input: shown as one line with exit code 2.
+USER_ERRORS = (TableError, ValueError, TypeError, FileNotFoundError)
+
+
+def _with_options(options: list[Callable[[Any], Any]], fn: Any) -> Any:
+    """Apply click decorators in reading order (the first listed is the first shown)."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def user_errors(fn: F) -> F:
     """Turn the library's input errors into ``click`` usage errors (message, exit code 2)."""
 
@@ -37,7 +48,7 @@ def user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (TableError, ValueError, TypeError, FileNotFoundError) as exc:
+        except USER_ERRORS as exc:
             raise InputError(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -100,14 +111,12 @@ def table_options(fn: F) -> F:
     ) -> Any:
         try:
             table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
-        except (TableError, ValueError, TypeError, FileNotFoundError) as exc:
+        except USER_ERRORS as exc:
             raise InputError(str(exc)) from None
         return fn(table=table, table_path=table_path, **kwargs)
 
     wrapped: Any = with_table
-    for option in reversed(options):
-        wrapped = option(wrapped)
-    return wrapped
+    return _with_options(options, wrapped)
 
 
 def mechanism_options(fn: F) -> F:
@@ -141,9 +150,7 @@ def mechanism_options(fn: F) -> F:
             help="Bootstrap replicates over prompts.",
         ),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _with_options(options, fn)
 
 
 def _load(
@@ -189,9 +196,7 @@ def _analysis_options(default_out: str) -> Callable[[F], F]:
                 help="Out-of-sample splits.",
             ),
         ]
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
+        return _with_options(options, fn)
 
     return decorate
 
@@ -396,9 +401,7 @@ def _budget_options(fn: F) -> F:
         ),
         click.option("--max-kl", type=float, default=None, help="Largest KL to the reference (nats)."),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _with_options(options, fn)
 
 
 @main.command("tune")
