@@ -151,3 +151,54 @@ def test_openai_backend_retries_with_backoff(server: str) -> None:
     finally:
         proxy.shutdown()
         json.dumps({})
+
+
+def test_generate_command_through_an_openai_server(server: str, tmp_path: Any, monkeypatch: Any) -> None:
+    """`hedgetune generate --backend openai` as the README documents it: the table comes from the
+    server, a second run with the same command adds nothing, and the API key never reaches disk."""
+    from click.testing import CliRunner
+
+    from hedgetune.cli import main
+    from hedgetune.pipeline.generate import read_generations
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"question": f"What is {i} + 2?", "answer": str(i + 2)}) + "\n" for i in range(5))
+    )
+    secret = "sk-test-" + "x" * 20
+    monkeypatch.setenv("HT_TEST_KEY", secret)
+    args = [
+        "generate",
+        "--prompts",
+        str(prompts),
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(tmp_path / "run"),
+        "--backend",
+        "openai",
+        "--base-url",
+        server,
+        "--concurrency",
+        "3",
+        "--api-key-env",
+        "HT_TEST_KEY",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = read_generations(tmp_path / "run")
+    assert table.num_rows == 10 and sorted(set(table.column("prompt_index").to_pylist())) == [0, 1, 2, 3, 4]
+    for path in (tmp_path / "run").iterdir():
+        assert secret.encode() not in path.read_bytes(), path
+    settings = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "api_key" not in settings["backend_settings"] and "timeout" not in settings["backend_settings"]
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "0 prompts generated, 5 already done" in again.output
+    unset = CliRunner().invoke(main, [*args[:-1], "HT_NO_SUCH_VARIABLE"])
+    assert unset.exit_code == 2 and "HT_NO_SUCH_VARIABLE" in unset.output
+    no_url = CliRunner().invoke(
+        main, ["generate", "--prompts", str(prompts), "--out", str(tmp_path / "r2"), "--backend", "openai"]
+    )
+    assert no_url.exit_code == 2 and "--base-url" in no_url.output

@@ -26,6 +26,7 @@ from hedgetune.pipeline.generate import (
     ShardWriter,
     TransformersBackend,
     generate,
+    packaged_smollm2,
     read_generations,
     reasoning_gym_prompts,
 )
@@ -37,6 +38,23 @@ TASK = ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digi
 @pytest.fixture(scope="module")
 def backend() -> TransformersBackend:
     return TransformersBackend(max_new_tokens=8)
+
+
+def test_the_converted_model_is_a_standard_folder() -> None:
+    """Any tool that reads a Hugging Face folder can load it: a loader chosen by the config's
+    `architectures` (as `transformers serve` does) and the generic text-generation pipeline."""
+    import transformers
+
+    folder = packaged_smollm2()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and "quantization_config" not in config
+    assert (folder / "generation_config.json").exists() and (folder / "tokenizer_config.json").exists()
+    model_class = getattr(transformers, config["architectures"][0])
+    model = model_class.from_pretrained(folder, local_files_only=True)
+    assert model.num_parameters() > 100_000_000
+    generator = transformers.pipeline("text-generation", model=str(folder), device="cpu")
+    text = generator("2 + 2 =", max_new_tokens=4, do_sample=False)[0]["generated_text"]
+    assert text.startswith("2 + 2 =") and len(text) > len("2 + 2 =")
 
 
 def test_verifier_on_right_and_wrong_answers() -> None:

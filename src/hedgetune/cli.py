@@ -693,7 +693,33 @@ def _parse_config(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, show_default=True)
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="transformers backend: cpu, cuda, ...")
+@click.option(
+    "--backend",
+    "backend_name",
+    type=click.Choice(["transformers", "openai", "vllm"]),
+    default="transformers",
+    show_default=True,
+    help="transformers: a local model in this process; openai: any OpenAI-compatible server "
+    "(--base-url); vllm: vLLM in this process (GPUs; install vllm yourself).",
+)
+@click.option("--base-url", default=None, help="openai backend: the server, e.g. http://127.0.0.1:8000")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="openai backend: requests in flight at once.",
+)
+@click.option(
+    "--api-key-env",
+    default=None,
+    metavar="VAR",
+    help="openai backend: the environment variable holding the API key (never written to disk).",
+)
+@click.option(
+    "--tensor-parallel-size", type=click.IntRange(min=1), default=1, show_default=True, help="vllm backend."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def generate(
@@ -710,25 +736,39 @@ def generate(
     temperature: float,
     top_p: float,
     device: str,
+    backend_name: str,
+    base_url: str | None,
+    concurrency: int,
+    api_key_env: str | None,
+    tensor_parallel_size: int,
     seed: int,
 ) -> None:
-    """Sample N responses per prompt with their token log-probabilities (transformers backend).
+    """Sample N responses per prompt with their token log-probabilities.
 
     Finished prompts are written in Parquet shards atomically; rerun the same command after a crash
     to continue where it stopped.
     """
-    from .pipeline.generate import TransformersBackend, jsonl_prompts, reasoning_gym_prompts
     from .pipeline.generate import generate as run_generation
+    from .pipeline.generate import jsonl_prompts, reasoning_gym_prompts
 
     if (task is None) == (prompts_path is None):
         raise click.UsageError("give either --task or --prompts")
+    backend = _make_backend(
+        backend_name,
+        model=model,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        device=device,
+        base_url=base_url,
+        concurrency=concurrency,
+        api_key_env=api_key_env,
+        tensor_parallel_size=tensor_parallel_size,
+    )
     prompts = (
         jsonl_prompts(prompts_path, text_field, answer_field)
         if prompts_path
         else reasoning_gym_prompts(str(task), size, seed, **_parse_config(task_config))
-    )
-    backend = TransformersBackend(
-        model=model, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, device=device
     )
     with click.progressbar(
         length=len(prompts), label="generating", file=sys.stderr, item_show_func=lambda s: s
@@ -746,6 +786,62 @@ def generate(
     click.echo(
         f"{stats.prompts} prompts generated, {stats.skipped} already done; {stats.tokens} tokens in "
         f"{stats.seconds:.1f} s ({stats.tokens_per_second:.0f} tokens/s) -> {out}"
+    )
+
+
+def _make_backend(
+    name: str,
+    *,
+    model: str,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    device: str,
+    base_url: str | None,
+    concurrency: int,
+    api_key_env: str | None,
+    tensor_parallel_size: int,
+) -> Any:
+    """The generation backend the command line asked for, its options checked."""
+    import os
+
+    if name != "openai" and (base_url or api_key_env):
+        raise click.UsageError("--base-url and --api-key-env are options of --backend openai")
+    if name == "transformers":
+        from .pipeline.generate import TransformersBackend
+
+        return TransformersBackend(
+            model=model, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, device=device
+        )
+    if name == "openai":
+        from .pipeline.backends import OpenAIBackend
+
+        if not base_url:
+            raise click.UsageError("--backend openai needs --base-url")
+        if not base_url.startswith(("http://", "https://")):
+            raise click.UsageError(f"--base-url must start with http:// or https://, got {base_url!r}")
+        api_key = None
+        if api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise click.UsageError(f"the environment variable {api_key_env} (--api-key-env) is not set")
+        return OpenAIBackend(
+            base_url,
+            model=model,
+            api_key=api_key,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            max_concurrency=concurrency,
+        )
+    from .pipeline.backends import VLLMBackend
+
+    return VLLMBackend(
+        model,
+        max_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        tensor_parallel_size=tensor_parallel_size,
     )
 
 

@@ -178,11 +178,19 @@ class VLLMBackend:
         return self._llm
 
     def generate(self, prompt: Prompt, n: int, seed: int) -> list[Sample]:
+        return self.generate_many([prompt], n, [seed])[0]
+
+    def generate_many(self, prompts: Sequence[Prompt], n: int, seeds: Sequence[int]) -> list[list[Sample]]:
+        """All prompts in one ``LLM.generate`` call (vLLM batches them), each with its own seed."""
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            **vllm_sampling_kwargs(
-                n, seed, max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p
+        params = [
+            SamplingParams(
+                **vllm_sampling_kwargs(
+                    n, seed, max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p
+                )
             )
-        )
-        return vllm_samples(self.load().generate([prompt.text], params, use_tqdm=False)[0])
+            for seed in seeds
+        ]
+        outputs = self.load().generate([p.text for p in prompts], params, use_tqdm=False)
+        return [vllm_samples(output) for output in outputs]

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -85,12 +86,19 @@ class Sample:
 
 
 class Backend(Protocol):
-    """A generator of ``n`` samples per prompt, reproducible from a seed."""
+    """A generator of ``n`` samples per prompt, reproducible from a seed.
+
+    ``generate_many`` takes several prompts at once (a backend sends them concurrently or as one
+    batch); the runner hands it a shard's worth of prompts. Each prompt's samples depend only on
+    its own seed, so how prompts are grouped never changes the output.
+    """
 
     name: str
     model: str
 
     def generate(self, prompt: Prompt, n: int, seed: int) -> list[Sample]: ...
+
+    def generate_many(self, prompts: Sequence[Prompt], n: int, seeds: Sequence[int]) -> list[list[Sample]]: ...
 
 
 def cache_dir() -> Path:
@@ -120,14 +128,28 @@ def packaged_smollm2() -> Path:
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_GGUF_FILE)
     if hasattr(model.config, "quantization_config"):
         delattr(model.config, "quantization_config")
-    staging = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None))
+    # A complete, standard Hugging Face folder: config.json with `architectures`, the generation
+    # config, the tokenizer and safetensors weights, loadable by any tool that reads such a folder.
+    model.config.architectures = [type(model).__name__]
     target.parent.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    save_model(model, str(staging / "model.safetensors"))
-    if target.exists():  # another process won the race
-        return target
-    os.replace(staging, target)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    try:
+        # The weights are de-quantised in memory, but transformers still marks the model as a GGUF
+        # quantisation and refuses `save_pretrained`; so the parts are written one by one.
+        model.config.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in (staging, *staging.iterdir()):  # mkdtemp's 0700 would hide the model from others
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+        if target.exists():  # another process won the race
+            return target
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -179,9 +201,9 @@ class TransformersBackend:
         )
 
     def generate(self, prompt: Prompt, n: int, seed: int) -> list[Sample]:
-        return self.generate_batch([prompt], n, [seed])[0]
+        return self.sample_text(self.chat(prompt.text), n, seed)
 
-    def generate_batch(self, prompts: Sequence[Prompt], n: int, seeds: Sequence[int]) -> list[list[Sample]]:
+    def generate_many(self, prompts: Sequence[Prompt], n: int, seeds: Sequence[int]) -> list[list[Sample]]:
         """Samples for several prompts; each prompt's ``n`` samples form one batch with its own seed."""
         return [self.sample_text(self.chat(p.text), n, seed) for p, seed in zip(prompts, seeds, strict=True)]
 
@@ -371,27 +393,30 @@ def generate(
     writer = ShardWriter(out_dir, settings, prompts_per_shard)
     done = writer.done()
     stats = GenerationStats(skipped=len(done & set(ids)))
+    pending = [(index, p) for index, p in enumerate(prompts) if p.prompt_id not in done]
     start = time.perf_counter()
-    for index, prompt in enumerate(prompts):
-        if prompt.prompt_id in done:
-            continue
-        samples = backend.generate(prompt, n, prompt_seed(seed, prompt.prompt_id))
-        rows = [
-            {
-                "prompt_index": index,
-                "prompt_id": prompt.prompt_id,
-                "sample_idx": k,
-                "prompt": prompt.text,
-                "answer": prompt.answer,
-                "response": s.text,
-                "token_logprobs": s.token_logprobs,
-                "n_tokens": len(s.token_logprobs),
-            }
-            for k, s in enumerate(samples)
-        ]
-        writer.add_prompt(rows)
-        stats.prompts += 1
-        stats.tokens += sum(len(s.token_logprobs) for s in samples)
+    for first in range(0, len(pending), prompts_per_shard):
+        chunk = pending[first : first + prompts_per_shard]
+        seeds = [prompt_seed(seed, p.prompt_id) for _, p in chunk]
+        results = backend.generate_many([p for _, p in chunk], n, seeds)
+        for (index, prompt), samples in zip(chunk, results, strict=True):
+            writer.add_prompt(
+                [
+                    {
+                        "prompt_index": index,
+                        "prompt_id": prompt.prompt_id,
+                        "sample_idx": k,
+                        "prompt": prompt.text,
+                        "answer": prompt.answer,
+                        "response": s.text,
+                        "token_logprobs": s.token_logprobs,
+                        "n_tokens": len(s.token_logprobs),
+                    }
+                    for k, s in enumerate(samples)
+                ]
+            )
+            stats.prompts += 1
+            stats.tokens += sum(len(s.token_logprobs) for s in samples)
         stats.seconds = time.perf_counter() - start
         if progress:
             progress(stats)
@@ -400,13 +425,19 @@ def generate(
     return stats
 
 
+#: Backend fields that do not change what is generated (and secrets): left out of ``run.json``.
+_NOT_SETTINGS = frozenset({"api_key", "timeout", "retries", "backoff", "max_concurrency", "requests_made"})
+
+
 def _settings_of(backend: Backend) -> dict[str, Any]:
     try:
         values = asdict(backend)  # type: ignore[call-overload]
     except TypeError:
         return {}
     return {
-        k: v for k, v in values.items() if not k.startswith("_") and isinstance(v, str | int | float | bool)
+        k: v
+        for k, v in values.items()
+        if not k.startswith("_") and k not in _NOT_SETTINGS and isinstance(v, str | int | float | bool)
     }
 
 
