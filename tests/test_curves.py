@@ -214,8 +214,8 @@ def test_curve_bad_arguments() -> None:
         ht.curve(table, "bon", [0.5])
     with pytest.raises(ValueError, match="smallest pool"):
         ht.curve(table, "bon", [10], estimator="unbiased")
-    with pytest.raises(ValueError, match="Best-of-n only"):
-        ht.curve(table, "bop", [1.0], estimator="unbiased")
+    with pytest.raises(ValueError, match="no without-replacement"):
+        ht.curve(table, "tilted", [1.0], estimator="unbiased")
     with pytest.raises(ValueError, match="apply to 'sbon' only"):
         ht.curve(table, "bon", n=4)
     with pytest.raises(ValueError, match="finite"):

@@ -67,3 +67,61 @@ def test_subsets_are_unbiased_for_fresh_draws() -> None:
     # The with-replacement plug-in on the same pools is biased by many standard errors.
     plugin = np.einsum("pm,pm->p", mech.with_theta(beta).pool_probabilities(np.zeros((1, m))), reward)
     assert abs(plugin.mean() - truth) > 4 * standard_error
+
+
+def test_curve_unbiased_soft_best_of_n_on_raw_scores_equals_enumeration() -> None:
+    rng = np.random.default_rng(4)
+    proxy = np.round(rng.standard_normal((7, 6)), 1)  # ties within prompts
+    true = rng.standard_normal((7, 6))
+    table = ht.RewardTable.from_arrays({"proxy_reward": proxy}, true)
+    thetas = np.array([0.0, 0.7, 3.0, 40.0])
+    c = ht.curve(table, "sbon", thetas, n=4, on="raw", estimator="unbiased", bootstrap=0)
+    expected = [
+        np.mean([enumerate_subsets(proxy[p], beta, 4) @ true[p] for p in range(7)]) for beta in thetas
+    ]
+    assert c.true_reward == pytest.approx(expected, abs=1e-12)
+    assert c.pool_tail is not None and (c.pool_tail == 0).all()
+    with pytest.raises(ValueError, match="n <= the smallest pool"):
+        ht.curve(table, "sbon", [1.0], n=7, estimator="unbiased", bootstrap=0)
+    with pytest.raises(ValueError, match="infinite-sample frontier"):
+        ht.curve(table, "tilted", [1.0], estimator="unbiased", bootstrap=0)
+
+
+def test_best_of_poisson_deployment_estimate_is_unbiased_for_fresh_draws() -> None:
+    """Averaged over many pools of m = 12 from a known distribution, the Poisson mixture of the
+    Best-of-n U-statistics equals a Monte Carlo of deployments that draw 1 + Poisson(mu) fresh
+    candidates, within 4 standard errors (the tail P(1 + K > 12) at mu = 3 is 7e-5)."""
+    m, mu, pools = 12, 3.0, 20_000
+    rng = np.random.default_rng(11)
+    u = rng.random((pools, m))
+    table = ht.RewardTable.from_arrays({"proxy_reward": u}, np.sin(3 * u))
+    per_prompt = ht.curves.deployment_probabilities(ht.BestOfPoisson(0.0), mu, m)[0]
+    estimates = np.sin(3 * np.sort(u, axis=1)) @ per_prompt
+    c = ht.curve(table, "bop", [mu], estimator="unbiased", bootstrap=0)
+    assert c.true_reward[0] == pytest.approx(estimates.mean(), abs=1e-12)
+    from math import exp, factorial
+
+    tail = 1 - sum(exp(-mu) * mu**k / factorial(k) for k in range(m))  # P(1 + K > m)
+    assert c.pool_tail is not None and c.pool_tail[0] == pytest.approx(tail, rel=1e-9)
+    counts = 1 + rng.poisson(mu, size=400_000)
+    deployed = np.sin(3 * rng.random(counts.size) ** (1.0 / counts))  # the max of k uniforms is U^(1/k)
+    se = np.hypot(estimates.std(ddof=1) / np.sqrt(pools), deployed.std(ddof=1) / np.sqrt(deployed.size))
+    assert abs(estimates.mean() - deployed.mean()) < 4 * se
+    truth = integrate_unit(lambda x: np.sin(3 * x) * scalar(ht.BestOfPoisson(mu).pdf)(x))
+    assert abs(estimates.mean() - truth) < 4 * se
+
+
+def test_deployment_weights_and_their_derivatives() -> None:
+    m = 9
+    for template, theta in ((ht.BestOfPoisson(0.0), 2.5), (ht.SoftBestOfN(4, 0.0, "quantile"), 6.0)):
+        weights = ht.curves.deployment_probabilities(template, theta, m)
+        assert weights.shape == (1, m) and weights.sum() == pytest.approx(1.0, abs=1e-12)
+        h = 1e-5
+        numeric = (
+            ht.curves.deployment_probabilities(template, theta + h, m)
+            - ht.curves.deployment_probabilities(template, theta - h, m)
+        ) / (2 * h)
+        slope = ht.curves.deployment_probabilities(template, theta, m, derivative=True)
+        assert slope == pytest.approx(numeric, abs=1e-7)
+    # Best-of-Poisson at mu = 0 is one draw: uniform over the pool.
+    assert ht.curves.deployment_probabilities(ht.BestOfPoisson(0.0), 0.0, m) == pytest.approx(np.full((1, m), 1 / m))

@@ -372,14 +372,21 @@ def curve_cmd(
         )
         return
     click.echo(f"{c.label} on proxy '{c.proxy}' ({c.n_prompts} prompts, {c.estimator} estimator)")
+    tail = c.pool_tail if c.pool_tail is not None and c.pool_tail.any() else None
     click.echo(
         f"{c.parameter:>10} {'samples':>8} {'true':>9} {'95% band':>19} {'proxy q':>8} {'KL':>7} {'pool KL':>8}"
+        + (f" {'beyond pool':>11}" if tail is not None else "")
     )
     for k in range(c.theta.size):
         click.echo(
             f"{c.theta[k]:>10.4g} {c.expected_samples[k]:>8.3g} {c.true_reward[k]:>9.4f} "
             f"[{c.true_reward_low[k]:>8.4f},{c.true_reward_high[k]:>8.4f}] {c.proxy_quantile[k]:>8.3f} "
-            f"{c.kl[k]:>7.3f} {c.kl_pool[k]:>8.3f}"
+            f"{c.kl[k]:>7.3f} {c.kl_pool[k]:>8.3f}" + (f" {tail[k]:>11.2%}" if tail is not None else "")
+        )
+    if tail is not None:
+        click.echo(
+            "beyond pool: how often a deployment would draw more candidates than a pool holds; "
+            "those draws are valued as the whole pool, so trust the curve only where it is small."
         )
     click.echo(d.sentence())
 

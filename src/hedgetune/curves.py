@@ -14,11 +14,12 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special
+from scipy import special, stats
 
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
 from .mechanisms._numerics import FloatArray
 from .mechanisms._selection import average_over_ties
+from .mechanisms._subsets import soft_best_of_n_subsets
 from .pools import Pools, build_pools
 from .table import RewardTable, TableError
 
@@ -79,6 +80,51 @@ def unbiased_bon_probabilities(n: float, m: int) -> FloatArray:
     return out[None, :]
 
 
+def pool_tail(template: Mechanism, theta: float, m: int) -> float:
+    """Probability that a deployment draws more candidates than a pool of ``m`` holds (0 for
+    mechanisms with a fixed count n <= m; the Poisson tail P(1 + K > m) for Best-of-Poisson)."""
+    if isinstance(template, BestOfPoisson):
+        return float(stats.poisson.sf(m - 1, theta)) if theta > 0 else 0.0
+    if isinstance(template, Tilted):
+        return 1.0 if theta > 0 else 0.0
+    return 0.0 if template.with_theta(theta).expected_samples() <= m else 1.0
+
+
+def deployment_probabilities(template: Mechanism, theta: float, m: int, derivative: bool = False) -> FloatArray:
+    """Without-replacement (deployment) weights of the sorted positions of a pool of ``m`` for a
+    rank-based mechanism at ``theta`` (their derivative in theta with ``derivative``), ``(1, m)``.
+
+    * Best-of-n (whole n <= m): ``C(i-1, n-1) / C(m, n)``, the U-statistic over n-subsets.
+    * Soft Best-of-n on quantiles (n <= m): the U-statistic over n-subsets of the softmax on the
+      positions' expected population quantiles ``i / (m + 1)``.
+    * Best-of-Poisson: the Poisson mixture of the Best-of-n weights, ``sum_k Pois(k; mu) w(k + 1)``;
+      the draws of more than m candidates, which no pool of m can stand for, are counted as m
+      (their probability is :func:`pool_tail`: use mu only where it is small).
+    The tilted policy is not a sampler with finitely many candidates: it has no deployment estimator.
+    """
+    mech = template.with_theta(theta)
+    if isinstance(mech, BestOfN):
+        if derivative:
+            raise ValueError("Best-of-n has a whole-number parameter: no derivative of its deployment weights")
+        return unbiased_bon_probabilities(theta, m)
+    if isinstance(mech, SoftBestOfN) and mech.on == "quantile":
+        positions = np.arange(1, m + 1)[None, :] / (m + 1)
+        values, slopes = soft_best_of_n_subsets(positions, mech.beta, mech.n, derivative)
+        return slopes if derivative and slopes is not None else values
+    if isinstance(mech, BestOfPoisson):
+        k = np.arange(m - 1)  # K = k draws 1 + k candidates; k = m - 1 and beyond: m candidates
+        pmf = stats.poisson.pmf(k, theta) if theta > 0 else (k == 0).astype(float)
+        bon = np.concatenate([unbiased_bon_probabilities(float(c), m) for c in range(1, m + 1)])  # (m, m)
+        if derivative:  # d/dmu Pois(k; mu) = Pois(k - 1; mu) - Pois(k; mu); the tail takes the rest
+            dpmf = np.concatenate([[0.0], pmf[:-1]]) - pmf if m > 1 else np.zeros(0)
+            return (dpmf @ (bon[:-1] - bon[-1]))[None, :]
+        return (pmf @ bon[:-1] + (1.0 - pmf.sum()) * bon[-1])[None, :]
+    raise ValueError(
+        f"{mech.name} has no without-replacement (deployment) estimator on rank positions"
+        + ("; the tilted policy is the infinite-sample frontier, not a sampler" if isinstance(mech, Tilted) else "")
+    )
+
+
 @dataclass(frozen=True)
 class Curve:
     """A hacking curve: what each parameter value does to the true reward, proxy and KL.
@@ -114,9 +160,11 @@ class Curve:
     gain_low: FloatArray | None = None
     gain_high: FloatArray | None = None
     replicates: FloatArray | None = field(default=None, repr=False)
+    pool_tail: FloatArray | None = None
 
     def columns(self) -> dict[str, FloatArray]:
-        return {
+        tail = {} if self.pool_tail is None else {"pool_tail": self.pool_tail}
+        return tail | {
             "theta": self.theta,
             "expected_samples": self.expected_samples,
             "true_reward": self.true_reward,
@@ -189,11 +237,7 @@ def rank_probabilities(
             return 0, np.concatenate([mech.pool_probabilities_dtheta(grid_scores) for mech in per_theta])
         return 0, np.concatenate([mech.pool_probabilities(grid_scores) for mech in per_theta])
     if estimator == "unbiased":
-        if derivative:
-            raise ValueError("derivatives in theta exist for the plug-in estimator only")
-        if not isinstance(template, BestOfN):
-            raise ValueError("the unbiased (without replacement) estimator exists for Best-of-n only")
-        return 0, np.concatenate([unbiased_bon_probabilities(float(t), m) for t in thetas])
+        return 0, np.concatenate([deployment_probabilities(template, float(t), m, derivative) for t in thetas])
     coarse = np.linspace(0.0, 1.0, 129)
     negligible = template.cdf_many(thetas, coarse) <= _NEGLIGIBLE
     last = np.where(negligible.any(axis=1), 128 - np.argmax(negligible[:, ::-1], axis=1), 0)
@@ -224,13 +268,13 @@ def pool_sums(
     reps = None if weights is None else np.zeros((weights.shape[0], t))
     dtrue = np.zeros(t) if derivative else None
     dreps = None if (weights is None or not derivative) else np.zeros((weights.shape[0], t))
-    per_prompt = template.uses_raw_scores and estimator == "plugin"
+    per_prompt = template.uses_raw_scores
     for group in pools.groups:
         w_g = None if weights is None else weights[:, group.prompts]
         if per_prompt:  # softmax on raw scores: probabilities differ from prompt to prompt
             quantiles = group.quantiles()
             for k, theta in enumerate(thetas):
-                probs = template.with_theta(float(theta)).pool_probabilities(group.proxy)
+                probs = _raw_probabilities(template, float(theta), group.proxy, estimator)
                 values = np.einsum("pm,pm->p", probs, group.true)
                 true[k] += values.sum()
                 quant[k] += np.einsum("pm,pm->", probs, quantiles)
@@ -242,7 +286,7 @@ def pool_sums(
                 if dtrue is not None:
                     dvalues = np.einsum(
                         "pm,pm->p",
-                        template.with_theta(float(theta)).pool_probabilities_dtheta(group.proxy),
+                        _raw_probabilities(template, float(theta), group.proxy, estimator, derivative=True),
                         group.true,
                     )
                     dtrue[k] += dvalues.sum()
@@ -284,6 +328,21 @@ def pool_sums(
     return PoolSums(true, quant, proxy, klp, reps, dtrue, dreps)
 
 
+def _raw_probabilities(
+    template: Mechanism, theta: float, sorted_scores: FloatArray, estimator: Estimator, derivative: bool = False
+) -> FloatArray:
+    """Selection probabilities (or their theta-derivative) of a mechanism that sees raw scores."""
+    mech = template.with_theta(theta)
+    if estimator == "plugin":
+        return mech.pool_probabilities_dtheta(sorted_scores) if derivative else mech.pool_probabilities(sorted_scores)
+    if not isinstance(mech, SoftBestOfN):
+        raise ValueError(f"{mech.name} on raw scores has no without-replacement (deployment) estimator")
+    if np.isinf(mech.beta):
+        return np.zeros_like(sorted_scores) if derivative else mech.pool_probabilities(sorted_scores)
+    values, slopes = soft_best_of_n_subsets(sorted_scores, mech.beta, mech.n, derivative)
+    return slopes if derivative and slopes is not None else values
+
+
 def _pool_kl(probs: FloatArray, m: int | None = None) -> FloatArray:
     """``sum_i P_i log(m P_i)`` per row (``m`` defaults to the row length)."""
     m = probs.shape[1] if m is None else m
@@ -315,8 +374,14 @@ def curve(
     thetas : parameter values (default: a grid from the reference to past pool exhaustion).
     n, on : for ``"sbon"``, the number of candidates and the scores the softmax sees.
     proxy : which proxy column ranks the responses (default: the table's default proxy).
-    estimator : ``"plugin"`` (draws with replacement; any parameter, all mechanisms) or
-        ``"unbiased"`` (Best-of-n without replacement, whole ``n`` up to the smallest pool).
+    estimator : ``"plugin"`` (the pool resampled with replacement; any parameter, all
+        mechanisms) or ``"unbiased"``: what a deployment drawing fresh candidates gets, estimated
+        without replacement (U-statistics over the pool's n-subsets for Best-of-n and Soft
+        Best-of-n, n up to the smallest pool; the Poisson mixture of Best-of-n values for
+        Best-of-Poisson, whose ``pool_tail`` says how often a deployment would draw more candidates
+        than the pool holds). Exactly unbiased for Best-of-n, Soft Best-of-n on raw scores and
+        Best-of-Poisson up to its tail; Soft Best-of-n on quantiles uses each position's expected
+        quantile ``i/(m+1)`` for the unknown population quantile (a small bias, O(1/m)).
     bootstrap : number of bootstrap replicates over prompts for the band (0 for none).
     confidence : coverage of the band.
     seed : seed of the bootstrap.
@@ -328,10 +393,12 @@ def curve(
         raise ValueError(f"estimator must be 'plugin' or 'unbiased', got {estimator!r}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if estimator == "unbiased" and grid.max() > pools.min_size:
-        raise ValueError(
-            f"the unbiased estimator needs n <= the smallest pool ({pools.min_size}); got n up to {grid.max():g}"
-        )
+    if estimator == "unbiased":
+        needed = grid.max() if isinstance(template, BestOfN) else getattr(template, "n", 1)
+        if needed > pools.min_size:
+            raise ValueError(
+                f"the unbiased estimator needs n <= the smallest pool ({pools.min_size}); got n up to {needed:g}"
+            )
     weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
     ev = pool_sums(pools, template, grid, estimator, weights)
     total = pools.n_prompts
@@ -351,6 +418,11 @@ def curve(
         gain_low = gain_high = None
     mechs = [template.with_theta(float(th)) for th in grid]
     analytic = np.array([_analytic_kl(mech) for mech in mechs])
+    tail = None
+    if estimator == "unbiased":
+        tail = np.array(
+            [sum(g.size * pool_tail(template, float(th), g.m) for g in pools.groups) / total for th in grid]
+        )
     reference = sum(float(g.true.mean(axis=1).sum()) for g in pools.groups) / total
     return Curve(
         mechanism=template.name,
@@ -373,6 +445,7 @@ def curve(
         gain_low=gain_low,
         gain_high=gain_high,
         replicates=replicates,
+        pool_tail=tail,
     )
 
 
@@ -398,4 +471,4 @@ def _check_thetas(thetas: ArrayLike | Sequence[float], template: Mechanism) -> F
     return grid
 
 
-__all__ = ["Curve", "TableError", "curve", "make_mechanism"]
+__all__ = ["Curve", "TableError", "curve", "deployment_probabilities", "make_mechanism", "pool_tail"]
