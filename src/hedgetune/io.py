@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._atomic import atomic_path, remove_stale_temporaries
 from .table import InvalidPolicy, RewardTable, TableError, as_str_list
 
 _METADATA_KEY = b"hedgetune"
@@ -222,18 +222,15 @@ def to_arrow(table: RewardTable) -> Any:
 
 
 def write_table(table: RewardTable, path: str | os.PathLike[str]) -> Path:
-    """Write the table to Parquet in long form, atomically (temporary file, then rename)."""
+    """Write the table to Parquet in long form, atomically (temporary file, fsync, then rename;
+    temporary files a killed earlier write left in that folder are removed first)."""
     import pyarrow.parquet as pq
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as handle:
-        tmp = Path(handle.name)
-    try:
+    remove_stale_temporaries(target.parent)
+    with atomic_path(target) as tmp:
         pq.write_table(to_arrow(table), tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

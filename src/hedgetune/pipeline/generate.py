@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._atomic import atomic_path, atomic_write_bytes
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -288,7 +290,7 @@ class ShardWriter:
                     f"{self.out_dir} holds a run with other settings ({', '.join(changed)}); use a new folder"
                 )
         else:
-            _atomic_write_bytes(manifest, json.dumps(settings, indent=1, sort_keys=True).encode())
+            atomic_write_bytes(manifest, json.dumps(settings, indent=1, sort_keys=True).encode())
         self._buffer: list[dict[str, Any]] = []
         self._buffered_prompts = 0
         self._next = len(self.shards())
@@ -319,13 +321,8 @@ class ShardWriter:
 
         path = self.out_dir / f"shard-{self._next:05d}.parquet"
         table = pa.Table.from_pylist(self._buffer)
-        fd, tmp = tempfile.mkstemp(dir=self.out_dir, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
         self._next += 1
         self._buffer, self._buffered_prompts = [], 0
 
@@ -340,13 +337,6 @@ def read_generations(out_dir: str | os.PathLike[str]) -> Any:
         raise FileNotFoundError(f"no generation shards in {str(out_dir)!r}")
     table = pa.concat_tables([pq.read_table(s) for s in shards])
     return table.sort_by([("prompt_index", "ascending"), ("sample_idx", "ascending")])
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------ the run

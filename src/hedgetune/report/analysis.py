@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_write_text
 from .._jsonable import jsonable
 from ..curves import Curve, curve, make_mechanism
 from ..diagnose import Diagnosis, diagnose_curve
@@ -147,19 +148,20 @@ def summary_lines(analysis: TableAnalysis) -> list[str]:
 def write_figures(analysis: TableAnalysis, out: Path) -> dict[str, list[Path]]:
     """Every figure of one table, as PNG and SVG, keyed by a short name."""
     written: dict[str, list[Path]] = {}
-    slug = analysis.name.lower().replace(" ", "_")
+    slug = figures.safe_name(analysis.name.lower().replace(" ", "_"))
     for proxy, pa in analysis.proxies.items():
+        stem = f"{slug}_{figures.safe_name(proxy)}"  # names from data never leave `out`
         fig = figures.reward_vs_kl(
             pa.curves, pa.tuned, title=f"{analysis.name}, proxy '{proxy}': true reward against KL"
         )
-        written[f"{proxy}/reward_vs_kl"] = figures.save(fig, out / f"{slug}_{proxy}_reward_vs_kl")
+        written[f"{proxy}/reward_vs_kl"] = figures.save(fig, out / f"{stem}_reward_vs_kl")
         key = "bop" if "bop" in pa.curves else next(iter(pa.curves))
         fig = figures.hacking_curve(
             pa.curves[key],
             pa.tuned[key],
             title=f"{analysis.name}, proxy '{proxy}': {figures.NAMES[pa.curves[key].mechanism]}",
         )
-        written[f"{proxy}/curve"] = figures.save(fig, out / f"{slug}_{proxy}_{key}_curve")
+        written[f"{proxy}/curve"] = figures.save(fig, out / f"{stem}_{key}_curve")
     oos = {p: pa.out_of_sample for p, pa in analysis.proxies.items() if pa.out_of_sample is not None}
     if oos:
         fig = figures.out_of_sample(
@@ -224,7 +226,7 @@ def write_report(
         truth = analysis.table.provenance.get("true_reward", "")
         if truth:
             body.append(f"<p class='prov'>True reward: {html.escape(truth)}</p>")
-    (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=1))
+    atomic_write_text(out_dir / "summary.json", json.dumps(jsonable(summary), indent=1))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;font-size:13px;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}
@@ -233,7 +235,7 @@ tr.hack td{{background:#fff3f0}}</style></head><body>{"".join(body)}
 <p class="prov">Method: Khalaf et al., Inference-Time Reward Hacking in Large Language Models (arXiv 2506.19248).</p>
 </body></html>"""
     path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path
 
 

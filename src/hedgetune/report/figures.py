@@ -6,6 +6,7 @@ draw what the result objects hold: nothing is recomputed here.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .._atomic import atomic_path
 from ..curves import Curve
 from ..tune import OutOfSample, TuneResult
 
@@ -162,13 +164,32 @@ def out_of_sample(results: Mapping[str, OutOfSample], *, title: str = "") -> Any
     return fig
 
 
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def safe_name(text: str, limit: int = 100) -> str:
+    """A file-name component made from data (a table or proxy name) that cannot leave its folder.
+
+    Letters, digits, ``.``, ``_`` and ``-`` are kept; anything else becomes ``_``, leading dots are
+    dropped, and the result is cut to ``limit`` characters. A name that had to change carries the
+    first 8 hex digits of its SHA-256, so two different names never share a file.
+    """
+    cleaned = "".join(c if c in _SAFE else "_" for c in text).lstrip(".")
+    if cleaned == text and cleaned and len(cleaned) <= limit:
+        return cleaned
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned[: limit - 9]}_{digest}" if cleaned else digest
+
+
 def save(fig: Any, stem: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg``; close the figure."""
+    """Write ``stem.png`` and ``stem.svg`` atomically (a temporary file renamed into place, so a
+    symbolic link already at that path is replaced, never followed); close the figure."""
     paths = []
     for fmt in formats:
         path = Path(f"{stem}.{fmt}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=130)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=130, format=fmt)
         paths.append(path)
     plt.close(fig)
     return paths
