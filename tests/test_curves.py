@@ -52,7 +52,7 @@ def test_bon_plugin_equals_enumeration_with_replacement(n: int, ties: bool) -> N
         expected_true.append(probs @ g)
         nz = probs[probs > 0]
         expected_kl.append(np.sum(nz * np.log(s.size * nz)))
-    c = ht.curve(table, "bon", [n], bootstrap=0)
+    c = ht.curve(table, "bon", [n], estimator="plugin", bootstrap=0)
     assert c.true_reward[0] == pytest.approx(np.mean(expected_true), rel=1e-12)
     assert c.kl_pool[0] == pytest.approx(np.mean(expected_kl), rel=1e-10, abs=1e-14)
 
@@ -73,7 +73,7 @@ def test_sbon_plugin_equals_enumeration(n: int, beta: float, on: str) -> None:
 
         probs = _enumerate_selection(scale, n, softmax)
         expected.append(probs @ g)
-    c = ht.curve(table, "sbon", [beta], n=n, on=on, bootstrap=0)
+    c = ht.curve(table, "sbon", [beta], n=n, on=on, estimator="plugin", bootstrap=0)
     assert c.true_reward[0] == pytest.approx(np.mean(expected), rel=1e-10)
 
 
@@ -141,7 +141,7 @@ def test_plugin_equals_monte_carlo_on_the_pool(mech: ht.Mechanism, ties: bool) -
     per_prompt = np.array(draws)  # (prompts, reps)
     estimate = per_prompt.mean()
     se = per_prompt.std(axis=1).mean() / np.sqrt(reps * table.n_prompts)
-    c = ht.curve(table, mech, [mech.theta], bootstrap=0)
+    c = ht.curve(table, mech, [mech.theta], estimator="plugin", bootstrap=0)
     assert abs(c.true_reward[0] - estimate) < 4 * se
 
 
@@ -180,9 +180,12 @@ def test_ragged_pools_average_over_prompts() -> None:
     table = ht.RewardTable.from_long(
         np.repeat(["a", "b"], [2, 4]), np.concatenate(proxy), np.concatenate(true)
     )
-    c = ht.curve(table, "bon", [1, 1000], bootstrap=0)
+    c = ht.curve(table, "bon", [1, 1000], estimator="plugin", bootstrap=0)
     assert c.true_reward[0] == pytest.approx((0.5 + 2.5) / 2)
     assert c.true_reward[1] == pytest.approx((0.0 + 4.0) / 2, abs=1e-12)
+    # Without replacement, up to the smallest pool: best of 2 from {1, 2, 3, 4} is (2 + 6 + 12) / 6.
+    u = ht.curve(table, "bon", [1, 2], bootstrap=0)
+    assert u.true_reward == pytest.approx([(0.5 + 2.5) / 2, (0.0 + 20 / 6) / 2], abs=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -214,8 +217,8 @@ def test_curve_bad_arguments() -> None:
         ht.curve(table, "bon", [0.5])
     with pytest.raises(ValueError, match="smallest pool"):
         ht.curve(table, "bon", [10], estimator="unbiased")
-    with pytest.raises(ValueError, match="no without-replacement"):
-        ht.curve(table, "tilted", [1.0], estimator="unbiased")
+    with pytest.raises(ValueError, match="estimator must be"):
+        ht.curve(table, "bop", [1.0], estimator="with-replacement")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="apply to 'sbon' only"):
         ht.curve(table, "bon", n=4)
     with pytest.raises(ValueError, match="finite"):

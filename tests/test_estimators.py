@@ -83,8 +83,10 @@ def test_curve_unbiased_soft_best_of_n_on_raw_scores_equals_enumeration() -> Non
     assert c.pool_tail is not None and (c.pool_tail == 0).all()
     with pytest.raises(ValueError, match="n <= the smallest pool"):
         ht.curve(table, "sbon", [1.0], n=7, estimator="unbiased", bootstrap=0)
+    # The tilted policy is a frontier, not a sampler: it keeps the plug-in (ratio) estimator.
+    assert ht.curve(table, "tilted", [1.0], estimator="unbiased", bootstrap=0).estimator == "plugin"
     with pytest.raises(ValueError, match="infinite-sample frontier"):
-        ht.curve(table, "tilted", [1.0], estimator="unbiased", bootstrap=0)
+        ht.curves.deployment_probabilities(ht.Tilted(0.0), 1.0, 6)
 
 
 def test_best_of_poisson_deployment_estimate_is_unbiased_for_fresh_draws() -> None:

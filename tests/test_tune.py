@@ -14,9 +14,11 @@ def _plugin_value(pools: object, mechanism: str, theta: float, **kw: object) -> 
     return float(ht.curve(pools, mechanism, [theta], bootstrap=0, **kw).true_reward[0])  # type: ignore[arg-type]
 
 
-def _brute_force_argmax(pools: object, mechanism: str, lo: float, hi: float, **kw: object) -> float:
-    """Dense grid, then bounded golden-section search on the plug-in curve itself (no derivative)."""
-    grid = np.geomspace(max(lo, 1e-3), hi, 400)
+def _brute_force_argmax(
+    pools: object, mechanism: str, lo: float, hi: float, points: int = 400, **kw: object
+) -> float:
+    """Dense grid, then bounded golden-section search on the curve itself (no derivative)."""
+    grid = np.geomspace(max(lo, 1e-3), hi, points)
     values = ht.curve(pools, mechanism, grid, bootstrap=0, **kw).true_reward  # type: ignore[arg-type]
     k = int(np.argmax(values))
     a, b = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
@@ -29,45 +31,52 @@ def _brute_force_argmax(pools: object, mechanism: str, lo: float, hi: float, **k
     return float(res.x)
 
 
-@pytest.mark.parametrize("mechanism", ["bop", "tilted"])
+@pytest.mark.parametrize(
+    ("mechanism", "estimator"), [("bop", "unbiased"), ("bop", "plugin"), ("tilted", "plugin")]
+)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_root_is_the_brute_force_maximiser(mechanism: str, seed: int) -> None:
+def test_root_is_the_brute_force_maximiser(mechanism: str, estimator: str, seed: int) -> None:
     table = ht.synthetic.make_table("toy", 30, 40, noise=0.2, seed=seed)
     pools = build_pools(table)
-    result = ht.tune(pools, mechanism, bootstrap=0)
-    assert result.regime == "rise-then-fall"
-    assert result.theta == pytest.approx(_brute_force_argmax(pools, mechanism, 0.5, 200), rel=1e-6)
+    result = ht.tune(pools, mechanism, estimator=estimator, bootstrap=0)  # type: ignore[arg-type]
+    assert result.regime == "rise-then-fall" and result.estimator == estimator
+    top = min(200.0, result.supported_max)
+    brute = _brute_force_argmax(pools, mechanism, 0.5, top, estimator=estimator)
+    assert result.theta == pytest.approx(brute, rel=1e-6)
     assert result.iterations > 0
 
 
-def test_bon_returns_the_better_integer() -> None:
+@pytest.mark.parametrize(("estimator", "top"), [("unbiased", 40), ("plugin", 199)])
+def test_bon_returns_the_best_integer(estimator: str, top: int) -> None:
     table = ht.synthetic.make_table("toy", 30, 40, noise=0.2, seed=4)
     pools = build_pools(table)
-    result = ht.tune(pools, "bon", bootstrap=0)
-    ns = np.arange(1, 200)
-    values = ht.curve(pools, "bon", ns, bootstrap=0).true_reward
+    result = ht.tune(pools, "bon", estimator=estimator, bootstrap=0)  # type: ignore[arg-type]
+    ns = np.arange(1, top + 1)
+    values = ht.curve(pools, "bon", ns, estimator=estimator, bootstrap=0).true_reward  # type: ignore[arg-type]
     assert result.theta == ns[int(np.argmax(values))]
     assert result.true_reward == pytest.approx(values.max())
 
 
-@pytest.mark.parametrize("n", [4, 32])
-def test_sbon_beta_is_the_grid_maximiser(n: int) -> None:
+@pytest.mark.parametrize(("n", "estimator"), [(4, "unbiased"), (4, "plugin"), (32, "plugin")])
+def test_sbon_beta_is_the_grid_maximiser(n: int, estimator: str) -> None:
     table = ht.synthetic.make_table("toy", 20, 30, noise=0.1, seed=5)
     pools = build_pools(table)
-    result = ht.tune(pools, "sbon", n=n, on="quantile", bootstrap=0)
+    result = ht.tune(pools, "sbon", n=n, on="quantile", estimator=estimator, bootstrap=0)  # type: ignore[arg-type]
     betas = np.geomspace(1, 500, 120)
-    values = ht.curve(pools, "sbon", betas, n=n, on="quantile", bootstrap=0).true_reward
+    values = ht.curve(pools, "sbon", betas, n=n, on="quantile", estimator=estimator, bootstrap=0).true_reward  # type: ignore[arg-type]
     k = int(np.argmax(values))
     assert betas[max(k - 1, 0)] <= result.theta <= betas[min(k + 1, betas.size - 1)]
     assert result.true_reward >= values.max() - 1e-12
 
 
-def test_sbon_on_raw_scores_tunes_the_raw_softmax() -> None:
+@pytest.mark.parametrize(("estimator", "points"), [("plugin", 400), ("unbiased", 60)])
+def test_sbon_on_raw_scores_tunes_the_raw_softmax(estimator: str, points: int) -> None:
     table = ht.synthetic.make_table("toy", 20, 16, noise=0.1, seed=6)
     pools = build_pools(table)
-    result = ht.tune(pools, "sbon", n=8, bootstrap=0)
+    result = ht.tune(pools, "sbon", n=8, estimator=estimator, bootstrap=0)  # type: ignore[arg-type]
     assert result.mechanism_at() == ht.SoftBestOfN(8, result.theta, on="raw")
-    assert result.theta == pytest.approx(_brute_force_argmax(pools, "sbon", 0.05, 500, n=8), rel=1e-5)
+    brute = _brute_force_argmax(pools, "sbon", 0.05, 500, points, n=8, estimator=estimator)
+    assert result.theta == pytest.approx(brute, rel=1e-5)
     assert np.isnan(result.kl) and result.kl_pool > 0
 
 
@@ -84,8 +93,8 @@ def test_score_residual_agrees_with_the_exact_one() -> None:
     table = ht.synthetic.make_table("toy", 20, 5000, noise=0.05, seed=8)
     pools = build_pools(table)
     for mechanism in ("bop", "tilted"):
-        exact = ht.tune(pools, mechanism, bootstrap=0)
-        score = ht.tune(pools, mechanism, residual="score", bootstrap=0)
+        exact = ht.tune(pools, mechanism, estimator="plugin", bootstrap=0)
+        score = ht.tune(pools, mechanism, estimator="plugin", residual="score", bootstrap=0)
         # The self-normalised form approximates the pool derivative with O(1/m) error.
         assert score.theta == pytest.approx(exact.theta, rel=2e-2)
 
@@ -101,11 +110,18 @@ def test_score_residual_agrees_with_the_exact_one() -> None:
 def test_monotone_and_u_shaped_rewards(shape: str, regime: str, end: str) -> None:
     table = ht.synthetic.make_table(shape, 40, 20, seed=9)
     for mechanism in ("bon", "bop"):
-        result = ht.tune(table, mechanism, bootstrap=0)
+        result = ht.tune(table, mechanism, estimator="plugin", bootstrap=0)
         assert result.regime == regime
         expected = result.unhedged_theta if end == "top" else result.reference_theta
         assert result.theta == expected
         assert result.iterations == 0
+        # Without replacement the range stops at what 20 samples support; the better end is taken.
+        deployed = ht.tune(table, mechanism, bootstrap=0)
+        assert deployed.search_range[1] == pytest.approx(deployed.supported_max)
+        assert deployed.theta in (deployed.reference_theta, deployed.unhedged_theta)
+        assert deployed.true_reward == pytest.approx(
+            max(deployed.reference_true_reward, deployed.unhedged_true_reward), abs=1e-12
+        )
 
 
 def test_budgets_cap_the_search() -> None:
@@ -161,8 +177,8 @@ def test_out_of_sample_evaluation() -> None:
 
 
 def test_grouped_tuning() -> None:
-    a = ht.synthetic.make_table("toy", 30, 20, seed=1)
-    b = ht.synthetic.make_table("increasing", 30, 20, seed=2)
+    a = ht.synthetic.make_table("toy", 30, 40, seed=1)
+    b = ht.synthetic.make_table("increasing", 30, 40, seed=2)
     ids = np.concatenate(
         [a.prompt_of_response().astype(str), np.char.add("b", b.prompt_of_response().astype(str))]
     )
@@ -219,4 +235,8 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="residual must be"):
         ht.tune(table, "bop", residual="newton")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="score-function residual"):
-        ht.tune(table, "sbon", n=4, residual="score")
+        ht.tune(table, "sbon", n=4, residual="score", estimator="plugin")
+    with pytest.raises(ValueError, match="score residual approximates the plug-in"):
+        ht.tune(table, "bop", residual="score")
+    with pytest.raises(ValueError, match="estimator must be"):
+        ht.tune(table, "bop", estimator="plug-in")  # type: ignore[arg-type]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special, stats
+from scipy import optimize, special, stats
 
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
 from .mechanisms._numerics import FloatArray
@@ -25,6 +26,44 @@ from .table import RewardTable, TableError
 
 Estimator = Literal["plugin", "unbiased"]
 MECHANISM_NAMES = ("bon", "sbon", "bop", "tilted")
+#: Best-of-Poisson's deployment estimate is used only where a deployment draws more candidates
+#: than the smallest pool holds with at most this probability.
+POOL_TAIL_TOLERANCE = 0.01
+
+
+def resolve_estimator(template: Mechanism, estimator: str) -> Estimator:
+    """Check the estimator's name; ``"unbiased"`` (what a deployment gets) falls back to
+    ``"plugin"`` for the tilted policy, the infinite-sample frontier, which has no deployment."""
+    if estimator not in ("plugin", "unbiased"):
+        raise ValueError(f"estimator must be 'unbiased' or 'plugin', got {estimator!r}")
+    if estimator == "unbiased" and isinstance(template, Tilted):
+        return "plugin"
+    return estimator  # type: ignore[return-value]
+
+
+def supported_max(template: Mechanism, pools: Pools, estimator: Estimator) -> float:
+    """The largest parameter whose deployment the calibration pools can stand for.
+
+    With the plug-in estimator there is no limit (it resamples the pool). Without replacement:
+    Best-of-n up to n = the smallest pool; Best-of-Poisson up to the mu at which a deployment draws
+    more candidates than the smallest pool holds with probability :data:`POOL_TAIL_TOLERANCE`;
+    Soft Best-of-n needs its n within every pool and leaves beta unlimited.
+    """
+    if estimator == "plugin":
+        return float("inf")
+    m = pools.min_size
+    if isinstance(template, BestOfN):
+        return float(m)
+    if isinstance(template, BestOfPoisson):
+        return float(
+            optimize.brentq(lambda mu: stats.poisson.sf(m - 1, mu) - POOL_TAIL_TOLERANCE, 0.0, 2.0 * m + 10)
+        )
+    if isinstance(template, SoftBestOfN) and template.n > m:
+        raise ValueError(
+            f"Soft Best-of-n with n = {template.n} cannot be estimated without replacement from pools of "
+            f"{m}; use n <= {m} or estimator='plugin'"
+        )
+    return float("inf")
 
 
 def make_mechanism(mechanism: str | Mechanism, *, n: int | None = None, on: str | None = None) -> Mechanism:
@@ -49,9 +88,17 @@ def make_mechanism(mechanism: str | Mechanism, *, n: int | None = None, on: str 
     raise ValueError(f"unknown mechanism {mechanism!r}; choose one of {MECHANISM_NAMES}")
 
 
-def default_thetas(template: Mechanism, pools: Pools, count: int = 60) -> FloatArray:
-    """A grid from the reference to well past the point where the pool is exhausted."""
+def default_thetas(
+    template: Mechanism, pools: Pools, count: int = 60, estimator: Estimator = "plugin"
+) -> FloatArray:
+    """A grid from the reference to well past the point where the pool is exhausted (plug-in), or
+    to the largest parameter the pools support (without replacement)."""
     m = pools.max_size
+    top = supported_max(template, pools, estimator)
+    if isinstance(template, BestOfN) and np.isfinite(top):
+        return np.unique(np.round(np.geomspace(1, top, min(count, int(top)))))
+    if isinstance(template, BestOfPoisson) and np.isfinite(top):
+        return np.concatenate([[0.0], np.geomspace(min(0.05, top / 2), top, count - 1)])
     if isinstance(template, BestOfN):
         return np.unique(np.round(np.geomspace(1, max(64, 4 * m), count)))
     if isinstance(template, BestOfPoisson):
@@ -65,19 +112,9 @@ def default_thetas(template: Mechanism, pools: Pools, count: int = 60) -> FloatA
 def unbiased_bon_probabilities(n: float, m: int) -> FloatArray:
     """Best-of-n without replacement from a pool of m: position i (1-based) wins with
     ``C(i-1, n-1) / C(m, n)`` (zero for i < n). Log-space binomials (``gammaln``)."""
-    if n != np.floor(n) or n > m:
-        raise ValueError(f"the unbiased estimator needs a whole n <= pool size {m}, got n={n:g}")
-    i = np.arange(1, m + 1, dtype=float)
-    out = np.zeros(m)
-    ok = i >= n
-    log_c = (
-        special.gammaln(i[ok])
-        - special.gammaln(n)
-        - special.gammaln(i[ok] - n + 1)
-        - (special.gammaln(m + 1) - special.gammaln(n + 1) - special.gammaln(m - n + 1))
-    )
-    out[ok] = np.exp(log_c)
-    return out[None, :]
+    if n != np.floor(n) or not 1 <= n <= m:
+        raise ValueError(f"the unbiased estimator needs a whole n in [1, pool size {m}], got n={n:g}")
+    return _bon_weight_rows(np.array([float(n)]), m)
 
 
 def pool_tail(template: Mechanism, theta: float, m: int) -> float:
@@ -90,7 +127,74 @@ def pool_tail(template: Mechanism, theta: float, m: int) -> float:
     return 0.0 if template.with_theta(theta).expected_samples() <= m else 1.0
 
 
-def deployment_probabilities(template: Mechanism, theta: float, m: int, derivative: bool = False) -> FloatArray:
+def _bon_weight_rows(counts: FloatArray, m: int, start: int = 0) -> FloatArray:
+    """``C(i-1, c-1) / C(m, c)`` for each count c (rows) and position i = start+1..m (columns)."""
+    i = np.arange(start + 1, m + 1, dtype=float)[None, :]
+    c = counts[:, None]
+    ok = i >= c
+    with np.errstate(invalid="ignore"):
+        log_w = (
+            special.gammaln(i)
+            - special.gammaln(c)
+            - special.gammaln(np.where(ok, i - c + 1, 1.0))
+            - (special.gammaln(m + 1) - special.gammaln(c + 1) - special.gammaln(m - c + 1))
+        )
+    return np.where(ok, np.exp(np.where(ok, log_w, -np.inf)), 0.0)
+
+
+def _poisson_window(mu: float, m: int) -> tuple[FloatArray, FloatArray]:
+    """The Poisson counts k < m - 1 whose probability exceeds 1e-18, and those probabilities."""
+    spread = 10.0 * np.sqrt(mu) + 40.0
+    k = np.arange(max(0, int(mu - spread)), min(m - 1, int(np.ceil(mu + spread)) + 1), dtype=float)
+    pmf = stats.poisson.pmf(k, mu)
+    keep = pmf > 1e-18
+    return k[keep], pmf[keep]
+
+
+def _poisson_mixture_of_bon(mu: float, m: int, derivative: bool, start: int = 0) -> FloatArray:
+    """Best-of-Poisson without replacement: ``sum_k Pois(k; mu) w_BoN(k + 1)`` over the counts a pool
+    of m can stand for, the draws of m or more candidates valued as m. Only the counts whose Poisson
+    probability is above 1e-18 (a window around mu) are summed: O(window x m)."""
+    if mu <= 0 and not derivative:
+        return np.full((1, m - start), 1.0 / m)
+    k, pmf = _poisson_window(mu, m)
+    rows = _bon_weight_rows(k + 1.0, m, start)  # (K, m - start)
+    whole_pool = _bon_weight_rows(np.array([float(m)]), m, start)[0]
+    if derivative:  # d/dmu Pois(k; mu) = Pois(k - 1; mu) - Pois(k; mu); the tail takes the rest
+        dpmf = stats.poisson.pmf(k - 1, mu) - pmf
+        return (dpmf @ (rows - whole_pool))[None, :]
+    tail = max(0.0, 1.0 - pmf.sum())  # P(K >= m - 1) and the (< 1e-16) mass outside the window
+    return (pmf @ rows + tail * whole_pool)[None, :]
+
+
+def _negligible_below(template: Mechanism, theta: float, m: int) -> int:
+    """A position below which a deployment's weights add up to less than 1e-17: with at least c
+    candidates, all of them fall below position s with probability C(s, c)/C(m, c) <= (s/m)^c."""
+    if isinstance(template, BestOfN):
+        fewest = theta
+    elif isinstance(template, BestOfPoisson) and theta > 0:
+        k, _ = _poisson_window(theta, m)
+        fewest = float(k[0]) + 1.0 if k.size else float(m)
+    else:
+        return 0
+    return max(0, int(np.floor(m * _NEGLIGIBLE ** (1.0 / max(fewest, 1.0)))) - 1)
+
+
+@lru_cache(maxsize=512)
+def _sbon_quantile_weights(n: int, beta: float, m: int) -> tuple[FloatArray, FloatArray]:
+    """Soft Best-of-n on quantiles over the n-subsets of a pool of m, and the beta-derivative: rank
+    based, so the same for every prompt; cached, as tuning asks for both at the same beta."""
+    positions = np.arange(1, m + 1)[None, :] / (m + 1)
+    values, slopes = soft_best_of_n_subsets(positions, beta, n, derivative=True)
+    assert slopes is not None
+    values.setflags(write=False)
+    slopes.setflags(write=False)
+    return values, slopes
+
+
+def deployment_probabilities(
+    template: Mechanism, theta: float, m: int, derivative: bool = False, start: int = 0
+) -> FloatArray:
     """Without-replacement (deployment) weights of the sorted positions of a pool of ``m`` for a
     rank-based mechanism at ``theta`` (their derivative in theta with ``derivative``), ``(1, m)``.
 
@@ -101,27 +205,27 @@ def deployment_probabilities(template: Mechanism, theta: float, m: int, derivati
       the draws of more than m candidates, which no pool of m can stand for, are counted as m
       (their probability is :func:`pool_tail`: use mu only where it is small).
     The tilted policy is not a sampler with finitely many candidates: it has no deployment estimator.
+    With ``start``, only positions ``start + 1 .. m`` are returned, ``(1, m - start)``.
     """
     mech = template.with_theta(theta)
     if isinstance(mech, BestOfN):
         if derivative:
-            raise ValueError("Best-of-n has a whole-number parameter: no derivative of its deployment weights")
-        return unbiased_bon_probabilities(theta, m)
+            raise ValueError(
+                "Best-of-n has a whole-number parameter: no derivative of its deployment weights"
+            )
+        return unbiased_bon_probabilities(theta, m)[:, start:]
     if isinstance(mech, SoftBestOfN) and mech.on == "quantile":
-        positions = np.arange(1, m + 1)[None, :] / (m + 1)
-        values, slopes = soft_best_of_n_subsets(positions, mech.beta, mech.n, derivative)
-        return slopes if derivative and slopes is not None else values
+        values, slopes = _sbon_quantile_weights(mech.n, mech.beta, m)
+        return (slopes if derivative else values)[:, start:]
     if isinstance(mech, BestOfPoisson):
-        k = np.arange(m - 1)  # K = k draws 1 + k candidates; k = m - 1 and beyond: m candidates
-        pmf = stats.poisson.pmf(k, theta) if theta > 0 else (k == 0).astype(float)
-        bon = np.concatenate([unbiased_bon_probabilities(float(c), m) for c in range(1, m + 1)])  # (m, m)
-        if derivative:  # d/dmu Pois(k; mu) = Pois(k - 1; mu) - Pois(k; mu); the tail takes the rest
-            dpmf = np.concatenate([[0.0], pmf[:-1]]) - pmf if m > 1 else np.zeros(0)
-            return (dpmf @ (bon[:-1] - bon[-1]))[None, :]
-        return (pmf @ bon[:-1] + (1.0 - pmf.sum()) * bon[-1])[None, :]
+        return _poisson_mixture_of_bon(theta, m, derivative, start)
     raise ValueError(
         f"{mech.name} has no without-replacement (deployment) estimator on rank positions"
-        + ("; the tilted policy is the infinite-sample frontier, not a sampler" if isinstance(mech, Tilted) else "")
+        + (
+            "; the tilted policy is the infinite-sample frontier, not a sampler"
+            if isinstance(mech, Tilted)
+            else ""
+        )
     )
 
 
@@ -164,7 +268,7 @@ class Curve:
 
     def columns(self) -> dict[str, FloatArray]:
         tail = {} if self.pool_tail is None else {"pool_tail": self.pool_tail}
-        return tail | {
+        return {
             "theta": self.theta,
             "expected_samples": self.expected_samples,
             "true_reward": self.true_reward,
@@ -174,7 +278,7 @@ class Curve:
             "proxy_reward": self.proxy_reward,
             "kl": self.kl,
             "kl_pool": self.kl_pool,
-        }
+        } | tail
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values (lists for arrays), without the bootstrap replicates."""
@@ -237,7 +341,12 @@ def rank_probabilities(
             return 0, np.concatenate([mech.pool_probabilities_dtheta(grid_scores) for mech in per_theta])
         return 0, np.concatenate([mech.pool_probabilities(grid_scores) for mech in per_theta])
     if estimator == "unbiased":
-        return 0, np.concatenate([deployment_probabilities(template, float(t), m, derivative) for t in thetas])
+        starts = [_negligible_below(template, float(t), m) for t in thetas]
+        start = min(starts)
+        values = np.zeros((thetas.size, m - start))
+        for row, (theta, own) in enumerate(zip(thetas, starts, strict=True)):
+            values[row, own - start :] = deployment_probabilities(template, float(theta), m, derivative, own)[0]
+        return start, values
     coarse = np.linspace(0.0, 1.0, 129)
     negligible = template.cdf_many(thetas, coarse) <= _NEGLIGIBLE
     last = np.where(negligible.any(axis=1), 128 - np.argmax(negligible[:, ::-1], axis=1), 0)
@@ -329,12 +438,20 @@ def pool_sums(
 
 
 def _raw_probabilities(
-    template: Mechanism, theta: float, sorted_scores: FloatArray, estimator: Estimator, derivative: bool = False
+    template: Mechanism,
+    theta: float,
+    sorted_scores: FloatArray,
+    estimator: Estimator,
+    derivative: bool = False,
 ) -> FloatArray:
     """Selection probabilities (or their theta-derivative) of a mechanism that sees raw scores."""
     mech = template.with_theta(theta)
     if estimator == "plugin":
-        return mech.pool_probabilities_dtheta(sorted_scores) if derivative else mech.pool_probabilities(sorted_scores)
+        return (
+            mech.pool_probabilities_dtheta(sorted_scores)
+            if derivative
+            else mech.pool_probabilities(sorted_scores)
+        )
     if not isinstance(mech, SoftBestOfN):
         raise ValueError(f"{mech.name} on raw scores has no without-replacement (deployment) estimator")
     if np.isinf(mech.beta):
@@ -360,7 +477,7 @@ def curve(
     n: int | None = None,
     on: str | None = None,
     proxy: str | None = None,
-    estimator: Estimator = "plugin",
+    estimator: Estimator = "unbiased",
     bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int | None = 0,
@@ -374,23 +491,28 @@ def curve(
     thetas : parameter values (default: a grid from the reference to past pool exhaustion).
     n, on : for ``"sbon"``, the number of candidates and the scores the softmax sees.
     proxy : which proxy column ranks the responses (default: the table's default proxy).
-    estimator : ``"plugin"`` (the pool resampled with replacement; any parameter, all
-        mechanisms) or ``"unbiased"``: what a deployment drawing fresh candidates gets, estimated
+    estimator : ``"unbiased"`` (the default): what a deployment drawing fresh candidates gets, estimated
         without replacement (U-statistics over the pool's n-subsets for Best-of-n and Soft
         Best-of-n, n up to the smallest pool; the Poisson mixture of Best-of-n values for
         Best-of-Poisson, whose ``pool_tail`` says how often a deployment would draw more candidates
         than the pool holds). Exactly unbiased for Best-of-n, Soft Best-of-n on raw scores and
         Best-of-Poisson up to its tail; Soft Best-of-n on quantiles uses each position's expected
-        quantile ``i/(m+1)`` for the unknown population quantile (a small bias, O(1/m)).
+        quantile ``i/(m+1)`` for the unknown population quantile (a small bias, O(1/m)). The
+        tilted policy, a frontier rather than a sampler, always uses the plug-in. ``"plugin"``: the
+        pool resampled with replacement (any parameter, every mechanism); on small pools its peak
+        sits far beyond a deployment's (SPEC §3b).
     bootstrap : number of bootstrap replicates over prompts for the band (0 for none).
     confidence : coverage of the band.
     seed : seed of the bootstrap.
     """
     pools = table if isinstance(table, Pools) else build_pools(table, proxy)
     template = make_mechanism(mechanism, n=n, on=on)
-    grid = default_thetas(template, pools) if thetas is None else _check_thetas(thetas, template)
-    if estimator not in ("plugin", "unbiased"):
-        raise ValueError(f"estimator must be 'plugin' or 'unbiased', got {estimator!r}")
+    estimator = resolve_estimator(template, estimator)
+    grid = (
+        default_thetas(template, pools, estimator=estimator)
+        if thetas is None
+        else _check_thetas(thetas, template)
+    )
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if estimator == "unbiased":

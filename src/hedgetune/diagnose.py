@@ -16,7 +16,7 @@ from .table import RewardTable
 REGIMES = ("increasing", "decreasing", "rise-then-fall", "fall-then-rise", "flat")
 
 
-def classify(values: ArrayLike, rtol: float = 1e-6) -> str:
+def classify(values: ArrayLike, rtol: float = 1e-6, atol: float = 0.0) -> str:
     """The shape of a curve sampled along increasing parameter values.
 
     * ``"rise-then-fall"`` (hacking): an interior maximum above both ends;
@@ -24,10 +24,10 @@ def classify(values: ArrayLike, rtol: float = 1e-6) -> str:
     * ``"increasing"`` / ``"decreasing"``: otherwise, by the sign of ``last - first``;
     * ``"flat"``: the whole curve varies by less than the tolerance.
 
-    Differences below ``rtol`` times the curve's scale count as equal.
+    Differences below ``rtol`` times the curve's scale (or ``atol``, if larger) count as equal.
     """
     f = np.asarray(values, dtype=float)
-    tol = rtol * max(1.0, float(np.max(np.abs(f)))) + 1e-12
+    tol = max(rtol * max(1.0, float(np.max(np.abs(f)))) + 1e-12, atol)
     if f.max() - f.min() <= tol:
         return "flat"
     ends_max, ends_min = max(f[0], f[-1]), min(f[0], f[-1])

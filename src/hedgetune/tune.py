@@ -17,7 +17,14 @@ import numpy as np
 from scipy import optimize
 
 from ._jsonable import jsonable
-from .curves import bootstrap_weights, make_mechanism, pool_sums
+from .curves import (
+    Estimator,
+    bootstrap_weights,
+    make_mechanism,
+    pool_sums,
+    resolve_estimator,
+    supported_max,
+)
 from .diagnose import classify
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN
 from .mechanisms._numerics import FloatArray
@@ -32,11 +39,14 @@ _GRID_POINTS = 96
 class TuneResult:
     """HedgeTune's answer for one mechanism on one calibration table.
 
-    ``theta`` is the point estimate (the maximiser of the plug-in curve), ``theta_ci`` its
-    bootstrap interval; ``true_reward`` the curve at ``theta`` and ``true_reward_ci`` its
-    bootstrap interval. ``conservative_theta`` maximises a lower confidence bound of the gain over
-    the reference (it stays at the reference when no gain is sure). ``unhedged_*`` is the top of
-    the searched range: what optimising the proxy as hard as allowed gives.
+    ``theta`` is the point estimate (the maximiser of the curve of ``estimator``: by default what
+    a deployment with fresh samples gets), ``theta_ci`` its bootstrap interval; ``true_reward``
+    the curve at ``theta`` and ``true_reward_ci`` its bootstrap interval. ``conservative_theta``
+    maximises a lower confidence bound of the gain over the reference (it stays at the reference
+    when no gain is sure). ``unhedged_*`` is the top of the searched range: what optimising the
+    proxy as hard as allowed gives. ``supported_max`` is the largest parameter the calibration
+    pools can stand for (the pool size for Best-of-n); ``regime_note`` says in words when the pool
+    size, not the curve, stopped the search, or when a fall after the peak is within noise.
     """
 
     mechanism: str
@@ -63,6 +73,9 @@ class TuneResult:
     bootstrap: int
     confidence: float
     proxy: str
+    estimator: str = "unbiased"
+    supported_max: float = float("inf")
+    regime_note: str = ""
     template: Mechanism = field(repr=False, compare=False, default_factory=lambda: BestOfN(1))
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,15 +185,18 @@ def score_residual(pools: Pools, template: Mechanism, theta: float) -> float:
     return total / pools.n_prompts
 
 
-def exact_residual(pools: Pools, template: Mechanism, theta: float) -> float:
-    """The exact derivative of the plug-in curve at ``theta``."""
-    sums = pool_sums(pools, template, np.array([theta]), kl_pool=False, derivative=True)
+def exact_residual(pools: Pools, template: Mechanism, theta: float, estimator: Estimator = "plugin") -> float:
+    """The exact derivative in theta of the estimator's curve at ``theta``."""
+    sums = pool_sums(pools, template, np.array([theta]), estimator, kl_pool=False, derivative=True)
     assert sums.dtrue is not None
     return float(sums.dtrue[0]) / pools.n_prompts
 
 
-def _curve_value(pools: Pools, template: Mechanism, theta: float) -> float:
-    return float(pool_sums(pools, template, np.array([theta]), kl_pool=False).true[0]) / pools.n_prompts
+def _curve_value(pools: Pools, template: Mechanism, theta: float, estimator: Estimator = "plugin") -> float:
+    return (
+        float(pool_sums(pools, template, np.array([theta]), estimator, kl_pool=False).true[0])
+        / pools.n_prompts
+    )
 
 
 # ----------------------------------------------------------------------------------------- tune
@@ -191,6 +207,7 @@ def tune(
     n: int | None = None,
     on: str | None = None,
     proxy: str | None = None,
+    estimator: Estimator = "unbiased",
     residual: Residual = "exact",
     max_theta: float | None = None,
     max_n: float | None = None,
@@ -209,9 +226,14 @@ def tune(
     mechanism : ``"bon"``, ``"bop"``, ``"sbon"``, ``"tilted"`` or a :class:`Mechanism` instance.
     n, on : for ``"sbon"``: the number of candidates and the scores the softmax sees (tune on the
         variant that selection will use).
-    residual : ``"exact"`` (the derivative of the plug-in curve; its root is the curve's exact
+    estimator : ``"unbiased"`` (default): maximise what a deployment drawing fresh candidates
+        gets, estimated without replacement (see :func:`hedgetune.curve`); the search stops at the
+        largest parameter the pools support (``supported_max``). ``"plugin"``: maximise the
+        with-replacement plug-in curve of the pools (any parameter; on small pools its peak lies
+        far beyond a deployment's). The tilted frontier always uses the plug-in.
+    residual : ``"exact"`` (the derivative of the estimator's curve; its root is the curve's exact
         maximiser) or ``"score"`` (the paper's self-normalised score-function form, an
-        approximation of the same quantity).
+        approximation of the plug-in curve's derivative; plug-in only).
     max_theta, max_n, max_samples, max_kl : budgets; the search stops at the tightest.
     bootstrap : replicates over prompts for the intervals and the conservative rule.
     confidence : coverage of the intervals.
@@ -228,8 +250,13 @@ def tune(
             f"tuning needs at least two prompts (the bootstrap resamples prompts), got {pools.n_prompts}"
         )
     template = make_mechanism(mechanism, n=n, on=on)
+    estimator = resolve_estimator(template, estimator)
     if residual not in ("exact", "score"):
         raise ValueError(f"residual must be 'exact' or 'score', got {residual!r}")
+    if residual == "score" and estimator != "plugin":
+        raise ValueError(
+            "the score residual approximates the plug-in curve's derivative: use estimator='plugin'"
+        )
     if not 0 < confidence < 1 or not 0 < conservative_level < 0.5:
         raise ValueError("confidence must lie in (0, 1) and conservative_level in (0, 0.5)")
     if bootstrap < 0:
@@ -237,48 +264,91 @@ def tune(
     lo, hi = search_range(
         template, pools, max_theta=max_theta, max_n=max_n, max_samples=max_samples, max_kl=max_kl
     )
-    # Softmax on raw scores costs a quadrature per prompt and parameter: a coarser grid (the
-    # maximiser is still refined by Brent's method on the exact residual).
-    grid = _grid(lo, hi, template, _GRID_POINTS // 3 if template.uses_raw_scores else _GRID_POINTS)
+    top = supported_max(template, pools, estimator)
+    pool_limited = hi > top
+    hi = min(hi, top)
+    integer = isinstance(template, BestOfN)
+    # Without replacement, Best-of-n's curve lives on the integers 1..m: every one is evaluated and
+    # the best taken (no derivative exists). Otherwise a grid, then Brent's method on the exact
+    # residual. Soft Best-of-n costs a quadrature per parameter (per prompt on raw scores): a
+    # coarser grid, still refined by Brent's method.
+    exhaustive = integer and estimator == "unbiased"
+    if exhaustive:  # every n up to 64, then a geometric grid (refined over the integers below)
+        grid = np.unique(
+            np.round(np.concatenate([np.arange(1.0, min(hi, 64.0) + 1), np.geomspace(1.0, hi, _GRID_POINTS)]))
+        )
+        grid = grid[grid <= hi]
+    else:
+        expensive = template.uses_raw_scores or (isinstance(template, SoftBestOfN) and estimator == "unbiased")
+        grid = _grid(lo, hi, template, _GRID_POINTS // 3 if expensive else _GRID_POINTS)
     weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
-    sums = pool_sums(pools, template, grid, weights=weights, kl_pool=False, derivative=True)
+    sums = pool_sums(
+        pools, template, grid, estimator, weights=weights, kl_pool=False, derivative=not exhaustive
+    )
     total = pools.n_prompts
     f_grid = sums.true / total
-    assert sums.dtrue is not None
-    rho_grid = sums.dtrue / total
-    regime = classify(f_grid)
-    best = int(np.argmax(f_grid))
+    # Ties within rounding (a flat curve) go to the smallest parameter: never move off the
+    # reference, or further from it, for no gain.
+    flat_tol = 1e-12 * max(1.0, float(np.abs(f_grid).max()))
+    best = int(np.flatnonzero(f_grid >= f_grid.max() - flat_tol)[0])
 
-    residual_fn = exact_residual if residual == "exact" else score_residual
+    def residual_fn(p: Pools, t: Mechanism, th: float) -> float:
+        return exact_residual(p, t, th, estimator) if residual == "exact" else score_residual(p, t, th)
+
     theta, iterations = float(grid[best]), 0
-    if 0 < best < grid.size - 1:
-        theta, iterations = _refine(pools, template, residual_fn, grid, rho_grid, best)
-    if isinstance(template, BestOfN):
-        candidates = [c for c in {np.floor(theta), np.ceil(theta)} if lo <= c <= hi]
-        theta = (
-            max(candidates, key=lambda c: _curve_value(pools, template, c))
-            if candidates
-            else float(np.floor(hi))
-        )
+    if exhaustive and 0 < best < grid.size - 1 and grid[best + 1] - grid[best - 1] > 2:
+        between = np.arange(grid[best - 1] + 1, grid[best + 1])
+        values = pool_sums(pools, template, between, estimator, kl_pool=False).true / total
+        top = int(np.flatnonzero(values >= values.max() - flat_tol)[0])
+        if values[top] > f_grid[best] + flat_tol:
+            theta, iterations = float(between[top]), 1
+    if not exhaustive:
+        assert sums.dtrue is not None
+        rho_grid = sums.dtrue / total
+        if 0 < best < grid.size - 1:
+            theta, iterations = _refine(pools, template, residual_fn, grid, rho_grid, best)
+        elif best == 0 and grid.size > 1 and rho_grid[0] > 0 > rho_grid[1]:
+            # A peak between the reference and the first grid point.
+            theta, iterations = _refine(
+                pools, template, residual_fn, np.r_[grid[0], grid[:2]], rho_grid[[0, 0, 1]], 1
+            )
+        if _curve_value(pools, template, theta, estimator) < f_grid[best]:  # never worse than the grid
+            theta = float(grid[best])
+        if integer:
+            candidates = sorted(c for c in {np.floor(theta), np.ceil(theta)} if lo <= c <= hi)
+            theta = (
+                max(candidates, key=lambda c: _curve_value(pools, template, c, estimator))
+                if candidates
+                else float(np.floor(hi))
+            )
 
-    at = pool_sums(pools, template, np.array([theta, lo, hi]), weights=weights)
+    at = pool_sums(pools, template, np.array([theta, lo, hi]), estimator, weights=weights)
     f_theta, f_ref, f_top = (float(v) / total for v in at.true)
     alpha = (1 - confidence) / 2
     theta_ci: tuple[float, float] = (theta, theta)
     value_ci: tuple[float, float] = (f_theta, f_theta)
     conservative = lo
+    noise = 0.0
     if weights is not None and sums.replicates is not None and at.replicates is not None:
         rep_curves = sums.replicates / weights.sum(axis=1, keepdims=True)
-        assert sums.dreplicates is not None
-        rep_thetas = _replicate_maximisers(grid, rep_curves, sums.dreplicates)
-        if isinstance(template, BestOfN):
+        if exhaustive:
+            rep_thetas = grid[np.argmax(rep_curves, axis=1)]
+        else:
+            assert sums.dreplicates is not None
+            rep_thetas = _replicate_maximisers(grid, rep_curves, sums.dreplicates)
+        if integer:
             rep_thetas = np.round(rep_thetas)
         theta_ci = (float(np.quantile(rep_thetas, alpha)), float(np.quantile(rep_thetas, 1 - alpha)))
         rep_values = at.replicates[:, 0] / weights.sum(axis=1)
         value_ci = (float(np.quantile(rep_values, alpha)), float(np.quantile(rep_values, 1 - alpha)))
-        conservative = _conservative_theta(grid, f_grid, rep_curves, lo, conservative_level)
+        candidates_mask = (grid == np.round(grid)) if integer else np.ones(grid.size, dtype=bool)
+        conservative = _conservative_theta(grid, f_grid, rep_curves, lo, conservative_level, candidates_mask)
+        # The bootstrap standard error of the drop from the peak to the top of the range.
+        rep_top = at.replicates[:, 2] / weights.sum(axis=1)
+        noise = float(np.std(rep_values - rep_top, ddof=1))
+    regime, note = _regime(grid, f_grid, theta, f_theta, f_top, noise, flat_tol, template, pool_limited, hi)
     mech = template.with_theta(theta)
-    kl_pool = float(pool_sums(pools, template, np.array([theta])).kl_pool[0]) / total
+    kl_pool = float(pool_sums(pools, template, np.array([theta]), estimator).kl_pool[0]) / total
     return TuneResult(
         mechanism=template.name,
         parameter=template.parameter,
@@ -296,7 +366,7 @@ def tune(
         unhedged_theta=hi,
         unhedged_true_reward=f_top,
         conservative_theta=conservative,
-        conservative_true_reward=_curve_value(pools, template, conservative),
+        conservative_true_reward=_curve_value(pools, template, conservative, estimator),
         search_range=(lo, hi),
         residual=residual,
         iterations=iterations,
@@ -304,12 +374,55 @@ def tune(
         bootstrap=bootstrap,
         confidence=confidence,
         proxy=pools.proxy_name,
+        estimator=estimator,
+        supported_max=top,
+        regime_note=note,
         template=template,
     )
 
 
+def _regime(
+    grid: FloatArray,
+    f_grid: FloatArray,
+    theta: float,
+    f_theta: float,
+    f_top: float,
+    noise: float,
+    flat_tol: float,
+    template: Mechanism,
+    pool_limited: bool,
+    hi: float,
+) -> tuple[str, str]:
+    """The curve's regime and a sentence for the cases a label alone would hide.
+
+    A fall after the peak counts as hacking only when it exceeds twice the bootstrap standard error
+    of the drop from the peak to the top of the range (or rounding, without a bootstrap); a smaller
+    fall is reported as "increasing" with a note that the curve is flat after its peak.
+    """
+    regime = classify(f_grid, rtol=0.0, atol=flat_tol)
+    note = ""
+    name = template.parameter
+    if regime == "rise-then-fall" and f_theta - f_top <= 2 * noise:
+        regime = "increasing"
+        note = (
+            f"peaks at {name} = {theta:.4g}, but the fall after it ({f_theta - f_top:.2g}) is within "
+            f"twice its bootstrap standard error ({noise:.2g}): flat after the peak"
+        )
+    if pool_limited and regime in ("increasing", "fall-then-rise") and theta >= hi * (1 - 1e-9):
+        note = (
+            f"still rising at {name} = {hi:.4g}, the largest the calibration pools support: "
+            "a deployment beyond it is not estimated (larger pools would tell)"
+        )
+    return regime, note
+
+
 def _conservative_theta(
-    grid: FloatArray, curve: FloatArray, replicates: FloatArray, reference: float, level: float
+    grid: FloatArray,
+    curve: FloatArray,
+    replicates: FloatArray,
+    reference: float,
+    level: float,
+    allowed: np.ndarray | None = None,
 ) -> float:
     """The parameter that maximises a simultaneous lower confidence bound of the gain over the
     reference; the reference itself when that bound is nowhere positive.
@@ -330,6 +443,8 @@ def _conservative_theta(
     c = float(np.quantile(z.max(axis=1), 1 - level))
     lower = np.full(grid.shape, -np.inf)
     lower[moving] = gain[moving] - c * se[moving]
+    if allowed is not None:  # e.g. whole numbers only for Best-of-n
+        lower[~allowed] = -np.inf
     best = int(np.argmax(lower))
     return float(grid[best]) if lower[best] > 0 else reference
 
@@ -451,6 +566,7 @@ def evaluate(
         )
     rng = np.random.default_rng(seed)
     proxy = tune_kwargs.pop("proxy", None)
+    estimator: Estimator = tune_kwargs.pop("estimator", "unbiased")
     rows: dict[str, list[float]] = {k: [] for k in _OOS_COLUMNS}
     template = make_mechanism(mechanism, n=tune_kwargs.pop("n", None), on=tune_kwargs.pop("on", None))
     for r in range(repeats):
@@ -458,13 +574,24 @@ def evaluate(
         calibration = build_pools(table.subset(np.sort(order[:n_cal])), proxy)
         held_out = build_pools(table.subset(np.sort(order[n_cal:])), proxy)
         fit = tune(
-            calibration, template, bootstrap=bootstrap, seed=None if seed is None else seed + r, **tune_kwargs
+            calibration,
+            template,
+            estimator=estimator,
+            bootstrap=bootstrap,
+            seed=None if seed is None else seed + r,
+            **tune_kwargs,
         )
-        oracle = tune(held_out, template, bootstrap=0, **tune_kwargs)
+        oracle = tune(held_out, template, estimator=estimator, bootstrap=0, **tune_kwargs)
         points = np.array(
             [fit.theta, fit.conservative_theta, oracle.theta, fit.reference_theta, fit.unhedged_theta]
         )
-        values = pool_sums(held_out, template, points, kl_pool=False).true / held_out.n_prompts
+        # Scored with the tuning's estimator (by default what a deployment gets) on held-out pools.
+        values = (
+            pool_sums(
+                held_out, template, points, resolve_estimator(template, fit.estimator), kl_pool=False
+            ).true
+            / held_out.n_prompts
+        )
         for key, value in zip(_OOS_POINTS, values, strict=True):
             rows[key].append(float(value))
         rows["tuned_theta"].append(fit.theta)

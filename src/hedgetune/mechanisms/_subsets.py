@@ -54,20 +54,23 @@ def _hypergeometric_weights(m: int, n: int) -> FloatArray:
     return np.where(ok, np.exp(np.where(ok, log_h, 0.0)), 0.0)
 
 
-def _add_item(p: FloatArray, dp: FloatArray | None, x: FloatArray, dx: FloatArray | None, count: int):  # type: ignore[no-untyped-def]
-    """Normalised elementary symmetric values of a set after adding one item (the set now has
-    ``count`` items); ``p`` is ``(L, n)`` with ``p[:, 0] = 1``."""
-    k = np.arange(p.shape[1], dtype=float)
-    keep = np.clip(1.0 - k / count, 0.0, None)
-    take = np.minimum(k / count, 1.0)
-    shifted = np.zeros_like(p)
-    shifted[:, 1:] = p[:, :-1]
-    new = keep * p + take * x[:, None] * shifted
+def _add_item(
+    p: FloatArray,
+    dp: FloatArray | None,
+    x: FloatArray,
+    dx: FloatArray | None,
+    keep: FloatArray,
+    take: FloatArray,
+) -> tuple[FloatArray, FloatArray | None]:
+    """Normalised elementary symmetric values of a set after adding one item: ``p`` is ``(L, n)``
+    with ``p[:, 0] = 1``; ``keep = 1 - k/c`` and ``take = k/c`` (clipped to [0, 1]) for a set of
+    ``c`` items after the addition."""
+    new = p * keep
+    new[:, 1:] += (x[:, None] * take[1:]) * p[:, :-1]
     if dp is None or dx is None:
         return new, None
-    dshifted = np.zeros_like(dp)
-    dshifted[:, 1:] = dp[:, :-1]
-    dnew = keep * dp + take * (dx[:, None] * shifted + x[:, None] * dshifted)
+    dnew = dp * keep
+    dnew[:, 1:] += take[1:] * (dx[:, None] * p[:, :-1] + x[:, None] * dp[:, :-1])
     return new, dnew
 
 
@@ -78,6 +81,9 @@ def _leave_one_out_means(
     (and its derivative from ``dx``). ``x`` is ``(L, m)``."""
     lanes, m = x.shape
     hyper = _hypergeometric_weights(m, n)  # (m, n)
+    k = np.arange(n, dtype=float)[None, :]
+    counts = np.arange(1, m + 1, dtype=float)[:, None]
+    keeps, takes = np.clip(1.0 - k / counts, 0.0, None), np.minimum(k / counts, 1.0)  # (m, n)
     prefix = np.empty((m, lanes, n))
     dprefix = None if dx is None else np.empty((m, lanes, n))
     p = np.zeros((lanes, n))
@@ -87,7 +93,7 @@ def _leave_one_out_means(
         prefix[i] = p
         if dprefix is not None and dp is not None:
             dprefix[i] = dp
-        p, dp = _add_item(p, dp, x[:, i], None if dx is None else dx[:, i], i + 1)
+        p, dp = _add_item(p, dp, x[:, i], None if dx is None else dx[:, i], keeps[i], takes[i])
     out = np.empty((lanes, m))
     dout = None if dx is None else np.empty((lanes, m))
     s = np.zeros((lanes, n))
@@ -100,7 +106,7 @@ def _leave_one_out_means(
             dout[:, i] = np.einsum("lk,lk,k->l", dprefix[i], reversed_suffix, hyper[i]) + np.einsum(
                 "lk,lk,k->l", prefix[i], ds[:, ::-1], hyper[i]
             )
-        s, ds = _add_item(s, ds, x[:, i], None if dx is None else dx[:, i], m - i)
+        s, ds = _add_item(s, ds, x[:, i], None if dx is None else dx[:, i], keeps[m - i - 1], takes[m - i - 1])
     return out, dout
 
 
@@ -122,28 +128,35 @@ def soft_best_of_n_subsets(
     gap = sorted_scores - sorted_scores[:, -1:]  # d_j = s_j - s_max <= 0
     z = beta * gap
     x8, w8 = gauss_legendre(8)
-    probs = np.zeros((rows, m))
-    dprobs = np.zeros((rows, m)) if derivative else None
+    # Every prompt's quadrature nodes become lanes of one computation: lane l belongs to row[l].
+    cell_rows, cell_starts = [], []
     for r in range(rows):
         cells = np.unique(np.floor(-z[r])[:, None] + np.arange(_CELL_FROM, _CELL_TO)[None, :])
-        y = (cells[:, None] + x8[None, :]).ravel()  # (K,)
-        log_w = np.log(np.broadcast_to(w8, (cells.size, 8)).ravel())
-        step = max(1, _CHUNK_ELEMENTS // (m * n))
-        for lo in range(0, y.size, step):
-            yy, lw = y[lo : lo + step], log_w[lo : lo + step]
-            yz = yy[:, None] + z[r][None, :]  # y + z_j, (K, m)
-            with np.errstate(over="ignore"):
-                e = np.exp(yz)  # may overflow to inf: then x_j = 0 and every term below is 0
-            x = np.exp(-e)
-            ex = np.exp(yz - e)  # e x_j, never inf * 0
-            dx = -ex * gap[r][None, :] if derivative else None
-            means, dmeans = _leave_one_out_means(x, dx, n)
-            kernel = np.exp(lw[:, None] + yz - e)  # (K, m)
-            probs[r] += n / m * np.einsum("km,km->m", kernel, means)
-            if dprobs is not None and dmeans is not None:
-                # d kernel / d beta = kernel (1 - e) d_i, with kernel * e = w e^(2 (y + z_i) - e).
-                dkernel = (kernel - np.exp(lw[:, None] + 2.0 * yz - e)) * gap[r][None, :]
-                dprobs[r] += n / m * (
-                    np.einsum("km,km->m", dkernel, means) + np.einsum("km,km->m", kernel, dmeans)
-                )
+        cell_rows.append(np.full(cells.size, r))
+        cell_starts.append(cells)
+    row_of_cell = np.concatenate(cell_rows)
+    y_all = (np.concatenate(cell_starts)[:, None] + x8[None, :]).ravel()
+    row_all = np.repeat(row_of_cell, 8)
+    log_w_all = np.log(np.tile(w8, row_of_cell.size))
+    probs = np.zeros((rows, m))
+    dprobs = np.zeros((rows, m)) if derivative else None
+    step = max(1, _CHUNK_ELEMENTS // (m * n))
+    for lo in range(0, y_all.size, step):
+        row = row_all[lo : lo + step]
+        yz = y_all[lo : lo + step, None] + z[row]  # y + z_j, (L, m)
+        lw = log_w_all[lo : lo + step, None]
+        with np.errstate(over="ignore"):
+            e = np.exp(yz)  # may overflow to inf: then x_j = 0 and every term below is 0
+        x = np.exp(-e)
+        ex = np.exp(yz - e)  # e x_j, never inf * 0
+        dx = -ex * gap[row] if derivative else None
+        means, dmeans = _leave_one_out_means(x, dx, n)
+        kernel = np.exp(lw + yz - e)  # (L, m)
+        # Lanes are grouped by row: sum each row's segment.
+        first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        probs[row[first]] += n / m * np.add.reduceat(kernel * means, first, axis=0)
+        if dprobs is not None and dmeans is not None:
+            # d kernel / d beta = kernel (1 - e) d_i, with kernel * e = w e^(2 (y + z_i) - e).
+            dkernel = (kernel - np.exp(lw + 2.0 * yz - e)) * gap[row]
+            dprobs[row[first]] += n / m * np.add.reduceat(dkernel * means + kernel * dmeans, first, axis=0)
     return probs, dprobs
