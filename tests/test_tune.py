@@ -240,3 +240,61 @@ def test_bad_input() -> None:
         ht.tune(table, "bop", residual="score")
     with pytest.raises(ValueError, match="estimator must be"):
         ht.tune(table, "bop", estimator="plug-in")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("m", [16, 32, 64])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_default_tune_finds_what_a_deployment_gets_on_small_pools(m: int, seed: int) -> None:
+    """The toy's deployed optimum is n = 12.49, mu = 12.40. Tuned on pools of m, the default
+    (without-replacement) estimator finds it; the plug-in's peak sits far higher on small pools."""
+    table = ht.synthetic.make_table("toy", 2000, m, seed=seed)
+    bon = ht.tune(table, "bon")
+    assert bon.theta in (12, 13) and bon.estimator == "unbiased" and bon.supported_max == m
+    bop = ht.tune(table, "bop")
+    if m == 16:  # 1 + Poisson(12.4) exceeds 16 draws 16% of the time: beyond what the pool supports
+        assert bop.theta == pytest.approx(bop.supported_max) and bop.supported_max < 12.4
+        assert "largest the calibration pools support" in bop.regime_note
+        assert ht.tune(table, "bon", estimator="plugin").theta >= 20  # the biased target
+    else:
+        assert bop.theta == pytest.approx(12.40, rel=0.05)
+        assert bop.regime == "rise-then-fall" and bop.regime_note == ""
+
+
+def test_a_flat_curve_stays_at_the_reference() -> None:
+    """Found by fuzzing: equal true rewards moved the tuned parameter off the reference."""
+    flat = ht.RewardTable.from_arrays([[0.0, 2.0], [2.0, 2.0]], [[0.1, 0.1], [0.1, 0.1]])
+    all_correct = ht.synthetic.make_table("increasing", 50, 8, seed=0)
+    all_correct = ht.RewardTable.from_arrays(
+        {"proxy_reward": all_correct.proxy_values().reshape(50, 8)}, np.ones((50, 8))
+    )
+    for table in (flat, all_correct):
+        for mechanism in ("bon", "bop"):
+            for estimator in ("unbiased", "plugin"):
+                result = ht.tune(table, mechanism, estimator=estimator, bootstrap=50)  # type: ignore[arg-type]
+                assert result.theta == result.reference_theta, (mechanism, estimator)
+                assert result.conservative_theta == result.reference_theta
+
+
+def test_best_of_n_conservative_parameter_is_a_whole_number() -> None:
+    for seed in range(6):
+        table = ht.synthetic.make_table("toy", 40, 30, noise=0.3, seed=seed)
+        for estimator in ("unbiased", "plugin"):
+            result = ht.tune(table, "bon", estimator=estimator, bootstrap=200, seed=seed)  # type: ignore[arg-type]
+            assert result.conservative_theta == round(result.conservative_theta)
+            result.mechanism_at(result.conservative_theta).draw_n(3, 0)  # usable as it is
+
+
+def test_a_peak_below_the_first_grid_point_is_found() -> None:
+    """The grid's first point after the reference is at 1e-4 of the range's top; a curve that
+    peaks before it must not be reported at the reference."""
+    table = ht.synthetic.make_table("toy", 200, 40, noise=0.0, seed=3)
+    result = ht.tune(table, "bop", max_theta=1e6, estimator="plugin", bootstrap=0)
+    assert result.theta == pytest.approx(_brute_force_argmax(build_pools(table), "bop", 1e-3, 1e3, estimator="plugin"), rel=1e-5)
+    # A reward that only the first sliver of optimisation helps: the tiny peak is found, not skipped.
+    u = np.linspace(0.0005, 0.9995, 1000)
+    proxy = np.tile(u, (3, 1))
+    true = np.tile(np.where(u > 0.5, 1.0, 0.0) - 10.0 * (u > 0.99), (3, 1))
+    tiny = ht.RewardTable.from_arrays({"proxy_reward": proxy}, true)
+    result = ht.tune(tiny, "bop", max_theta=1e5, estimator="plugin", bootstrap=0)
+    brute = _brute_force_argmax(build_pools(tiny), "bop", 1e-3, 1e3, estimator="plugin")
+    assert result.theta > 0 and result.theta == pytest.approx(brute, rel=1e-4)

@@ -140,6 +140,14 @@ def mechanism_options(fn: F) -> F:
             help="Soft Best-of-n: softmax on raw scores (default) or on within-pool quantiles.",
         ),
         click.option(
+            "--estimator",
+            type=click.Choice(["unbiased", "plugin"]),
+            default="unbiased",
+            show_default=True,
+            help="unbiased: what a deployment drawing fresh samples gets, estimated without replacement "
+            "(up to what the pools support); plugin: the pools resampled with replacement.",
+        ),
+        click.option(
             "--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the splits."
         ),
         click.option(
@@ -325,7 +333,6 @@ def info(
 @table_options
 @mechanism_options
 @click.option("--thetas", default=None, help="Comma-separated parameter values (default: a grid).")
-@click.option("--estimator", type=click.Choice(["plugin", "unbiased"]), default="plugin", show_default=True)
 @click.option(
     "--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the curve as CSV."
 )
@@ -337,10 +344,10 @@ def curve_cmd(
     mechanism: str,
     sbon_n: int | None,
     sbon_on: str | None,
+    estimator: str,
     seed: int,
     bootstrap: int,
     thetas: str | None,
-    estimator: str,
     out_path: str | None,
     as_json: bool,
 ) -> None:
@@ -425,6 +432,7 @@ def tune_cmd(
     mechanism: str,
     sbon_n: int | None,
     sbon_on: str | None,
+    estimator: str,
     seed: int,
     bootstrap: int,
     max_theta: float | None,
@@ -439,6 +447,7 @@ def tune_cmd(
     from .tune import tune, tune_by_group
 
     kwargs = dict(
+        estimator=estimator,
         residual=residual,
         max_theta=max_theta,
         max_n=max_n,
@@ -461,6 +470,8 @@ def tune_cmd(
         emit_json(r.to_dict())
         return
     click.echo(_tune_line(r))
+    if r.regime_note:
+        click.echo(f"  note: {r.regime_note}")
     click.echo(
         f"  true reward {r.true_reward:.4f} [{r.true_reward_ci[0]:.4f}, {r.true_reward_ci[1]:.4f}]; reference "
         f"{r.reference_true_reward:.4f}; un-hedged ({r.parameter} = {r.unhedged_theta:.4g}) {r.unhedged_true_reward:.4f}"
@@ -474,7 +485,7 @@ def tune_cmd(
 def _tune_line(r: Any) -> str:
     return (
         f"{r.label.split('(')[0]} on '{r.proxy}': {r.parameter} = {r.theta:.4g} "
-        f"[{r.theta_ci[0]:.4g}, {r.theta_ci[1]:.4g}] ({r.regime})"
+        f"[{r.theta_ci[0]:.4g}, {r.theta_ci[1]:.4g}] ({r.regime}; {r.estimator} estimator)"
     )
 
 
@@ -498,6 +509,7 @@ def evaluate_cmd(
     mechanism: str,
     sbon_n: int | None,
     sbon_on: str | None,
+    estimator: str,
     seed: int,
     bootstrap: int,
     max_theta: float | None,
@@ -517,6 +529,7 @@ def evaluate_cmd(
         calibration_fraction=calibration_fraction,
         repeats=repeats,
         seed=seed,
+        estimator=estimator,
         bootstrap=min(bootstrap, 1000),
         max_theta=max_theta,
         max_n=max_n,
@@ -529,7 +542,7 @@ def evaluate_cmd(
         return
     click.echo(
         f"{mechanism} on {repeats} random {calibration_fraction:g}/{1 - calibration_fraction:g} splits "
-        "(held-out true reward, mean ± s.e.):"
+        f"(held-out true reward, {estimator} estimator, mean ± s.e.):"
     )
     for key, stats in result.summary().items():
         click.echo(f"  {key:<13} {stats['mean']:.4f} ± {stats['se']:.4f}")

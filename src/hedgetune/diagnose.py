@@ -84,7 +84,12 @@ class Diagnosis:
                 )
             return f"{peak} and loses {100 * self.share_of_gain_lost:.0f}% of its gain by {p} = {self.top_theta:.3g}"
         if self.regime == "increasing":
-            return f"{name} keeps improving up to {p} = {self.top_theta:.3g} (true reward {self.top_true_reward:.4f}): no hacking in range"
+            where = (
+                "no hacking up to what the calibration pools support (larger pools would tell beyond)"
+                if self.curve.estimator == "unbiased" and self.mechanism in ("bon", "bop")
+                else "no hacking in range"
+            )
+            return f"{name} keeps improving up to {p} = {self.top_theta:.3g} (true reward {self.top_true_reward:.4f}): {where}"
         if self.regime == "decreasing":
             return f"{name} only hurts: the proxy is anti-aligned, stay at the reference (true reward {self.reference_true_reward:.4f})"
         if self.regime == "fall-then-rise":
