@@ -91,9 +91,14 @@ def test_curve_and_csv(table_path: Path, tmp_path: Path) -> None:
         str(csv),
         "--bootstrap",
         "50",
+        "--estimator",
+        "plugin",
     )
     assert code == 0 and "peaks at n" in out
     assert csv.read_text().startswith('"theta"')
+    # The default (deployment) estimator cannot go past the pool size, and says so.
+    code, out = run("curve", str(table_path), "-m", "bon", "--thetas", "1,2,4,8,16,64", "--bootstrap", "0")
+    assert code == 2 and "smallest pool" in out
     code, out = run("curve", str(table_path), "-m", "bop", "--json", "--bootstrap", "0")
     assert json.loads(out)["regime"] == "rise-then-fall"
 

@@ -632,13 +632,14 @@ def select(
     mechanism: str,
     sbon_n: int | None,
     sbon_on: str | None,
+    estimator: str,
     seed: int,
     bootstrap: int,
     theta: float,
     as_json: bool,
 ) -> None:
     """Scores in, chosen candidate indices out (0-based, one per prompt)."""
-    del bootstrap
+    del bootstrap, estimator  # options of the analysis commands; selection needs neither
     mech = make_mechanism(mechanism, **_sbon_kwargs(mechanism, sbon_n, sbon_on)).with_theta(theta)
     chosen = mech.select(_read_scores(scores_path), rng=seed)
     if as_json:

@@ -395,18 +395,18 @@ def _regime(
 ) -> tuple[str, str]:
     """The curve's regime and a sentence for the cases a label alone would hide.
 
-    A fall after the peak counts as hacking only when it exceeds twice the bootstrap standard error
-    of the drop from the peak to the top of the range (or rounding, without a bootstrap); a smaller
-    fall is reported as "increasing" with a note that the curve is flat after its peak.
+    A fall after the peak counts as hacking only when it exceeds one bootstrap standard error of the
+    drop from the peak to the top of the range (or rounding, without a bootstrap): a smaller fall is
+    noise, so the curve is reported as "increasing", with a note that it is flat after its peak.
     """
     regime = classify(f_grid, rtol=0.0, atol=flat_tol)
     note = ""
     name = template.parameter
-    if regime == "rise-then-fall" and f_theta - f_top <= 2 * noise:
+    if regime == "rise-then-fall" and f_theta - f_top <= noise:
         regime = "increasing"
         note = (
             f"peaks at {name} = {theta:.4g}, but the fall after it ({f_theta - f_top:.2g}) is within "
-            f"twice its bootstrap standard error ({noise:.2g}): flat after the peak"
+            f"its bootstrap standard error ({noise:.2g}): flat after the peak"
         )
     if pool_limited and regime in ("increasing", "fall-then-rise") and theta >= hi * (1 - 1e-9):
         note = (

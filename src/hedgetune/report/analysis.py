@@ -184,8 +184,11 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        "<p>How hard should we optimise the proxy? Each mechanism's true reward is computed exactly on the "
-        "calibration pools; HedgeTune finds where it peaks (95% bootstrap intervals over prompts).</p>",
+        "<p>How hard should we optimise the proxy? Each mechanism's true reward is what a deployment drawing "
+        "fresh candidates gets, estimated without replacement (unbiased, no Monte Carlo) on the calibration "
+        "pools, up to the largest parameter the pools support; HedgeTune finds where it peaks (95% bootstrap "
+        "intervals over prompts). The tilted policy, a frontier rather than a sampler, is shown with its "
+        "plug-in estimate.</p>",
     ]
     summary: dict[str, Any] = {}
     for analysis in analyses:
