@@ -106,7 +106,7 @@ def test_curve_and_csv(table_path: Path, tmp_path: Path) -> None:
 def test_evaluate(table_path: Path) -> None:
     code, out = run("evaluate", str(table_path), "--repeats", "3", "--bootstrap", "50", "--json")
     assert code == 0
-    assert set(json.loads(out)["summary"]) == {"tuned", "conservative", "oracle", "reference", "unhedged"}
+    assert set(json.loads(out)["summary"]) == {"tuned", "conservative", "recommended", "oracle", "reference", "unhedged"}
 
 
 def test_plot_and_report(table_path: Path, tmp_path: Path) -> None:

@@ -470,6 +470,10 @@ def tune_cmd(
         emit_json(r.to_dict())
         return
     click.echo(_tune_line(r))
+    click.echo(
+        f"  recommended: {r.parameter} = {r.recommended_theta:.4g} (true reward {r.recommended_true_reward:.4f}); "
+        f"{r.recommended_rule}"
+    )
     if r.regime_note:
         click.echo(f"  note: {r.regime_note}")
     click.echo(

@@ -47,6 +47,9 @@ class TuneResult:
     proxy as hard as allowed gives. ``supported_max`` is the largest parameter the calibration
     pools can stand for (the pool size for Best-of-n); ``regime_note`` says in words when the pool
     size, not the curve, stopped the search, or when a fall after the peak is within noise.
+
+    ``recommended_theta`` is the safe default: the reference unless the conservative rule finds a
+    sure gain, and then the point estimate (``recommended_rule`` says which and why).
     """
 
     mechanism: str
@@ -76,6 +79,9 @@ class TuneResult:
     estimator: str = "unbiased"
     supported_max: float = float("inf")
     regime_note: str = ""
+    recommended_theta: float = float("nan")
+    recommended_true_reward: float = float("nan")
+    recommended_rule: str = ""
     template: Mechanism = field(repr=False, compare=False, default_factory=lambda: BestOfN(1))
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,6 +89,11 @@ class TuneResult:
         del out["template"]
         out["unhedged"] = {"theta": self.unhedged_theta, "true_reward": self.unhedged_true_reward}
         out["conservative"] = {"theta": self.conservative_theta, "true_reward": self.conservative_true_reward}
+        out["recommended"] = {
+            "theta": self.recommended_theta,
+            "true_reward": self.recommended_true_reward,
+            "rule": self.recommended_rule,
+        }
         for key in ("theta_ci", "true_reward_ci", "search_range"):
             out[key] = list(out[key])
         return jsonable(out)
@@ -279,7 +290,9 @@ def tune(
         )
         grid = grid[grid <= hi]
     else:
-        expensive = template.uses_raw_scores or (isinstance(template, SoftBestOfN) and estimator == "unbiased")
+        expensive = template.uses_raw_scores or (
+            isinstance(template, SoftBestOfN) and estimator == "unbiased"
+        )
         grid = _grid(lo, hi, template, _GRID_POINTS // 3 if expensive else _GRID_POINTS)
     weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
     sums = pool_sums(
@@ -349,6 +362,8 @@ def tune(
     regime, note = _regime(grid, f_grid, theta, f_theta, f_top, noise, flat_tol, template, pool_limited, hi)
     mech = template.with_theta(theta)
     kl_pool = float(pool_sums(pools, template, np.array([theta]), estimator).kl_pool[0]) / total
+    conservative_value = _curve_value(pools, template, conservative, estimator)
+    recommended, rule = _recommend(theta, conservative, lo, weights is not None)
     return TuneResult(
         mechanism=template.name,
         parameter=template.parameter,
@@ -366,7 +381,7 @@ def tune(
         unhedged_theta=hi,
         unhedged_true_reward=f_top,
         conservative_theta=conservative,
-        conservative_true_reward=_curve_value(pools, template, conservative, estimator),
+        conservative_true_reward=conservative_value,
         search_range=(lo, hi),
         residual=residual,
         iterations=iterations,
@@ -377,8 +392,28 @@ def tune(
         estimator=estimator,
         supported_max=top,
         regime_note=note,
+        recommended_theta=recommended,
+        recommended_true_reward=f_theta if recommended == theta else f_ref,
+        recommended_rule=rule,
         template=template,
     )
+
+
+def _recommend(point: float, conservative: float, reference: float, bootstrapped: bool) -> tuple[float, str]:
+    """The safe default: leave the reference only when a gain is sure, and then go all the way to
+    the point estimate.
+
+    The conservative rule's simultaneous lower bound decides *whether* to move (it stays at the
+    reference unless some gain over it is sure at its level); the point estimate decides *where*
+    to (the conservative parameter itself stops short of the peak, giving up part of the gain).
+    """
+    if not bootstrapped:
+        return reference, "reference: without a bootstrap no gain can be shown to be sure"
+    if point == conservative:
+        return point, "the point estimate and the conservative rule agree"
+    if conservative == reference:
+        return reference, "reference: no gain over it is sure at the conservative level"
+    return point, "point estimate: a gain over the reference is sure at the conservative level"
 
 
 def _regime(
@@ -495,8 +530,8 @@ def tune_by_group(table: RewardTable, mechanism: str | Mechanism, **kwargs: Any)
 
 
 # ------------------------------------------------------------------------------ out of sample
-_OOS_POINTS = ("tuned", "conservative", "oracle", "reference", "unhedged")
-_OOS_COLUMNS = ("tuned_theta", "oracle_theta", "conservative_theta", *_OOS_POINTS)
+_OOS_POINTS = ("tuned", "conservative", "recommended", "oracle", "reference", "unhedged")
+_OOS_COLUMNS = ("tuned_theta", "oracle_theta", "conservative_theta", "recommended_theta", *_OOS_POINTS)
 
 
 @dataclass(frozen=True)
@@ -504,7 +539,8 @@ class OutOfSample:
     """HedgeTune checked on prompts it was not tuned on, over repeated random splits.
 
     Each array has one entry per split: the held-out true reward at the parameter tuned on the
-    calibration prompts (``tuned``), at the conservative rule's parameter (``conservative``), at
+    calibration prompts (``tuned``), at the conservative rule's parameter (``conservative``), at the
+    safe default (``recommended``), at
     the held-out prompts' own best parameter (``oracle``, an upper bound), at the reference and at
     the un-hedged top of the range.
     """
@@ -515,8 +551,10 @@ class OutOfSample:
     tuned_theta: FloatArray
     oracle_theta: FloatArray
     conservative_theta: FloatArray
+    recommended_theta: FloatArray
     tuned: FloatArray
     conservative: FloatArray
+    recommended: FloatArray
     oracle: FloatArray
     reference: FloatArray
     unhedged: FloatArray
@@ -583,7 +621,14 @@ def evaluate(
         )
         oracle = tune(held_out, template, estimator=estimator, bootstrap=0, **tune_kwargs)
         points = np.array(
-            [fit.theta, fit.conservative_theta, oracle.theta, fit.reference_theta, fit.unhedged_theta]
+            [
+                fit.theta,
+                fit.conservative_theta,
+                fit.recommended_theta,
+                oracle.theta,
+                fit.reference_theta,
+                fit.unhedged_theta,
+            ]
         )
         # Scored with the tuning's estimator (by default what a deployment gets) on held-out pools.
         values = (
@@ -597,6 +642,7 @@ def evaluate(
         rows["tuned_theta"].append(fit.theta)
         rows["oracle_theta"].append(oracle.theta)
         rows["conservative_theta"].append(fit.conservative_theta)
+        rows["recommended_theta"].append(fit.recommended_theta)
     arrays = {k: np.array(v) for k, v in rows.items()}
     return OutOfSample(
         mechanism=template.name,

@@ -67,6 +67,9 @@ class TableAnalysis:
                         "unhedged_theta": r.unhedged_theta,
                         "unhedged_true_reward": r.unhedged_true_reward,
                         "conservative_theta": r.conservative_theta,
+                        "recommended_theta": r.recommended_theta,
+                        "recommended_rule": r.recommended_rule,
+                        "regime_note": r.regime_note,
                         "regime": r.regime,
                         "share_of_gain_lost": d.share_of_gain_lost,
                         "sentence": d.sentence(),
@@ -138,7 +141,8 @@ def summary_lines(analysis: TableAnalysis) -> list[str]:
         if pa.out_of_sample is not None:
             s = pa.out_of_sample.summary()
             parts.append(
-                f"held out: tuned {s['tuned']['mean']:.4f}, un-hedged {s['unhedged']['mean']:.4f}, "
+                f"held out: tuned {s['tuned']['mean']:.4f}, recommended {s['recommended']['mean']:.4f}, "
+                f"un-hedged {s['unhedged']['mean']:.4f}, "
                 f"oracle {s['oracle']['mean']:.4f}"
             )
         lines.append(f"  [{proxy}] " + "; ".join(parts))
@@ -249,7 +253,8 @@ def _fmt(x: float) -> str:
 def _rows_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "<tr><th>proxy</th><th>mechanism</th><th>tuned θ [95% CI]</th><th>true reward [95% CI]</th>"
-        "<th>reference</th><th>un-hedged θ → true reward</th><th>conservative θ</th><th>regime</th></tr>"
+        "<th>reference</th><th>un-hedged θ → true reward</th><th>conservative θ</th><th>recommended θ</th>"
+        "<th>regime</th></tr>"
     )
     cells = []
     for r in rows:
@@ -259,13 +264,17 @@ def _rows_table(rows: list[dict[str, Any]]) -> str:
             f"<td>{r['parameter']} = {_fmt(r['theta'])} [{_fmt(r['theta_ci'][0])}, {_fmt(r['theta_ci'][1])}]</td>"
             f"<td>{_fmt(r['true_reward'])} [{_fmt(r['true_reward_ci'][0])}, {_fmt(r['true_reward_ci'][1])}]</td>"
             f"<td>{_fmt(r['reference_true_reward'])}</td><td>{_fmt(r['unhedged_theta'])} → {_fmt(r['unhedged_true_reward'])}</td>"
-            f"<td>{_fmt(r['conservative_theta'])}</td><td class='l'>{html.escape(r['regime'])}</td></tr>"
+            f"<td>{_fmt(r['conservative_theta'])}</td><td>{_fmt(r['recommended_theta'])}</td>"
+            f"<td class='l'>{html.escape(r['regime'])}</td></tr>"
         )
     return "<table>" + head + "".join(cells) + "</table>"
 
 
 def _oos_table(analysis: TableAnalysis) -> str:
-    head = "<tr><th>proxy</th><th>reference</th><th>un-hedged</th><th>HedgeTune</th><th>conservative</th><th>oracle</th></tr>"
+    head = (
+        "<tr><th>proxy</th><th>reference</th><th>un-hedged</th><th>HedgeTune</th><th>conservative</th>"
+        "<th>recommended</th><th>oracle</th></tr>"
+    )
     cells = []
     for proxy, pa in analysis.proxies.items():
         if pa.out_of_sample is None:
@@ -273,7 +282,7 @@ def _oos_table(analysis: TableAnalysis) -> str:
         s = pa.out_of_sample.summary()
         vals = "".join(
             f"<td>{s[k]['mean']:.4f} ± {s[k]['se']:.4f}</td>"
-            for k in ("reference", "unhedged", "tuned", "conservative", "oracle")
+            for k in ("reference", "unhedged", "tuned", "conservative", "recommended", "oracle")
         )
         cells.append(f"<tr><td class='l'>{html.escape(proxy)}</td>{vals}</tr>")
     return "<table>" + head + "".join(cells) + "</table>"

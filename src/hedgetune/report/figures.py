@@ -134,23 +134,25 @@ def hacking_curve(c: Curve, tuned: TuneResult | None = None, *, title: str = "")
 
 
 def out_of_sample(results: Mapping[str, OutOfSample], *, title: str = "") -> Any:
-    """Held-out true reward: reference, un-hedged, tuned, conservative and the held-out oracle."""
-    keys = ["reference", "unhedged", "tuned", "conservative", "oracle"]
+    """Held-out true reward: reference, un-hedged, tuned, conservative, the recommended default
+    and the held-out oracle."""
+    keys = ["reference", "unhedged", "tuned", "conservative", "recommended", "oracle"]
     labels = [
         "reference",
         "un-hedged (top of range)",
         "HedgeTune",
         "HedgeTune (conservative)",
+        "HedgeTune (recommended)",
         "held-out oracle",
     ]
-    colors = ["#bbbbbb", "#ff9896", "#1f77b4", "#aec7e8", "#2ca02c"]
+    colors = ["#bbbbbb", "#ff9896", "#1f77b4", "#aec7e8", "#9467bd", "#2ca02c"]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(results) + 2), 4.5))
     width = 0.8 / len(keys)
     positions = np.arange(len(results))
     for k, (key, label, color) in enumerate(zip(keys, labels, colors, strict=True)):
         means = [r.summary()[key]["mean"] for r in results.values()]
         ses = [r.summary()[key]["se"] for r in results.values()]
-        ax.bar(positions + (k - 2) * width, means, width, yerr=ses, color=color, label=label, capsize=2)
+        ax.bar(positions + (k - 2.5) * width, means, width, yerr=ses, color=color, label=label, capsize=2)
     ax.set_xticks(positions, list(results.keys()), fontsize=8)
     lows = [min(r.reference.mean(), r.unhedged.mean()) for r in results.values()]
     highs = [r.oracle.mean() for r in results.values()]
