@@ -63,3 +63,30 @@ def test_non_numeric_scores() -> None:
 def test_bad_rng() -> None:
     with pytest.raises(TypeError, match="rng must be"):
         ht.BestOfN(2).select(np.ones((1, 2)), rng="seed")
+
+
+def test_nan_budgets_and_negative_bootstrap_are_refused() -> None:
+    """Found by the audit: NaN budgets were silently ignored, and curve(bootstrap=-5) gave NaN bands."""
+    import pytest
+
+    import hedgetune as ht
+
+    table = ht.synthetic.make_table("toy", 20, 16, seed=0)
+    for budget in ("max_theta", "max_n", "max_samples", "max_kl"):
+        mechanism = "bon" if budget == "max_n" else "bop"
+        with pytest.raises(ValueError, match=f"{budget} must be a finite number"):
+            ht.tune(table, mechanism, bootstrap=0, **{budget: float("nan")})
+    with pytest.raises(ValueError, match="bootstrap must be >= 0"):
+        ht.curve(table, "bop", bootstrap=-5)
+
+
+def test_nan_budget_on_the_command_line_exits_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    import hedgetune as ht
+    from hedgetune.cli import main
+
+    path = tmp_path / "t.parquet"
+    ht.write_table(ht.synthetic.make_table("toy", 20, 16, seed=0), path)
+    result = CliRunner().invoke(main, ["tune", str(path), "--max-kl", "nan", "--bootstrap", "0"])
+    assert result.exit_code == 2 and "max_kl must be a finite number" in result.output

@@ -515,6 +515,8 @@ def curve(
     )
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
     if estimator == "unbiased":
         needed = grid.max() if isinstance(template, BestOfN) else getattr(template, "n", 1)
         if needed > pools.min_size:

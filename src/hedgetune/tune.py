@@ -118,6 +118,14 @@ def search_range(
     Without a budget the top is well past pool exhaustion (BoN/BoP: 4 m, at least 64;
     SBoN/tilt: beta = 500 per unit of the scores' spread).
     """
+    for name, value in (
+        ("max_theta", max_theta),
+        ("max_n", max_n),
+        ("max_samples", max_samples),
+        ("max_kl", max_kl),
+    ):
+        if value is not None and not (isinstance(value, int | float | np.number) and np.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
     lo = template.reference_theta
     m = pools.max_size
     if max_theta is not None:

@@ -14,12 +14,13 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._atomic import atomic_path, atomic_write_bytes
+from .._atomic import atomic_path, atomic_write_bytes, remove_stale_temporaries
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -267,10 +268,14 @@ GENERATION_COLUMNS = (
 
 
 class ShardWriter:
-    """Finished prompts go to ``shard-NNNNN.parquet`` files, each written atomically.
+    """Finished prompts go to Parquet shards, each written atomically.
 
-    ``run.json`` records the settings; resuming with different settings is refused, so a table
-    never mixes two configurations.
+    A shard is named by its first prompt's index and a hash of the prompt ids it holds
+    (``shard-00000012-1a2b3c4d.parquet``), so a shard written after another was deleted can never
+    take its name. A shard that cannot be read (a crash or a full disk cut it short) is moved to
+    ``quarantine/`` with a warning, and its prompts are generated again. ``run.json`` records the
+    settings; resuming with different settings is refused, so a table never mixes two
+    configurations.
     """
 
     def __init__(
@@ -278,6 +283,7 @@ class ShardWriter:
     ) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.out_dir)
         self.prompts_per_shard = prompts_per_shard
         manifest = self.out_dir / "run.json"
         if manifest.exists():
@@ -293,18 +299,29 @@ class ShardWriter:
             atomic_write_bytes(manifest, json.dumps(settings, indent=1, sort_keys=True).encode())
         self._buffer: list[dict[str, Any]] = []
         self._buffered_prompts = 0
-        self._next = len(self.shards())
 
     def shards(self) -> list[Path]:
-        return sorted(self.out_dir.glob("shard-*.parquet"))
+        return _shards(self.out_dir)
 
     def done(self) -> set[str]:
-        """Prompt ids already written."""
+        """Prompt ids already written; unreadable shards are quarantined (their prompts are not done)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         ids: set[str] = set()
         for shard in self.shards():
-            ids.update(pq.read_table(shard, columns=["prompt_id"]).column("prompt_id").to_pylist())
+            try:
+                ids.update(pq.read_table(shard, columns=["prompt_id"]).column("prompt_id").to_pylist())
+            except (OSError, ValueError, pa.ArrowException) as exc:  # the shard is unusable
+                quarantine = self.out_dir / "quarantine"
+                quarantine.mkdir(exist_ok=True)
+                os.replace(shard, quarantine / shard.name)
+                warnings.warn(
+                    f"{shard.name} could not be read ({type(exc).__name__}); moved to quarantine/ and "
+                    "its prompts will be generated again",
+                    UserWarning,
+                    stacklevel=2,
+                )
         return ids
 
     def add_prompt(self, rows: list[dict[str, Any]]) -> None:
@@ -319,23 +336,46 @@ class ShardWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = self.out_dir / f"shard-{self._next:05d}.parquet"
+        ids = sorted({str(row["prompt_id"]) for row in self._buffer})
+        digest = hashlib.sha256("\x00".join(ids).encode()).hexdigest()[:8]
+        first = min(int(row["prompt_index"]) for row in self._buffer)
+        path = self.out_dir / f"shard-{first:08d}-{digest}.parquet"
         table = pa.Table.from_pylist(self._buffer)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
-        self._next += 1
         self._buffer, self._buffered_prompts = [], 0
 
 
+def _shards(out_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(out_dir).glob("shard-*.parquet") if p.is_file())
+
+
 def read_generations(out_dir: str | os.PathLike[str]) -> Any:
-    """All finished samples of a run as one ``pyarrow.Table``, in prompt and sample order."""
+    """All finished samples of a run as one ``pyarrow.Table``, in prompt and sample order.
+
+    Refuses a run with an unreadable shard (rerunning ``generate`` quarantines and regenerates it)
+    or with a prompt in more than one shard.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    shards = sorted(Path(out_dir).glob("shard-*.parquet"))
+    shards = _shards(Path(out_dir))
     if not shards:
         raise FileNotFoundError(f"no generation shards in {str(out_dir)!r}")
-    table = pa.concat_tables([pq.read_table(s) for s in shards])
+    tables = []
+    for shard in shards:
+        try:
+            tables.append(pq.read_table(shard))
+        except (OSError, ValueError, pa.ArrowException) as exc:  # the shard is unusable
+            raise ValueError(
+                f"unreadable shard {shard.name} ({type(exc).__name__}): rerun generate with the same "
+                "command to quarantine it and generate its prompts again"
+            ) from None
+    table = pa.concat_tables(tables)
+    ids = table.column("prompt_id").to_pylist()
+    samples = table.column("sample_idx").to_pylist()
+    if len(set(zip(ids, samples, strict=True))) != len(ids):
+        raise ValueError(f"a prompt appears in more than one shard of {str(out_dir)!r}; remove the copies")
     return table.sort_by([("prompt_index", "ascending"), ("sample_idx", "ascending")])
 
 
