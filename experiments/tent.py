@@ -208,23 +208,16 @@ def _figure(results: dict[str, Any], ns: tuple[int, ...], out: Path) -> None:
         left.plot(kl, [r["sbon_gain_pct"] for r in rows], "o-", color=colour, label=f"{label}: best beta")
         left.plot(kl, [r["hedgetune_gain_pct"] for r in rows], "x--", color=colour, label=f"{label}: HedgeTune's beta")
         banded = [r for r in rows if "table_sbon_gain_band" in r]
-        left.fill_between(
-            [r["bon_kl"] for r in banded],
-            [r["table_sbon_gain_band"][0] for r in banded],
-            [r["table_sbon_gain_band"][1] for r in banded],
-            color=colour,
-            alpha=0.15,
-            lw=0,
-        )
+        for ax, x_key, band_key in ((left, "bon_kl", "table_sbon_gain_band"), (right, "n", "table_bop_gain_band")):
+            ax.fill_between(
+                [r[x_key] for r in banded],
+                [r[band_key][0] for r in banded],
+                [r[band_key][1] for r in banded],
+                color=colour,
+                alpha=0.15,
+                lw=0,
+            )
         right.plot([r["n"] for r in rows], [r["bop_gain_pct"] for r in rows], "o-", color=colour, label=label)
-        right.fill_between(
-            [r["n"] for r in banded],
-            [r["table_bop_gain_band"][0] for r in banded],
-            [r["table_bop_gain_band"][1] for r in banded],
-            color=colour,
-            alpha=0.15,
-            lw=0,
-        )
     left.set_yscale("symlog", linthresh=10)
     left.set_xlabel("log n - (n - 1)/n  (KL of Best-of-n)")
     left.set_ylabel("reward improvement over BoN(n), %")
