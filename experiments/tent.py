@@ -17,8 +17,8 @@ same expected number of samples (mu = n - 1). Reported for each alpha and n:
 Also reported, as a second observation: the peaks over all n. BoP's curve is a Poisson mixture of
 BoN values, E_BoP(mu) = sum_k Pois(k; mu) E_BoN(k + 1), so its peak can never exceed BoN's.
 
-Run: ``.venv/bin/python experiments/tent.py [--out experiments/out] [--quick]`` (about 75 s;
-``--quick`` about 20 s).
+Run: ``.venv/bin/python experiments/tent.py [--out experiments/out] [--quick]`` (about 2.5 minutes;
+``--quick`` about 30 s).
 """
 
 from __future__ import annotations
