@@ -90,3 +90,21 @@ def test_nan_budget_on_the_command_line_exits_2(tmp_path) -> None:  # type: igno
     ht.write_table(ht.synthetic.make_table("toy", 20, 16, seed=0), path)
     result = CliRunner().invoke(main, ["tune", str(path), "--max-kl", "nan", "--bootstrap", "0"])
     assert result.exit_code == 2 and "max_kl must be a finite number" in result.output
+
+
+def test_a_nan_proxy_with_a_true_reward_is_invalid_not_missing() -> None:
+    """Found by the audit: in 2-D arrays a NaN proxy beside a finite true reward was taken for a
+    missing response and its true reward silently dropped. Missing means both are NaN."""
+    import numpy as np
+    import pytest
+
+    import hedgetune as ht
+
+    proxy = np.array([[0.1, np.nan, 0.5], [0.2, 0.3, np.nan]])
+    true = np.array([[1.0, 2.0, 3.0], [1.0, 1.0, np.nan]])  # prompt 0: invalid; prompt 1: missing
+    with pytest.raises(ht.TableError, match="NaN or infinite"):
+        ht.RewardTable.from_arrays({"proxy_reward": proxy}, true)
+    dropped = ht.RewardTable.from_arrays({"proxy_reward": proxy}, true, invalid="drop")
+    assert dropped.n_responses == 4 and dropped.dropped == 1
+    ragged = ht.RewardTable.from_arrays({"proxy_reward": proxy[1:]}, true[1:])
+    assert ragged.n_responses == 2 and ragged.dropped == 0

@@ -98,7 +98,7 @@ def test_wide_jsonl(tmp_path: Path) -> None:
 def test_npz_and_arrays(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     proxy, gold = rng.normal(size=(6, 4)), rng.random((6, 4))
-    proxy[2, 3] = np.nan  # a ragged pool
+    proxy[2, 3] = gold[2, 3] = np.nan  # a ragged pool: padding is NaN in every column
     path = tmp_path / "t.npz"
     np.savez(path, proxy_reward=proxy, true_reward=gold)
     t = ht.read_table(path)

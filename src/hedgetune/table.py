@@ -178,8 +178,9 @@ class RewardTable:
     ) -> RewardTable:
         """Build from NumPy arrays.
 
-        With 2-D ``[prompts, samples]`` arrays (``NaN`` marks a missing response in a ragged
-        pool), ``prompt_ids`` optionally names the prompts. With 1-D arrays (one entry per
+        With 2-D ``[prompts, samples]`` arrays (``NaN`` in every proxy *and* the true reward marks
+        a missing response in a ragged pool; a NaN beside a number is invalid and follows
+        ``invalid``), ``prompt_ids`` optionally names the prompts. With 1-D arrays (one entry per
         response), ``prompt_ids`` is required and says which prompt each response answers.
         Other keyword arguments go to :meth:`from_long`.
         """
@@ -197,9 +198,10 @@ class RewardTable:
             true_2d = None if true is None else _numeric_column(true, "true_reward", None)
             if true_2d is not None and true_2d.shape != shape:
                 raise TableError(f"true_reward has shape {true_2d.shape}, expected {shape}")
-            # A response is missing (ragged pool) when every proxy is NaN; other NaN values are
-            # invalid data, left to the ``invalid`` policy.
-            missing = np.ones(shape, dtype=bool)
+            # A response is missing (a ragged pool's padding) when every proxy and the true
+            # reward are NaN; any other NaN is invalid data, left to the ``invalid`` policy (a NaN
+            # proxy beside a real true reward is not padding: dropping it silently loses data).
+            missing = np.ones(shape, dtype=bool) if true_2d is None else np.isnan(true_2d)
             for values in named.values():
                 missing &= np.isnan(values)
             keep = ~missing.ravel()
