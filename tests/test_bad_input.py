@@ -108,3 +108,30 @@ def test_a_nan_proxy_with_a_true_reward_is_invalid_not_missing() -> None:
     assert dropped.n_responses == 4 and dropped.dropped == 1
     ragged = ht.RewardTable.from_arrays({"proxy_reward": proxy[1:]}, true[1:])
     assert ragged.n_responses == 2 and ragged.dropped == 0
+
+
+def test_silent_coercions_are_refused_with_clear_errors() -> None:
+    """Found by the audit (#8): each of these was accepted silently or raised a raw error."""
+    import numpy as np
+    import pytest
+
+    import hedgetune as ht
+
+    with pytest.raises(ht.TableError, match="complex"):
+        ht.RewardTable.from_arrays({"p": np.array([[1 + 2j, 2.0]])}, [[0.0, 1.0]])
+    with pytest.raises(ht.TableError, match="must be numeric"):
+        ht.RewardTable.from_arrays({"p": np.array([["2024-01-01", "2024-01-02"]], dtype="datetime64[D]")}, [[0.0, 1.0]])
+    with pytest.raises(ht.TableError, match="mixes types"):
+        ht.RewardTable.from_long(np.array([1, "1"], dtype=object), [0.1, 0.2], [0.0, 1.0])
+    with pytest.raises(ht.TableError, match="duplicate prompt ids"):
+        ht.RewardTable.from_arrays({"p": np.ones((2, 3))}, np.ones((2, 3)), prompt_ids=["a", "a"])
+    with pytest.raises(ht.TableError, match="prompt_ids has missing values"):
+        ht.RewardTable.from_long(np.array([None, "a"], dtype=object), [0.1, 0.2], [0.0, 1.0])
+    with pytest.raises(ht.TableError, match="at least one proxy"):
+        ht.RewardTable.from_arrays({})
+    with pytest.raises(TypeError, match="RewardTable"):
+        ht.curve(None, "bop")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="RewardTable"):
+        ht.tune("table.parquet", "bop")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="RewardTable"):
+        ht.evaluate(None, "bop")  # type: ignore[arg-type]

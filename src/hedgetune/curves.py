@@ -31,6 +31,17 @@ MECHANISM_NAMES = ("bon", "sbon", "bop", "tilted")
 POOL_TAIL_TOLERANCE = 0.01
 
 
+def as_pools(table: RewardTable | Pools, proxy: str | None = None) -> Pools:
+    """The sorted pools of a table (or the pools themselves); a clear error for anything else."""
+    if isinstance(table, Pools):
+        return table
+    if not isinstance(table, RewardTable):
+        raise TypeError(
+            f"expected a RewardTable (see hedgetune.read_table) or its Pools, got {type(table).__name__}"
+        )
+    return build_pools(table, proxy)
+
+
 def resolve_estimator(template: Mechanism, estimator: str) -> Estimator:
     """Check the estimator's name; ``"unbiased"`` (what a deployment gets) falls back to
     ``"plugin"`` for the tilted policy, the infinite-sample frontier, which has no deployment."""
@@ -505,7 +516,7 @@ def curve(
     confidence : coverage of the band.
     seed : seed of the bootstrap.
     """
-    pools = table if isinstance(table, Pools) else build_pools(table, proxy)
+    pools = as_pools(table, proxy)
     template = make_mechanism(mechanism, n=n, on=on)
     estimator = resolve_estimator(template, estimator)
     grid = (

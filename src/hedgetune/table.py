@@ -184,6 +184,8 @@ class RewardTable:
         response), ``prompt_ids`` is required and says which prompt each response answers.
         Other keyword arguments go to :meth:`from_long`.
         """
+        if isinstance(proxy, Mapping) and not proxy:
+            raise TableError("a reward table needs at least one proxy-reward column")
         first = next(iter(proxy.values())) if isinstance(proxy, Mapping) else proxy
         shape = np.shape(first)
         if len(shape) == 2:
@@ -191,6 +193,8 @@ class RewardTable:
             ids = np.arange(prompts) if prompt_ids is None else _as_1d(prompt_ids, "prompt_ids")
             if ids.size != prompts:
                 raise TableError(f"prompt_ids has {ids.size} entries for {prompts} prompts")
+            if np.unique(ids).size != ids.size:
+                raise TableError("duplicate prompt ids: each row of 2-D arrays is one prompt")
             named = _named_proxies(proxy, None)
             for name, values in named.items():
                 if values.shape != shape:
@@ -342,6 +346,13 @@ def _as_1d(values: ArrayLike, name: str) -> NDArray[Any]:
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise TableError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype == object:  # mixed Python objects: refuse what would merge or crash later
+        kinds = {type(v) for v in arr.tolist()}
+        if type(None) in kinds or any(isinstance(v, float) and np.isnan(v) for v in arr.tolist()):
+            raise TableError(f"{name} has missing values (None or NaN)")
+        if len(kinds) > 1:
+            names = sorted(k.__name__ for k in kinds)
+            raise TableError(f"{name} mixes types ({', '.join(names)}): 1 and '1' would be different prompts")
     return arr
 
 
@@ -349,6 +360,10 @@ def _numeric_column(values: ArrayLike, name: str, n: int | None) -> FloatArray:
     arr = np.asarray(values)
     if arr.dtype == bool:
         arr = arr.astype(float)
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TableError(f"column {name!r} holds complex numbers; rewards must be real")
+    if np.issubdtype(arr.dtype, np.datetime64) or np.issubdtype(arr.dtype, np.timedelta64):
+        raise TableError(f"column {name!r} must be numeric, got {arr.dtype} values")
     if not (np.issubdtype(arr.dtype, np.number)):
         try:
             arr = arr.astype(float)

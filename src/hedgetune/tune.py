@@ -19,6 +19,7 @@ from scipy import optimize
 from ._jsonable import jsonable
 from .curves import (
     Estimator,
+    as_pools,
     bootstrap_weights,
     make_mechanism,
     pool_sums,
@@ -263,7 +264,7 @@ def tune(
     ``conservative_theta`` when it is small or the proxy may not help: it leaves the policy at the
     reference unless a gain is sure at the chosen level.
     """
-    pools = table if isinstance(table, Pools) else build_pools(table, proxy)
+    pools = as_pools(table, proxy)
     if pools.n_prompts < 2:
         raise TableError(
             f"tuning needs at least two prompts (the bootstrap resamples prompts), got {pools.n_prompts}"
@@ -601,6 +602,8 @@ def evaluate(
 
     ``tune_kwargs`` go to :func:`tune` (``n``, ``on``, ``proxy``, budgets, ...).
     """
+    if not isinstance(table, RewardTable):
+        raise TypeError(f"expected a RewardTable (see hedgetune.read_table), got {type(table).__name__}")
     if not 0 < calibration_fraction < 1:
         raise ValueError(f"calibration_fraction must lie in (0, 1), got {calibration_fraction}")
     if repeats < 1:
