@@ -104,7 +104,8 @@ def test_a_nan_proxy_with_a_true_reward_is_invalid_not_missing() -> None:
     true = np.array([[1.0, 2.0, 3.0], [1.0, 1.0, np.nan]])  # prompt 0: invalid; prompt 1: missing
     with pytest.raises(ht.TableError, match="NaN or infinite"):
         ht.RewardTable.from_arrays({"proxy_reward": proxy}, true)
-    dropped = ht.RewardTable.from_arrays({"proxy_reward": proxy}, true, invalid="drop")
+    with pytest.warns(UserWarning, match="dropped 1 responses"):
+        dropped = ht.RewardTable.from_arrays({"proxy_reward": proxy}, true, invalid="drop")
     assert dropped.n_responses == 4 and dropped.dropped == 1
     ragged = ht.RewardTable.from_arrays({"proxy_reward": proxy[1:]}, true[1:])
     assert ragged.n_responses == 2 and ragged.dropped == 0
