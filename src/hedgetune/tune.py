@@ -368,7 +368,7 @@ def tune(
         # The bootstrap standard error of the drop from the peak to the top of the range.
         rep_top = at.replicates[:, 2] / weights.sum(axis=1)
         noise = float(np.std(rep_values - rep_top, ddof=1))
-    regime, note = _regime(grid, f_grid, theta, f_theta, f_top, noise, flat_tol, template, pool_limited, hi)
+    regime, note = _regime(f_grid, theta, f_theta, f_top, noise, flat_tol, template, pool_limited, hi)
     mech = template.with_theta(theta)
     kl_pool = float(pool_sums(pools, template, np.array([theta]), estimator).kl_pool[0]) / total
     conservative_value = _curve_value(pools, template, conservative, estimator)
@@ -426,7 +426,6 @@ def _recommend(point: float, conservative: float, reference: float, bootstrapped
 
 
 def _regime(
-    grid: FloatArray,
     f_grid: FloatArray,
     theta: float,
     f_theta: float,
