@@ -236,3 +236,14 @@ def test_gain_band_is_paired() -> None:
     assert np.all(c.gain_low <= gain + 1e-12) and np.all(gain <= c.gain_high + 1e-12)
     # Near the reference the pairing removes the prompt-to-prompt spread of the level.
     assert c.gain_high[1] - c.gain_low[1] < 0.5 * (c.true_reward_high[1] - c.true_reward_low[1])
+
+
+def test_share_of_gain_lost_ignores_a_rounding_sized_gain() -> None:
+    """Seen on the bundled arithmetic table (proxy `length`): the curve at n = 1 differs from the
+    reference mean by 1e-15 of rounding, which made share_of_gain_lost 1.7e14. A gain within
+    rounding is no gain: the share is 0."""
+    from hedgetune.data import load
+
+    d = ht.diagnose(load("arithmetic"), "bon", proxy="length", bootstrap=0)
+    assert d.regime == "decreasing"
+    assert d.share_of_gain_lost == 0.0

@@ -105,7 +105,8 @@ def diagnose_curve(c: Curve) -> Diagnosis:
     reference = c.reference_true_reward
     gain = f[best] - reference
     loss = float(f[best] - f[-1])
-    share: float = loss / gain if gain > 0 else 0.0
+    rounding = 1e-12 * max(1.0, float(np.max(np.abs(f))))  # sums over prompts differ by ~1e-16
+    share: float = loss / gain if gain > rounding else 0.0
     hacking = float("nan")
     if c.replicates is not None:
         hacking = float(np.mean([classify(rep) == "rise-then-fall" for rep in c.replicates]))
