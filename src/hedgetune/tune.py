@@ -293,10 +293,8 @@ def tune(
     # residual. Soft Best-of-n costs a quadrature per parameter (per prompt on raw scores): a
     # coarser grid, still refined by Brent's method.
     exhaustive = integer and estimator == "unbiased"
-    if exhaustive:  # every n up to 64, then a geometric grid (refined over the integers below)
-        grid = np.unique(
-            np.round(np.concatenate([np.arange(1.0, min(hi, 64.0) + 1), np.geomspace(1.0, hi, _GRID_POINTS)]))
-        )
+    if exhaustive:  # Best-of-n's grid on whole numbers (refined over the integers below)
+        grid = np.unique(np.round(_grid(lo, hi, template)))
         grid = grid[grid <= hi]
     else:
         expensive = template.uses_raw_scores or (

@@ -28,9 +28,8 @@ import numpy as np
 from scipy import special
 
 from ._numerics import FloatArray, gauss_legendre
+from .soft_best_of_n import _union_of_cells  # the quadrature cells around each item's kernel
 
-#: Cells of the quadrature in y around each item's kernel (as in the with-replacement version).
-_CELL_FROM, _CELL_TO = -37, 5
 #: Largest number of (lane x item x degree) values held at once.
 _CHUNK_ELEMENTS = 3_000_000
 
@@ -128,14 +127,11 @@ def soft_best_of_n_subsets(
     gap = sorted_scores - sorted_scores[:, -1:]  # d_j = s_j - s_max <= 0
     z = beta * gap
     x8, w8 = gauss_legendre(8)
-    # Every prompt's quadrature nodes become lanes of one computation: lane l belongs to row[l].
-    cell_rows, cell_starts = [], []
-    for r in range(rows):
-        cells = np.unique(np.floor(-z[r])[:, None] + np.arange(_CELL_FROM, _CELL_TO)[None, :])
-        cell_rows.append(np.full(cells.size, r))
-        cell_starts.append(cells)
-    row_of_cell = np.concatenate(cell_rows)
-    y_all = (np.concatenate(cell_starts)[:, None] + x8[None, :]).ravel()
+    # Every prompt's quadrature nodes become lanes of one computation: lane l belongs to row[l]
+    # (row-major order keeps each row's lanes together).
+    starts, valid = _union_of_cells(np.ascontiguousarray(-z))
+    row_of_cell = np.nonzero(valid)[0]
+    y_all = (starts[valid.astype(bool)][:, None] + x8[None, :]).ravel()
     row_all = np.repeat(row_of_cell, 8)
     log_w_all = np.log(np.tile(w8, row_of_cell.size))
     probs = np.zeros((rows, m))
