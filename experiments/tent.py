@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
 
 import hedgetune as ht
-from hedgetune.curves import unbiased_bon_probabilities
+from hedgetune.curves import deployment_probabilities
 from hedgetune.mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN
 from hedgetune.mechanisms._numerics import composite_gauss_legendre
-from hedgetune.mechanisms._subsets import soft_best_of_n_subsets
 from hedgetune.pools import build_pools
 from hedgetune.synthetic import tent_reward
 
@@ -101,24 +100,24 @@ def best_beta(n: int, alphas: tuple[float, ...] = ALPHAS, grid_points: int = 41)
 # ------------------------------------------------------------------------------ calibration tables
 def table_values(table: ht.RewardTable, n: int, beta: float) -> dict[str, np.ndarray]:
     """Per-prompt deployment (without replacement) estimates of BoN(n), SBoN(n, beta) on quantiles
-    and BoP(n - 1), from pools of equal size m >= n (rank-based: one weight vector per mechanism)."""
-    pools = build_pools(table)
-    (group,) = pools.groups
+    and BoP(n - 1), from pools of equal size m >= n (rank-based: one weight vector per mechanism,
+    from :func:`hedgetune.curves.deployment_probabilities`)."""
+    (group,) = build_pools(table).groups
     m = group.m
-    bon = unbiased_bon_probabilities(n, m)[0]
-    quantiles = np.arange(1, m + 1)[None, :] / (m + 1)  # E[F(r_(i))]: the i-th of m uniforms
-    sbon = soft_best_of_n_subsets(quantiles, beta, n)[0][0]
-    counts = np.arange(1, m + 1)
-    poisson = stats.poisson.pmf(counts - 1, n - 1)  # 1 + Poisson(n - 1) candidates
-    bop = sum(p * unbiased_bon_probabilities(k, m)[0] for k, p in zip(counts, poisson, strict=True))
-    bop = bop / poisson.sum()  # the tail P(1 + K > m) is reported by the caller
+    weights = {
+        "bon": deployment_probabilities(BestOfN(1), n, m)[0],
+        "sbon": deployment_probabilities(SoftBestOfN(n, 0.0, "quantile"), beta, m)[0],
+        "bop": deployment_probabilities(BestOfPoisson(0.0), n - 1.0, m)[0],  # 1 + Poisson(n - 1)
+    }
+    # P(chosen > 1.1 x another response of the same pool), the other drawn from the pool.
     single = np.sort(group.true, axis=1)
+    below = np.stack(
+        [np.searchsorted(row, row_true / MARGIN, side="left") for row, row_true in zip(single, group.true, strict=True)]
+    )
     out = {}
-    for name, weights in (("bon", bon), ("sbon", sbon), ("bop", bop)):
-        out[name] = group.true @ weights
-        # P(chosen > 1.1 x another response of the same pool), the other drawn from the pool.
-        below = np.stack([np.searchsorted(row, row_true / MARGIN, side="left") for row, row_true in zip(single, group.true, strict=True)])
-        out[name + "_metric"] = (below / m) @ weights
+    for name, w in weights.items():
+        out[name] = group.true @ w
+        out[name + "_metric"] = (below / m) @ w
     return out
 
 
