@@ -136,3 +136,60 @@ def test_silent_coercions_are_refused_with_clear_errors() -> None:
         ht.tune("table.parquet", "bop")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="RewardTable"):
         ht.evaluate(None, "bop")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ extreme magnitudes (item 7)
+@pytest.mark.parametrize("column", ["proxy", "true"])
+def test_rewards_beyond_the_documented_magnitude_are_refused(column: str) -> None:
+    proxy = np.array([[0.1, 0.2], [0.3, 0.4]])
+    true = np.array([[0.0, 1.0], [1.0, 0.0]])
+    if column == "proxy":
+        proxy = proxy * 1e160
+    else:
+        true = true * 1.7e308
+    with pytest.raises(ht.TableError, match="1e\\+100"):
+        ht.RewardTable.from_arrays(proxy, true)
+
+
+@pytest.mark.parametrize("beta", [1e6, 1e12, 1e17, 1e20, 1e300])
+def test_soft_best_of_n_at_huge_beta_times_gap_is_exact(beta: float) -> None:
+    """Past beta * gap ~ 800 the softmax of any subset is a hard maximum among the items tied with
+    its top to within 1/beta; checked against enumeration of every subset (with ties)."""
+    from itertools import combinations
+
+    from hedgetune.mechanisms._subsets import soft_best_of_n_subsets
+    from hedgetune.mechanisms.soft_best_of_n import soft_best_of_n_on_pool
+
+    scores = np.array([[0.1, 0.1, 0.1, 0.4, 0.5, 0.5 + 1e-30, 0.9]])
+    n, m = 3, scores.shape[1]
+    expected = np.zeros(m)
+    subsets = list(combinations(range(m), n))
+    for subset in subsets:
+        z = beta * (scores[0, list(subset)] - scores[0, list(subset)].max())
+        w = np.exp(z)
+        expected[list(subset)] += w / w.sum() / len(subsets)
+    got, slope = soft_best_of_n_subsets(scores, beta, n, derivative=True)
+    np.testing.assert_allclose(got[0], expected, atol=1e-12)
+    assert slope is not None and np.all(np.isfinite(slope))
+    # With replacement: every ordered draw of n positions.
+    draws = np.array(np.meshgrid(*[np.arange(m)] * n, indexing="ij")).reshape(n, -1).T
+    expected_pool = np.zeros(m)
+    for draw in draws:
+        z = beta * (scores[0, draw] - scores[0, draw].max())
+        w = np.exp(z)
+        np.add.at(expected_pool, draw, w / w.sum() / len(draws))
+    pool, _ = soft_best_of_n_on_pool(scores, beta, n)
+    np.testing.assert_allclose(pool[0], expected_pool, atol=1e-12)
+
+
+def test_quantile_soft_best_of_n_at_huge_beta_is_best_of_n_and_has_no_false_peak() -> None:
+    """Past beta ~ 40 (m + 1) the softmax on a pool's quantiles is a hard maximum: the curve equals
+    Best-of-n's there, for both estimators, instead of inventing a peak at beta ~ 1e16."""
+    table = ht.synthetic.make_table("toy", 200, 16, seed=0)
+    betas = [1e4, 1e8, 1e12, 1e16, 1e20, 1e300]
+    for estimator in ("unbiased", "plugin"):
+        bon = ht.curve(table, "bon", thetas=[4], bootstrap=0, estimator=estimator).true_reward[0]
+        sbon = ht.curve(table, "sbon", n=4, on="quantile", thetas=betas, bootstrap=0, estimator=estimator)
+        np.testing.assert_allclose(sbon.true_reward, bon, atol=1e-9)
+    result = ht.tune(table, "sbon", n=4, on="quantile", max_theta=1e20, bootstrap=0)
+    assert result.theta < 1e4

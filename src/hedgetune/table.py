@@ -23,6 +23,9 @@ from .mechanisms._numerics import FloatArray
 IntArray = NDArray[np.intp]
 InvalidPolicy = Literal["raise", "drop"]
 
+#: Largest reward magnitude a table accepts: sums of squares over millions of responses stay finite.
+MAX_MAGNITUDE = 1e100
+
 
 class TableError(ValueError):
     """A calibration table that cannot be used as given; the message names the problem."""
@@ -124,6 +127,14 @@ class RewardTable:
             true = None if true is None else true[keep]
             group_col = None if group_col is None else group_col[keep]
             response_ids = None if response_ids is None else _as_1d(response_ids, "response_ids")[keep]
+
+        for name, values in [*named.items(), *([] if true is None else [("true_reward", true)])]:
+            largest = float(np.abs(values).max()) if values.size else 0.0
+            if largest > MAX_MAGNITUDE:
+                raise TableError(
+                    f"{name} has values as large as {largest:.3g}; rewards must lie within "
+                    f"+-{MAX_MAGNITUDE:g} so that sums and variances over a table stay finite: rescale it"
+                )
 
         # Group rows by prompt, prompts in order of first appearance; stable within a prompt.
         uniques, first, inverse = np.unique(ids, return_index=True, return_inverse=True)

@@ -128,16 +128,7 @@ def search_range(
         if value is not None and not (isinstance(value, int | float | np.number) and np.isfinite(value)):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
     lo = template.reference_theta
-    m = pools.max_size
-    if max_theta is not None:
-        hi = float(max_theta)
-    elif isinstance(template, BestOfN | BestOfPoisson):
-        hi = float(max(64, 4 * m))
-    elif isinstance(template, SoftBestOfN) and template.on == "raw":
-        spread = float(np.mean([g.proxy.std(axis=1).mean() for g in pools.groups])) or 1.0
-        hi = 500.0 / spread
-    else:
-        hi = 500.0
+    hi = float(max_theta) if max_theta is not None else default_top(template, pools)
     if max_n is not None:
         if not isinstance(template, BestOfN):
             raise ValueError("max_n applies to Best-of-n; use max_samples for the other mechanisms")
@@ -176,15 +167,32 @@ def search_range(
     return lo, hi
 
 
-def _grid(lo: float, hi: float, template: Mechanism, points: int = _GRID_POINTS) -> FloatArray:
+def default_top(template: Mechanism, pools: Pools) -> float:
+    """The top of the search without a budget: well past pool exhaustion (BoN/BoP: 4 m, at least
+    64; SBoN/tilt: beta = 500 per unit of the scores' spread)."""
+    if isinstance(template, BestOfN | BestOfPoisson):
+        return float(max(64, 4 * pools.max_size))
+    if isinstance(template, SoftBestOfN) and template.on == "raw":
+        spread = float(np.mean([g.proxy.std(axis=1).mean() for g in pools.groups])) or 1.0
+        return 500.0 / spread
+    return 500.0
+
+
+def _grid(lo: float, hi: float, template: Mechanism, points: int = _GRID_POINTS, scale: float = 0.0) -> FloatArray:
+    """Geometric grid from the reference to ``hi``. It starts at 1e-4 of the range, or of ``scale``
+    (the default top) when that is smaller, so that a huge budget does not skip the parameters
+    that matter; a range of more than 4 decades gets proportionally more points (at most 4x)."""
     if hi <= lo:
         return np.array([lo])
     if isinstance(template, BestOfN):
         inner = np.geomspace(1.0, hi, points)
         integers = np.arange(1.0, min(hi, 64.0) + 1)
         return np.unique(np.concatenate([integers, inner]))
-    first = (hi - lo) * 1e-4 if lo == 0 else lo
-    return np.unique(np.concatenate([[lo], np.geomspace(max(first, 1e-6), hi, points - 1)]))
+    first = min(hi - lo, scale or np.inf) * 1e-4 if lo == 0 else lo
+    first = max(first, 1e-6)
+    decades = np.log10(hi / first)
+    count = int(np.clip(points * decades / 4, points, 4 * points))
+    return np.unique(np.concatenate([[lo], np.geomspace(first, hi, count - 1)]))
 
 
 # -------------------------------------------------------------------------------------- residual
@@ -300,7 +308,8 @@ def tune(
         expensive = template.uses_raw_scores or (
             isinstance(template, SoftBestOfN) and estimator == "unbiased"
         )
-        grid = _grid(lo, hi, template, _GRID_POINTS // 3 if expensive else _GRID_POINTS)
+        points = _GRID_POINTS // 3 if expensive else _GRID_POINTS
+        grid = _grid(lo, hi, template, points, scale=default_top(template, pools))
     weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
     sums = pool_sums(
         pools, template, grid, estimator, weights=weights, kl_pool=False, derivative=not exhaustive

@@ -28,7 +28,7 @@ import numpy as np
 from scipy import special
 
 from ._numerics import FloatArray, gauss_legendre
-from .soft_best_of_n import _union_of_cells  # the quadrature cells around each item's kernel
+from .soft_best_of_n import _union_of_cells, softmax_exponents
 
 #: Largest number of (lane x item x degree) values held at once.
 _CHUNK_ELEMENTS = 3_000_000
@@ -124,8 +124,7 @@ def soft_best_of_n_subsets(
         raise ValueError(f"the without-replacement estimator needs 1 <= n <= pool size {m}, got n = {n}")
     if n == 1 or beta == 0.0:
         return np.full((rows, m), 1.0 / m), (np.zeros((rows, m)) if derivative else None)
-    gap = sorted_scores - sorted_scores[:, -1:]  # d_j = s_j - s_max <= 0
-    z = beta * gap
+    z, gap = softmax_exponents(sorted_scores, beta)  # z_j = beta d_j, d_j = s_j - s_max <= 0
     x8, w8 = gauss_legendre(8)
     # Every prompt's quadrature nodes become lanes of one computation: lane l belongs to row[l]
     # (row-major order keeps each row's lanes together).

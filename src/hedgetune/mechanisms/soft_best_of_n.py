@@ -105,6 +105,38 @@ def _phi_terms(t: FloatArray, beta: float) -> tuple[FloatArray, FloatArray, Floa
     return log_phi, a, b
 
 
+#: Gaps between neighbouring softmax exponents above this are shrunk to it: exp(-800) underflows,
+#: so no softmax over any subset of the items changes, and the exponents stay small.
+_MAX_EXPONENT_GAP = 800.0
+
+
+def softmax_exponents(sorted_scores: FloatArray, beta: float) -> tuple[FloatArray, FloatArray]:
+    """Exponents ``z_j = beta (s_j - s_max)`` of ascending rows, and the direction ``z_j / beta``
+    in which they move with beta, with every gap between neighbours above 800 shrunk to 800.
+
+    Any softmax over any subset of the items depends only on differences of exponents, and a
+    difference of 800 or more already gives a weight ratio below the smallest double, so shrinking
+    changes nothing to double precision, for any ``beta * gap`` (even one that overflows). It keeps
+    ``|z|`` small, so that quadrature nodes ``y + z_j`` keep their precision. Shrinking moves each
+    block of items between big gaps by a constant, which leaves every probability (and so its
+    derivative) unchanged; ``z / beta`` is therefore a valid derivative direction with no huge
+    entries that would cancel. Items with no big gap above them keep ``beta (s_j - s_max)`` exactly.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        direct = beta * (sorted_scores - sorted_scores[:, -1:])
+        steps = beta * np.diff(sorted_scores, axis=1)
+    big = steps > _MAX_EXPONENT_GAP
+    if not big.any():
+        return direct, direct / beta
+    steps = np.minimum(steps, _MAX_EXPONENT_GAP)
+    from_top = np.zeros_like(direct)
+    from_top[:, :-1] = -np.cumsum(steps[:, ::-1], axis=1)[:, ::-1]
+    below_big = np.zeros(direct.shape, dtype=bool)
+    below_big[:, :-1] = np.cumsum(big[:, ::-1], axis=1)[:, ::-1] > 0
+    z = np.where(below_big, from_top, direct)
+    return z, z / beta
+
+
 _CELL_FROM, _CELL_TO = -37, 5  # item i's kernel lives on cells [c_i - 37, c_i + 5) in t = log s
 _POOL_CHUNK_ELEMENTS = 4_000_000
 _BAND_BELOW, _BAND_ABOVE = 5.0, 37.0  # phi's terms are exactly 0 / 1 to double precision outside
@@ -148,9 +180,9 @@ def soft_best_of_n_on_pool(
         uniform = np.full((1, m), 1.0 / m)
         return uniform, (np.zeros((1, m)) if derivative else None)
     # Items in ascending order of c_i = beta (s_max - s_i) >= 0 (highest score first).
-    gap = (sorted_scores - sorted_scores[:, -1:])[:, ::-1]  # d_i = s_i - s_max <= 0
-    centres = np.ascontiguousarray(-beta * gap)
-    gap = np.ascontiguousarray(gap)
+    z, direction = softmax_exponents(sorted_scores, beta)  # z_i = beta (s_i - s_max) <= 0
+    centres = np.ascontiguousarray(-z[:, ::-1])
+    gap = np.ascontiguousarray(direction[:, ::-1])  # dz_i / dbeta
     probs = np.zeros(rows * m)
     dprobs = np.zeros(rows * m) if derivative else None
     x, w = gauss_legendre(8)
