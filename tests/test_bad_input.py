@@ -193,3 +193,51 @@ def test_quantile_soft_best_of_n_at_huge_beta_is_best_of_n_and_has_no_false_peak
         np.testing.assert_allclose(sbon.true_reward, bon, atol=1e-9)
     result = ht.tune(table, "sbon", n=4, on="quantile", max_theta=1e20, bootstrap=0)
     assert result.theta < 1e4
+
+
+# ------------------------------------------------------------------ resource exhaustion (item 9)
+def test_soft_best_of_n_selection_memory_is_linear_in_the_width() -> None:
+    """A 40,000-wide row used to build a 40,000 x 40,000 matrix (11.9 GiB)."""
+    import tracemalloc
+
+    scores = np.zeros((1, 40_000))
+    scores[0, 123] = 50.0
+    tracemalloc.start()
+    choice = ht.SoftBestOfN(4, 1.0).select(scores, rng=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40 * scores.nbytes
+    assert choice[0] == 123  # e^50 outweighs 39,999 candidates at e^0
+    draws = ht.SoftBestOfN(10**6, 1000.0, on="quantile").sample_quantiles(3, rng=0)
+    assert draws.shape == (3,) and np.all((draws > 0.99) & (draws <= 1))
+
+
+def test_sizes_that_cannot_fit_are_refused_before_allocation() -> None:
+    with pytest.raises(ValueError, match="too large"):
+        ht.BestOfN(1e19).draw_n(3)
+    with pytest.raises(ValueError, match="too large"):
+        ht.BestOfPoisson(1e19).draw_n(3)
+    with pytest.raises(MemoryError, match="memory"):
+        ht.BestOfN(4).sample_quantiles(10**15)
+    table = ht.synthetic.make_table("toy", 6, 5, seed=0)
+    with pytest.raises(MemoryError, match="bootstrap"):
+        ht.tune(table, "bon", bootstrap=2_000_000_000_000)
+    with pytest.raises(MemoryError, match="bootstrap"):
+        ht.curve(table, "bon", bootstrap=2_000_000_000_000)
+
+
+def test_an_npz_declaring_a_huge_array_is_refused_unread(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The header of an .npz member says 7 TiB; its payload is a few bytes."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (1_000_000, 1_000_000)}
+    )
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("proxy_reward.npy", header.getvalue() + b"\0" * 64)
+        archive.writestr("true_reward.npy", header.getvalue() + b"\0" * 64)
+    with pytest.raises(ht.TableError, match="declares"):
+        ht.read_table(path)

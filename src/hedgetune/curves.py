@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize, special, stats
 
+from ._limits import require_memory
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
 from .mechanisms._numerics import FloatArray
 from .mechanisms._selection import average_over_ties
@@ -326,6 +327,8 @@ class PoolSums:
 
 def bootstrap_weights(n_prompts: int, replicates: int, seed: int | None) -> FloatArray:
     """Multinomial resampling counts of prompts, one row per bootstrap replicate."""
+    # The counts, the replicate curves and their derivatives: a few (replicates x prompts) arrays.
+    require_memory(4.0 * replicates * n_prompts, f"a bootstrap of {replicates} replicates over {n_prompts} prompts")
     rng = np.random.default_rng(seed)
     return rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=replicates).astype(float)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_path, remove_stale_temporaries
+from ._limits import require_memory
 from .table import InvalidPolicy, RewardTable, TableError, as_str_list
 
 _METADATA_KEY = b"hedgetune"
@@ -67,23 +70,7 @@ def read_table(
         raise FileNotFoundError(f"no such table: {str(path)!r}")
     if fmt == "npz":
         return _read_npz(path, prompt_col, proxy_col, true_col, group_col, invalid)
-    import pyarrow as pa
-
-    table: pa.Table
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-    elif fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        table = pacsv.read_csv(path)
-    elif fmt == "jsonl":
-        import pyarrow.json as pajson
-
-        table = pajson.read_json(path)
-    else:
-        raise TableError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    table = _read_arrow(path, fmt)
     return from_arrow(
         table,
         prompt_col=prompt_col,
@@ -93,6 +80,44 @@ def read_table(
         response_col=response_col,
         invalid=invalid,
     )
+
+
+def _read_arrow(path: str | os.PathLike[str], fmt: str) -> Any:
+    """Read a Parquet, CSV or JSONL file into a ``pyarrow.Table``; a file that is not what its
+    name or ``format`` says gets one clear line, never a parser's raw dump."""
+    import pyarrow as pa
+
+    if fmt not in ("parquet", "csv", "jsonl"):
+        raise TableError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if fmt != "parquet" and head == b"PAR1":
+        raise TableError(f"{str(path)!r} is a Parquet file, not {fmt}: drop --format or pass --format parquet")
+    if str(path).lower().endswith(".gz") and head[:2] != b"\x1f\x8b":
+        raise TableError(f"{str(path)!r} is named .gz but is not a gzip file")
+    if fmt != "parquet" and not head:
+        raise TableError(f"{str(path)!r} is empty")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if fmt == "csv":
+            import pyarrow.csv as pacsv
+
+            return pacsv.read_csv(path)
+        import pyarrow.json as pajson
+
+        return pajson.read_json(path)
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        raise TableError(f"cannot read {str(path)!r} as {fmt}: {_one_line(str(exc))}") from None
+
+
+def _one_line(message: str, limit: int = 160) -> str:
+    """The first line of a message, printable characters only, cut at ``limit``."""
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    clean = "".join(c if c.isprintable() else "?" for c in first)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
 
 
 def from_arrow(
@@ -188,15 +213,71 @@ def _read_npz(
     group_col: str | None,
     invalid: InvalidPolicy,
 ) -> RewardTable:
-    with np.load(path, allow_pickle=False) as data:  # never unpickle what a user hands in
-        proxies = as_str_list(proxy_col) or ["proxy_reward"]
-        missing = [c for c in [*proxies, *([true_col] if true_col else [])] if c not in data.files]
-        if missing:
-            raise TableError(f"missing array(s) {missing}; the file has {data.files}")
-        arrays = {name: np.asarray(data[name]) for name in proxies}
-        true = None if true_col is None else np.asarray(data[true_col])
-        ids = np.asarray(data[prompt_col]) if prompt_col in data.files else None
-    return RewardTable.from_arrays(arrays, true, ids, invalid=invalid)
+    """Read ``[prompts, samples]`` arrays from an ``.npz``; never unpickles, and checks every
+    array's declared size against the bytes the archive holds before reading it."""
+    proxies = as_str_list(proxy_col) or ["proxy_reward"]
+    wanted = [*proxies, *([true_col] if true_col else []), *([group_col] if group_col else [])]
+    if prompt_col != "prompt_id":  # the default is optional in .npz (rows are then numbered)
+        wanted.append(prompt_col)
+    with open(path, "rb") as handle:
+        if handle.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise TableError(f"{str(path)!r} is not an .npz archive (a zip of .npy arrays)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            missing = [c for c in wanted if c not in members]
+            if missing:
+                raise TableError(f"missing array(s) {missing}; the file has {sorted(members)}")
+            names = [*wanted, *(["prompt_id"] if "prompt_id" in members and prompt_col == "prompt_id" else [])]
+            declared = 0.0
+            for name in names:
+                declared += _npy_payload_bytes(archive, members[name], str(path))
+            require_memory(declared, f"the arrays of {str(path)!r}", itemsize=1)
+            arrays = {name: _read_member(archive, members[name], str(path)) for name in names}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise TableError(f"{str(path)!r} is a truncated or corrupt .npz archive ({exc})") from None
+    ids_name = prompt_col if prompt_col in arrays else None
+    return RewardTable.from_arrays(
+        {name: arrays[name] for name in proxies},
+        None if true_col is None else arrays[true_col],
+        None if ids_name is None else arrays[ids_name],
+        groups=None if group_col is None else arrays[group_col],
+        invalid=invalid,
+    )
+
+
+def _npy_payload_bytes(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> float:
+    """The bytes an ``.npy`` member's header declares; refuses object arrays and headers that
+    declare more data than the member holds (a crafted or truncated file)."""
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except ValueError as exc:
+            raise TableError(f"{path!r}: array {info.filename!r} is not a valid .npy ({exc})") from None
+        header_bytes = member.tell()
+    if dtype.hasobject:
+        raise TableError(f"{path!r}: array {info.filename!r} holds Python objects; only numbers are read")
+    declared = float(np.prod(shape, dtype=float)) * dtype.itemsize
+    if declared > info.file_size - header_bytes:
+        raise TableError(
+            f"{path!r}: array {info.filename!r} declares shape {shape} ({declared:.3g} bytes) but "
+            f"holds {info.file_size - header_bytes} bytes: the file is corrupt or crafted"
+        )
+    return declared
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> np.ndarray:
+    with archive.open(info) as member:
+        try:
+            return np.lib.format.read_array(member, allow_pickle=False)  # never unpickle
+        except ValueError as exc:
+            raise TableError(f"{path!r}: cannot read array {info.filename!r} ({exc})") from None
 
 
 def to_arrow(table: RewardTable) -> Any:
@@ -234,11 +315,33 @@ def write_table(table: RewardTable, path: str | os.PathLike[str]) -> Path:
     return target
 
 
+#: The hedgetune metadata a Parquet file may carry, and the JSON type of each entry.
+_METADATA_TYPES: dict[str, tuple[type, ...]] = {
+    "proxy": (str, type(None)),
+    "proxies": (list,),
+    "true": (bool,),
+    "group": (bool,),
+    "provenance": (dict,),
+    "dropped": (int,),
+}
+
+
 def _read_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
+    """The file's hedgetune metadata, checked: a hint must not crash the reader or be trusted."""
     if not metadata or _METADATA_KEY not in metadata:
         return {}
     try:
         value = json.loads(metadata[_METADATA_KEY])
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise TableError("the file's hedgetune metadata is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise TableError(f"the file's hedgetune metadata must be a JSON object, got {type(value).__name__}")
+    for key, types in _METADATA_TYPES.items():
+        if key in value and not isinstance(value[key], types):
+            raise TableError(
+                f"the file's hedgetune metadata is malformed: {key!r} must be "
+                f"{' or '.join(t.__name__ for t in types)}, got {type(value[key]).__name__}"
+            )
+    if not all(isinstance(name, str) for name in value.get("proxies", [])):
+        raise TableError("the file's hedgetune metadata is malformed: 'proxies' must list column names")
+    return value

@@ -149,7 +149,7 @@ class RewardTable:
         if small.any():
             raise TableError(
                 f"{int(small.sum())} prompts have fewer than two responses (e.g. prompt "
-                f"{prompt_order[np.flatnonzero(small)[0]]!r}); a pool needs at least two to rank"
+                f"{prompt_order[np.flatnonzero(small)[0]].item()!r}); a pool needs at least two to rank"
             )
         if response_ids is not None:
             rid = _as_1d(response_ids, "response_ids")
@@ -191,7 +191,8 @@ class RewardTable:
 
         With 2-D ``[prompts, samples]`` arrays (``NaN`` in every proxy *and* the true reward marks
         a missing response in a ragged pool; a NaN beside a number is invalid and follows
-        ``invalid``), ``prompt_ids`` optionally names the prompts. With 1-D arrays (one entry per
+        ``invalid``), ``prompt_ids`` optionally names the prompts and ``groups`` gives one group per
+        prompt. With 1-D arrays (one entry per
         response), ``prompt_ids`` is required and says which prompt each response answers.
         Other keyword arguments go to :meth:`from_long`.
         """
@@ -220,6 +221,11 @@ class RewardTable:
             for values in named.values():
                 missing &= np.isnan(values)
             keep = ~missing.ravel()
+            if kwargs.get("groups") is not None:  # one group per prompt (row)
+                groups = _as_1d(kwargs["groups"], "groups")
+                if groups.size != prompts:
+                    raise TableError(f"groups has {groups.size} entries for {prompts} prompts (rows)")
+                kwargs["groups"] = np.repeat(groups, samples)[keep]
             return cls.from_long(
                 np.repeat(ids, samples)[keep],
                 {k: v.ravel()[keep] for k, v in named.items()},

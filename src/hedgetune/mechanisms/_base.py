@@ -20,6 +20,7 @@ from typing import ClassVar, Self
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._limits import require_memory
 from ._numerics import FloatArray, check_unit_interval, rng_from
 from ._selection import IntArray, as_pool_matrix
 
@@ -102,6 +103,7 @@ class Mechanism(ABC):
         self, size: int | tuple[int, ...], rng: np.random.Generator | int | None = None
     ) -> FloatArray:
         """Draw proxy quantiles of selected responses by simulating the mechanism."""
+        require_memory(np.prod(size, dtype=float), f"sample_quantiles({size})")
         return self._sample_quantiles(size, rng_from(rng))
 
     @abstractmethod
@@ -109,6 +111,7 @@ class Mechanism(ABC):
 
     def draw_n(self, size: int | tuple[int, ...], rng: np.random.Generator | int | None = None) -> IntArray:
         """How many candidates to generate for each of ``size`` prompts."""
+        require_memory(np.prod(size, dtype=float), f"draw_n({size})")
         return self._draw_n(size, rng_from(rng))
 
     @abstractmethod

@@ -56,6 +56,8 @@ def as_pool_matrix(scores: ArrayLike | Sequence[ArrayLike], name: str = "scores"
 
 # Rows per block in the selection kernels: a block of scores stays in cache between passes.
 _BLOCK_ROWS = 2048
+#: Scores per block in the softmax sampler, and the widest row it cumulates with a matrix product.
+_BLOCK_ELEMENTS, _TRIANGULAR_WIDTH = 1 << 20, 256
 
 
 def _row_max(block: FloatArray) -> FloatArray:
@@ -113,20 +115,24 @@ def sample_softmax(scores: FloatArray, beta: float, rng: np.random.Generator) ->
     """Draw column ``j`` of each row with probability ``exp(beta s_j) / sum_k exp(beta s_k)``.
 
     Missing (NaN) candidates get weight 0. Weights are formed relative to the row maximum (no
-    overflow); the row-wise cumulative sum is a product with a triangular matrix of ones, which
-    BLAS does far faster than ``np.cumsum`` along short rows.
+    overflow). For short rows the row-wise cumulative sum is a product with a triangular matrix of
+    ones, which BLAS does far faster than ``np.cumsum``; wide rows use ``np.cumsum`` (the matrix
+    would grow as the square of the width). Memory stays linear in the input: blocks hold about
+    a million scores.
     """
     width = scores.shape[1]
-    upper = np.triu(np.ones((width, width)))
+    upper = np.triu(np.ones((width, width))) if width <= _TRIANGULAR_WIDTH else None
     uniform = rng.random((scores.shape[0],))
     choice = np.empty(scores.shape[0], dtype=np.intp)
-    for start in range(0, scores.shape[0], _BLOCK_ROWS // 2):
-        block = scores[start : start + _BLOCK_ROWS // 2]
+    rows_per_block = max(1, min(_BLOCK_ROWS // 2, _BLOCK_ELEMENTS // width))
+    for start in range(0, scores.shape[0], rows_per_block):
+        block = scores[start : start + rows_per_block]
         weights = block - _row_max(block)[:, None]
-        weights *= beta
+        with np.errstate(invalid="ignore"):  # beta = 0 times an infinite gap cannot occur: finite scores
+            weights *= beta
         np.exp(weights, out=weights)
         np.nan_to_num(weights, nan=0.0, copy=False)
-        cumulative = weights @ upper
+        cumulative = weights @ upper if upper is not None else np.cumsum(weights, axis=1)
         stop = start + block.shape[0]
         choice[start:stop] = _invert_cumulative(cumulative, weights, uniform[start:stop])
     return choice

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 from scipy import special
 
+from .._limits import require_count
 from ._base import Mechanism
 from ._numerics import FloatArray, check_parameter
 from ._selection import IntArray, argmax_random_ties
@@ -90,6 +91,7 @@ class BestOfN(Mechanism):
     def _draw_n(self, size: int | tuple[int, ...], rng: np.random.Generator) -> IntArray:
         if self.n != np.floor(self.n):
             raise ValueError(f"draw_n needs an integer n; this BestOfN has n={self.n:g}")
+        require_count(self.n, "n")
         return np.full(size, int(self.n), dtype=np.intp)
 
     def _select(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._limits import require_count
 from ._base import Mechanism
 from ._numerics import FloatArray, check_parameter, polynomial_series, scaled_expi
 from ._selection import IntArray, argmax_random_ties
@@ -107,6 +108,7 @@ class BestOfPoisson(Mechanism):
         return np.power(rng.random(size), 1.0 / n)
 
     def _draw_n(self, size: int | tuple[int, ...], rng: np.random.Generator) -> IntArray:
+        require_count(self.mu + 1 + 20 * np.sqrt(self.mu), "mu")  # 1 + Poisson(mu) stays below it
         return (1 + rng.poisson(self.mu, size)).astype(np.intp)
 
     def _select(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:
