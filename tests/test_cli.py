@@ -166,3 +166,26 @@ def test_scores_from_npy(tmp_path: Path) -> None:
     np.save(path, np.array([[0.0, 2.0, 1.0]]))
     code, out = run("select", "--scores", str(path), "-m", "bon", "--theta", "2")
     assert code == 0 and out.strip() == "1"
+
+
+@pytest.mark.parametrize("command", ["curve", "plot", "report"])
+def test_outputs_are_never_overwritten_without_force(command: str, tmp_path: Path) -> None:
+    table = tmp_path / "t.npz"
+    rng = np.random.default_rng(0)
+    np.savez(table, proxy_reward=rng.random((6, 4)), true_reward=rng.random((6, 4)))
+    out = tmp_path / ("c.csv" if command == "curve" else "out")
+    if command == "curve":
+        out.write_text("precious")
+        args = ["curve", str(table), "-m", "bon", "--bootstrap", "10", "--out", str(out)]
+    else:
+        out.mkdir()
+        (out / "precious.txt").write_text("precious")
+        args = [command, str(table), "--out", str(out), "--bootstrap", "10", "--repeats", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--force" in result.stderr
+    assert (out if command == "curve" else out / "precious.txt").read_text() == "precious"
+    result = CliRunner().invoke(main, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    if command == "curve":
+        assert out.read_text().startswith('"theta"')
+        assert not list(tmp_path.glob("*.tmp"))

@@ -65,3 +65,56 @@ def test_duplicated_prompts_across_shards_are_refused(tmp_path: Path) -> None:
     (tmp_path / "run" / "shard-copy.parquet").write_bytes(first.read_bytes())
     with pytest.raises(ValueError, match="more than one shard"):
         read_generations(tmp_path / "run")
+
+
+_KILLABLE_RUN = """
+import random, sys, time
+from hedgetune.pipeline.generate import Prompt, Sample, generate
+
+class SlowEcho:
+    name = "echo"
+    model = "echo"
+    def generate_many(self, prompts, n, seeds):
+        time.sleep(0.01)
+        out = []
+        for p, s in zip(prompts, seeds):
+            rng = random.Random(s)
+            out.append([Sample(f"{p.text}:{rng.random():.6f}", [-rng.random()]) for _ in range(n)])
+        return out
+
+prompts = [Prompt(f"p{i}", f"question {i}") for i in range(20)]
+generate(prompts, SlowEcho(), sys.argv[1], n=3, seed=1, prompts_per_shard=3)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.3, 0.8, 1.5])
+def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_table(tmp_path: Path, delay: float) -> None:
+    """SIGKILL at a chosen moment (from before the first shard to after the last), then resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _run(tmp_path / "whole")
+    expected = read_generations(tmp_path / "whole")
+    script = tmp_path / "run.py"
+    script.write_text(_KILLABLE_RUN)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run")])
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _run(tmp_path / "run")
+    assert read_generations(tmp_path / "run").equals(expected)
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_an_unfinished_run_is_refused_unless_partial_is_asked_for(tmp_path: Path) -> None:
+    generate(PROMPTS[:7], EchoBackend(), tmp_path / "x", n=3, seed=1, prompts_per_shard=3)
+    whole = read_generations(tmp_path / "x")
+    # The same run, stopped after two shards: simulate by deleting the last shard.
+    generate(PROMPTS, EchoBackend(), tmp_path / "run", n=3, seed=1, prompts_per_shard=3)
+    sorted((tmp_path / "run").glob("shard-*.parquet"))[-1].unlink()
+    with pytest.raises(ValueError, match=r"18 of 20 prompts.*--partial"):
+        read_generations(tmp_path / "run")
+    assert read_generations(tmp_path / "run", partial=True).num_rows == 54
+    assert whole.num_rows == 21

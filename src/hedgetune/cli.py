@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from ._jsonable import jsonable
+from ._atomic import atomic_path
 from .curves import curve, make_mechanism
 from .diagnose import diagnose_curve
 from .io import read_table
@@ -194,6 +195,7 @@ def _analysis_options(default_out: str) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         options = [
             click.option("--out", type=click.Path(file_okay=False), default=default_out, show_default=True),
+            force_option,
             click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True),
             click.option("--seed", type=int, default=0, show_default=True),
             click.option(
@@ -207,6 +209,23 @@ def _analysis_options(default_out: str) -> Callable[[F], F]:
         return _with_options(options, fn)
 
     return decorate
+
+
+force_option = click.option(
+    "--force", is_flag=True, help="Overwrite existing output (otherwise it is refused)."
+)
+
+
+def _refuse_to_overwrite(path: str | Path, force: bool) -> None:
+    """Outputs are never overwritten silently: an existing file, or a folder with files in it,
+    needs ``--force``. (Every write is atomic, so a crash never leaves half a file.)"""
+    target = Path(path)
+    if force or not target.exists():
+        return
+    if target.is_dir() and not any(target.iterdir()):
+        return
+    kind = "folder" if target.is_dir() else "file"
+    raise InputError(f"the {kind} {str(target)!r} already exists: pass --force to overwrite it")
 
 
 def _sbon_kwargs(mechanism: str, n: int | None, on: str | None) -> dict[str, Any]:
@@ -377,6 +396,7 @@ def info(
 @click.option(
     "--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the curve as CSV."
 )
+@force_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @user_errors
 def curve_cmd(
@@ -390,9 +410,12 @@ def curve_cmd(
     bootstrap: int,
     thetas: str | None,
     out_path: str | None,
+    force: bool,
     as_json: bool,
 ) -> None:
     """The hacking curve: true reward, proxy and KL against the parameter, and the regime."""
+    if out_path:
+        _refuse_to_overwrite(out_path, force)
     grid = None if thetas is None else _parse_floats(thetas, "--thetas")
     c = curve(
         table,
@@ -407,7 +430,8 @@ def curve_cmd(
     if out_path:
         import pyarrow.csv as pacsv
 
-        pacsv.write_csv(c.to_arrow(), out_path)
+        with atomic_path(out_path) as tmp:
+            pacsv.write_csv(c.to_arrow(), tmp)
     if as_json:
         emit_json(
             {
@@ -602,6 +626,7 @@ def plot(
     table: RewardTable,
     table_path: str,
     out: str,
+    force: bool,
     bootstrap: int,
     seed: int,
     repeats: int,
@@ -609,6 +634,7 @@ def plot(
     """Figures (PNG and SVG): reward vs KL, the hacking curve, the out-of-sample comparison."""
     from .report.analysis import write_figures
 
+    _refuse_to_overwrite(out, force)
     analysis = _analyse_with_progress(table, Path(table_path).stem, bootstrap, seed, repeats)
     written = write_figures(analysis, Path(out))
     for paths in written.values():
@@ -624,6 +650,7 @@ def report(
     table: RewardTable,
     table_path: str,
     out: str,
+    force: bool,
     bootstrap: int,
     seed: int,
     repeats: int,
@@ -631,6 +658,7 @@ def report(
     """A self-contained HTML report on a table, with a short summary here."""
     from .report.analysis import summary_lines, write_report
 
+    _refuse_to_overwrite(out, force)
     analysis = _analyse_with_progress(table, Path(table_path).stem, bootstrap, seed, repeats)
     path = write_report([analysis], out, title=f"hedgetune report: {Path(table_path).name}")
     for line in summary_lines(analysis):
@@ -936,6 +964,10 @@ def _make_backend(
 @click.option(
     "--out", type=click.Path(dir_okay=False), required=True, help="The calibration table (Parquet)."
 )
+@click.option(
+    "--partial", is_flag=True, help="Score an unfinished run's finished prompts (else it is refused)."
+)
+@force_option
 @user_errors
 def score(
     run_dir: str,
@@ -944,14 +976,20 @@ def score(
     truth: str,
     judge_model: str,
     out: str,
+    partial: bool,
+    force: bool,
 ) -> None:
     """Score a generation run: proxy columns and the verifier's true reward, with provenance."""
     from .io import write_table
     from .pipeline.generate import read_generations
     from .pipeline.scorers import score_table
 
+    _refuse_to_overwrite(out, force)
+    generations = read_generations(run_dir, partial=partial)
+    if partial:
+        click.echo(f"scoring the {len(set(generations.column('prompt_id').to_pylist()))} finished prompts", err=True)
     table = score_table(
-        read_generations(run_dir),
+        generations,
         proxies or ("length", "mean_logprob"),
         None if truth == "none" else truth,
         reward_models=reward_models,
@@ -988,6 +1026,7 @@ def score(
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
+@force_option
 @user_errors
 def train_proxy(
     run_dir: str,
@@ -997,6 +1036,7 @@ def train_proxy(
     holdout: int | None,
     seed: int,
     out: str,
+    force: bool,
 ) -> None:
     """Fit Bradley-Terry reward heads on frozen MiniLM embeddings of a run's responses, using part of
     the table's gold labels, and add them as proxies (the training prompts are dropped)."""
@@ -1004,8 +1044,9 @@ def train_proxy(
     from .pipeline.generate import read_generations
     from .pipeline.train_proxy import add_trained_proxies
 
+    _refuse_to_overwrite(out, force)
     table = add_trained_proxies(
-        read_generations(run_dir),
+        read_generations(run_dir, partial=True),  # the table says which prompts were scored
         read_table(table_path),
         train_prompts,
         flip_rate,

@@ -288,6 +288,8 @@ class ShardWriter:
         manifest = self.out_dir / "run.json"
         if manifest.exists():
             previous = json.loads(manifest.read_text())
+            if "prompt_count" not in previous:  # written before runs recorded their size
+                previous["prompt_count"] = settings.get("prompt_count")
             if previous != settings:
                 changed = sorted(
                     k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k)
@@ -350,11 +352,11 @@ def _shards(out_dir: Path) -> list[Path]:
     return sorted(p for p in Path(out_dir).glob("shard-*.parquet") if p.is_file())
 
 
-def read_generations(out_dir: str | os.PathLike[str]) -> Any:
+def read_generations(out_dir: str | os.PathLike[str], *, partial: bool = False) -> Any:
     """All finished samples of a run as one ``pyarrow.Table``, in prompt and sample order.
 
-    Refuses a run with an unreadable shard (rerunning ``generate`` quarantines and regenerates it)
-    or with a prompt in more than one shard.
+    Refuses a run with an unreadable shard (rerunning ``generate`` quarantines and regenerates it),
+    with a prompt in more than one shard, or, unless ``partial``, with prompts still to generate.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -376,6 +378,14 @@ def read_generations(out_dir: str | os.PathLike[str]) -> Any:
     samples = table.column("sample_idx").to_pylist()
     if len(set(zip(ids, samples, strict=True))) != len(ids):
         raise ValueError(f"a prompt appears in more than one shard of {str(out_dir)!r}; remove the copies")
+    manifest = Path(out_dir) / "run.json"
+    expected = json.loads(manifest.read_text()).get("prompt_count") if manifest.exists() else None
+    finished = len(set(ids))
+    if not partial and isinstance(expected, int) and finished < expected:
+        raise ValueError(
+            f"the run in {str(out_dir)!r} has {finished} of {expected} prompts finished: rerun generate "
+            "with the same command to finish it, or pass --partial (partial=True) to use what is there"
+        )
     return table.sort_by([("prompt_index", "ascending"), ("sample_idx", "ascending")])
 
 
@@ -419,6 +429,7 @@ def generate(
         "seed": seed,
         "backend_settings": _settings_of(backend),
         "prompts": _fingerprint(prompts),
+        "prompt_count": len(prompts),
     }
     writer = ShardWriter(out_dir, settings, prompts_per_shard)
     done = writer.done()
