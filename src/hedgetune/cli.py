@@ -17,8 +17,8 @@ import click
 import numpy as np
 
 from . import __version__
-from ._jsonable import jsonable
 from ._atomic import atomic_path
+from ._jsonable import jsonable
 from .curves import curve, make_mechanism
 from .diagnose import diagnose_curve
 from .io import read_table
