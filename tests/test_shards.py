@@ -118,3 +118,33 @@ def test_an_unfinished_run_is_refused_unless_partial_is_asked_for(tmp_path: Path
         read_generations(tmp_path / "run")
     assert read_generations(tmp_path / "run", partial=True).num_rows == 54
     assert whole.num_rows == 21
+
+
+def test_a_changed_model_folder_cannot_resume_a_run(tmp_path: Path) -> None:
+    from hedgetune.pipeline.generate import folder_digest
+
+    weights = tmp_path / "model"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"weights v1")
+
+    class FolderEcho(EchoBackend):
+        def model_digest(self) -> str:
+            return folder_digest(weights)
+
+    generate(PROMPTS[:6], FolderEcho(), tmp_path / "run", n=2, seed=1, prompts_per_shard=3)
+    generate(PROMPTS, FolderEcho(), tmp_path / "other", n=2, seed=1, prompts_per_shard=3)
+    (weights / "model.safetensors").write_bytes(b"weights v2")  # same name, other weights
+    with pytest.raises(ValueError, match="model_digest"):
+        generate(PROMPTS[:6], FolderEcho(), tmp_path / "run", n=2, seed=1, prompts_per_shard=3)
+
+
+def test_the_manifest_holds_no_secret_and_no_transport_settings(tmp_path: Path) -> None:
+    import json
+
+    from hedgetune.pipeline.backends import OpenAIBackend
+    from hedgetune.pipeline.generate import _settings_of
+
+    backend = OpenAIBackend("http://127.0.0.1:9", "m", api_key="sk-secret-123", timeout=5.0)
+    settings = _settings_of(backend)
+    assert "sk-secret-123" not in json.dumps(settings)
+    assert not {"api_key", "timeout", "retries"} & set(settings)

@@ -18,9 +18,10 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .generate import Prompt, Sample
+from .generate import Prompt, Sample, folder_digest
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -163,6 +164,10 @@ class VLLMBackend:
     distributed_executor_backend: str | None = None
     name: str = "vllm"
     _llm: Any = field(default=None, repr=False)
+
+    def model_digest(self) -> str | None:
+        """Content hash of the model folder (``None`` for a name vLLM resolves itself)."""
+        return folder_digest(self.model) if Path(self.model).is_dir() else None
 
     def load(self) -> Any:
         if self._llm is None:

@@ -172,15 +172,24 @@ class TransformersBackend:
     name: str = "transformers"
     _loaded: Any = field(default=None, repr=False)
 
+    def model_folder(self) -> Path:
+        """The local folder the weights load from (the packaged model is converted on first use)."""
+        path = packaged_smollm2() if self.model == DEFAULT_MODEL else Path(self.model)
+        if not path.exists():
+            raise FileNotFoundError(f"no model folder {str(path)!r} (hub downloads are not used)")
+        return path
+
+    def model_digest(self) -> str:
+        """Content hash of the model folder, recorded in ``run.json``."""
+        return folder_digest(self.model_folder())
+
     def load(self) -> tuple[Any, Any]:
         if self._loaded is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            path = packaged_smollm2() if self.model == DEFAULT_MODEL else Path(self.model)
-            if not path.exists():
-                raise FileNotFoundError(f"no model folder {str(path)!r} (hub downloads are not used)")
+            path = self.model_folder()
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(
                 path,
@@ -288,8 +297,9 @@ class ShardWriter:
         manifest = self.out_dir / "run.json"
         if manifest.exists():
             previous = json.loads(manifest.read_text())
-            if "prompt_count" not in previous:  # written before runs recorded their size
-                previous["prompt_count"] = settings.get("prompt_count")
+            for key in _ADDED_LATER:  # a run written before these were recorded may resume
+                if key not in previous and key in settings:
+                    previous[key] = settings[key]
             if previous != settings:
                 changed = sorted(
                     k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k)
@@ -431,6 +441,10 @@ def generate(
         "prompts": _fingerprint(prompts),
         "prompt_count": len(prompts),
     }
+    digest = getattr(backend, "model_digest", None)
+    value = digest() if callable(digest) else None
+    if value:  # the weights themselves, so a changed model folder cannot resume a run
+        settings["model_digest"] = value
     writer = ShardWriter(out_dir, settings, prompts_per_shard)
     done = writer.done()
     stats = GenerationStats(skipped=len(done & set(ids)))
@@ -464,6 +478,23 @@ def generate(
     writer.flush()
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+#: Entries of ``run.json`` that earlier versions did not write.
+_ADDED_LATER = ("prompt_count", "model_digest")
+
+
+def folder_digest(folder: str | os.PathLike[str]) -> str:
+    """SHA-256 over the names and contents of a model folder's files (weights, config, tokenizer)."""
+    digest = hashlib.sha256()
+    root = Path(folder)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\x00")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023
+                digest.update(block)
+        digest.update(b"\x01")
+    return digest.hexdigest()[:16]
 
 
 #: Backend fields that do not change what is generated (and secrets): left out of ``run.json``.
