@@ -277,6 +277,7 @@ class Curve:
     gain_high: FloatArray | None = None
     replicates: FloatArray | None = field(default=None, repr=False)
     pool_tail: FloatArray | None = None
+    reward_scale: float = 1.0
 
     def columns(self) -> dict[str, FloatArray]:
         tail = {} if self.pool_tail is None else {"pool_tail": self.pool_tail}
@@ -584,6 +585,7 @@ def curve(
         gain_high=gain_high,
         replicates=replicates,
         pool_tail=tail,
+        reward_scale=pools.reward_scale,
     )
 
 

@@ -16,7 +16,7 @@ from .table import RewardTable
 REGIMES = ("increasing", "decreasing", "rise-then-fall", "fall-then-rise", "flat")
 
 
-def classify(values: ArrayLike, rtol: float = 1e-6, atol: float = 0.0) -> str:
+def classify(values: ArrayLike, rtol: float = 1e-6, atol: float = 0.0, scale: float | None = None) -> str:
     """The shape of a curve sampled along increasing parameter values.
 
     * ``"rise-then-fall"`` (hacking): an interior maximum above both ends;
@@ -24,10 +24,11 @@ def classify(values: ArrayLike, rtol: float = 1e-6, atol: float = 0.0) -> str:
     * ``"increasing"`` / ``"decreasing"``: otherwise, by the sign of ``last - first``;
     * ``"flat"``: the whole curve varies by less than the tolerance.
 
-    Differences below ``rtol`` times the curve's scale (or ``atol``, if larger) count as equal.
+    Differences below ``rtol`` times ``scale`` (by default the curve's largest magnitude; pass the
+    rewards' scale when the curve sits near zero), or ``atol`` if larger, count as equal.
     """
     f = np.asarray(values, dtype=float)
-    tol = max(rtol * max(1.0, float(np.max(np.abs(f)))) + 1e-12, atol)
+    tol = max(rtol * (float(np.max(np.abs(f))) if scale is None else scale), atol)
     if f.max() - f.min() <= tol:
         return "flat"
     ends_max, ends_min = max(f[0], f[-1]), min(f[0], f[-1])
@@ -100,16 +101,16 @@ class Diagnosis:
 def diagnose_curve(c: Curve) -> Diagnosis:
     """Diagnose an already computed :class:`Curve`."""
     f = c.true_reward
-    regime = classify(f)
+    regime = classify(f, scale=c.reward_scale)
     best = int(np.argmax(f))
     reference = c.reference_true_reward
     gain = f[best] - reference
     loss = float(f[best] - f[-1])
-    rounding = 1e-12 * max(1.0, float(np.max(np.abs(f))))  # sums over prompts differ by ~1e-16
+    rounding = 1e-12 * c.reward_scale  # sums over prompts differ by ~1e-16 of the rewards' scale
     share: float = loss / gain if gain > rounding else 0.0
     hacking = float("nan")
     if c.replicates is not None:
-        hacking = float(np.mean([classify(rep) == "rise-then-fall" for rep in c.replicates]))
+        hacking = float(np.mean([classify(rep, scale=c.reward_scale) == "rise-then-fall" for rep in c.replicates]))
     return Diagnosis(
         mechanism=c.mechanism,
         parameter=c.parameter,

@@ -66,6 +66,11 @@ class Pools:
     def min_size(self) -> int:
         return min(g.m for g in self.groups)
 
+    @property
+    def reward_scale(self) -> float:
+        """The largest |true reward|: differences far below it are rounding, not signal."""
+        return max(float(np.abs(g.true).max()) for g in self.groups)
+
 
 def build_pools(table: RewardTable, proxy: str | None = None) -> Pools:
     """Sort every prompt's pool once by the chosen proxy (``table.proxy`` by default)."""

@@ -318,7 +318,7 @@ def tune(
     f_grid = sums.true / total
     # Ties within rounding (a flat curve) go to the smallest parameter: never move off the
     # reference, or further from it, for no gain.
-    flat_tol = 1e-12 * max(1.0, float(np.abs(f_grid).max()))
+    flat_tol = 1e-12 * pools.reward_scale  # rounding of sums over prompts, in the rewards' units
     best = int(np.flatnonzero(f_grid >= f_grid.max() - flat_tol)[0])
 
     def residual_fn(p: Pools, t: Mechanism, th: float) -> float:
