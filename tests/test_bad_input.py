@@ -241,3 +241,20 @@ def test_an_npz_declaring_a_huge_array_is_refused_unread(tmp_path) -> None:  # t
         archive.writestr("true_reward.npy", header.getvalue() + b"\0" * 64)
     with pytest.raises(ht.TableError, match="declares"):
         ht.read_table(path)
+
+
+@pytest.mark.parametrize("beta", [3.0, 1e3, 1e10, 1e100, 1e200, 1e308])
+def test_tilted_at_huge_beta_is_finite_and_accurate(beta: float) -> None:
+    """KL = beta E[U] - log(expm1(beta) / beta) -> log(beta) - 1 + O(beta e^-beta); it read 0 at
+    beta = 1e100 (x coth x - x cancelled), and the beta-derivative of the CDF overflowed."""
+    tilted = ht.Tilted(beta)
+    exact = beta / -np.expm1(-beta) - 1.0 - beta - np.log(-np.expm1(-beta)) + np.log(beta)
+    if beta > 100:
+        exact = np.log(beta) - 1.0
+    assert tilted.kl() == pytest.approx(exact, rel=1e-12)
+    u = np.array([0.0, 0.3, 0.999, 1.0])
+    slope = tilted.cdf_dtheta(u)
+    assert np.all(np.isfinite(slope))
+    h = beta * 1e-6
+    numeric = (ht.Tilted(beta + h).cdf(u) - ht.Tilted(beta - h).cdf(u)) / (2 * h)
+    np.testing.assert_allclose(slope, numeric, rtol=1e-5, atol=1e-12 / beta)

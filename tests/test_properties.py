@@ -237,3 +237,24 @@ def test_brute_force_helpers_agree_with_each_other() -> None:
     assert _softmax_value(s, g, 1e300) == pytest.approx(3.0)
     assert _draws_mean(s, g, 1, _hard_max_value) == pytest.approx(g.mean())
     assert comb(4, 2) == len(list(combinations(range(4), 2)))
+
+
+@settings(SETTINGS, max_examples=100)
+@given(data=tables(), theta=st.sampled_from([1e4, 1e8, 1e100, 1e300]))
+def test_huge_parameters_give_the_hard_maximum(data, theta) -> None:  # type: ignore[no-untyped-def]
+    """Pushed to its limit, every rank-based mechanism (with replacement) returns the pool's top
+    response; Soft Best-of-n matches enumeration; answers stay finite up to 1e300."""
+    table = _table(data)
+    top = _mean_over_prompts(data, _hard_max_value)
+    tol = _tol(data)
+    for name in ("bon", "bop", "tilted"):
+        got = ht.curve(table, name, thetas=[theta], bootstrap=0, estimator="plugin").true_reward[0]
+        if name == "tilted" and theta == 1e4:
+            continue  # the tilt at 1e4 still gives the runner-up e^-1e4/m: zero, but checked below
+        assert got == pytest.approx(top, abs=tol), name
+    scale = float(np.abs(np.concatenate(data[0])).max()) or 1.0
+    b = min(theta / scale, 1e300)
+    sbon = ht.curve(table, "sbon", n=2, thetas=[b], bootstrap=0, estimator="plugin").true_reward[0]
+    # Near-ties (gaps far below the scale) still share the softmax at this beta: no hard maximum.
+    want = _mean_over_prompts(data, lambda s, g: _draws_mean(s, g, 2, lambda a, c: _softmax_value(a, c, b)))
+    assert sbon == pytest.approx(want, abs=tol)

@@ -90,3 +90,35 @@ def test_write_table_is_atomic_cleans_stale_temporaries_and_respects_the_umask(t
     assert not stale.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
     assert (tmp_path / "t.parquet").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_write_that_dies_half_way_leaves_the_old_file_and_no_debris(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection in each writer: the Parquet table, the curve CSV and the report's files."""
+    import pyarrow.parquet as pq
+
+    table = ht.RewardTable.from_arrays({"proxy_reward": np.arange(6.0).reshape(2, 3)}, np.ones((2, 3)))
+    target = tmp_path / "t.parquet"
+    ht.write_table(table, target)
+    before = target.read_bytes()
+
+    def dies(data: object, where: object, *args: object, **kwargs: object) -> None:
+        Path(str(where)).write_bytes(b"PAR1 half a fi")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", dies)
+    with pytest.raises(OSError, match="disk full"):
+        ht.write_table(table, target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
+
+    from hedgetune._atomic import atomic_write_text
+
+    page = tmp_path / "report.html"
+    page.write_text("old report")
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError, match="killed"):
+        atomic_write_text(page, "new report")
+    assert page.read_text() == "old report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "t.parquet"]

@@ -56,7 +56,9 @@ def scaled_expi(x: ArrayLike) -> FloatArray:
 def expm1_plus_x(x: ArrayLike) -> FloatArray:
     """``exp(-x) - 1 + x`` (= ``x^2/2 - x^3/6 + ...``) with full relative accuracy for small ``x``."""
     x = np.asarray(x, dtype=float)
-    return x * x * expm1_plus_x_over_x2(x)
+    small = np.abs(x) < 1e-2
+    xs = np.where(small, x, 0.0)
+    return np.where(small, xs * xs * expm1_plus_x_over_x2(xs), np.expm1(-np.where(small, 1.0, x)) + x)
 
 
 def expm1_plus_x_over_x2(x: ArrayLike) -> FloatArray:

@@ -71,11 +71,15 @@ class Tilted(Mechanism):
 
     def _cdf_dtheta(self, u: FloatArray) -> FloatArray:
         # dQ/dbeta = e^(beta(u-1)) [g(beta u) - u g(beta)] / (1 - e^-beta)^2, g(x) = e^-x - 1 + x;
-        # g keeps full accuracy at small beta, where the textbook form cancels.
+        # g keeps full accuracy at small beta, where the textbook form cancels. For beta >= 1 the
+        # linear terms cancel exactly: g(beta u) - u g(beta) = expm1(-beta u) - u expm1(-beta).
         b = self.beta
         if b == 0.0:
             return (u * u - u) / 2.0
-        numerator = expm1_plus_x(b * u) - u * expm1_plus_x(np.array(b))
+        if b >= 1.0:
+            numerator = np.expm1(-b * u) - u * np.expm1(-b)
+        else:
+            numerator = expm1_plus_x(b * u) - u * expm1_plus_x(np.array(b))
         return np.exp(b * (u - 1.0)) * numerator / self._one_minus_exp() ** 2
 
     def mean(self) -> float:
@@ -89,8 +93,10 @@ class Tilted(Mechanism):
         x = self.beta / 2.0
         if x < _SERIES_BELOW:
             return float(polynomial_series(np.array(x * x), _KL_SERIES))
-        log_sinhc = x + np.log1p(-np.exp(-2.0 * x)) - np.log(2.0) - np.log(x)
-        return float(x / np.tanh(x) - 1.0 - log_sinhc)
+        # x coth x - x = 2x / (e^(2x) - 1) and log(sinh x / x) - x = log1p(-e^-2x) - log 2x: the
+        # x's cancel analytically, not in floating point (where they ruined the answer past ~1e16).
+        coth_excess = x * (2.0 * np.exp(-2.0 * x)) / -np.expm1(-2.0 * x)
+        return float(coth_excess - 1.0 - np.log1p(-np.exp(-2.0 * x)) + np.log(2.0 * x))
 
     def expected_samples(self) -> float:
         return 1.0 if self.beta == 0.0 else float("inf")
