@@ -62,10 +62,14 @@ def test_tune_json_schema(table_path: Path) -> None:
         "expected_samples",
         "regime",
         "reference_true_reward",
-        "unhedged",
+        "unhedged_theta",
+        "unhedged_true_reward",
+        "recommended_theta",
+        "options",
     ):
         assert key in d, key
-    assert set(d["unhedged"]) == {"theta", "true_reward"}
+    assert "unhedged" not in d and "conservative" not in d  # one key per field, no nested copies
+    json.dumps(d, allow_nan=False)  # strict JSON
     assert len(d["theta_ci"]) == 2 and d["mechanism"] == "bop" and d["regime"] == "rise-then-fall"
 
 
@@ -147,7 +151,7 @@ def test_demo_writes_the_report(tmp_path: Path) -> None:
         (["info", "missing.parquet"], "no such table"),
         (["tune", "{t}", "--proxy-col", "nope"], "missing column"),
         (["tune", "{t}", "--max-samples", "0.5"], "max_samples must be >= 1"),
-        (["tune", "{t}", "-m", "bop", "--n", "4"], "apply to --mechanism sbon only"),
+        (["tune", "{t}", "-m", "bop", "--n", "4"], "--n applies to -m sbon only"),
         (["curve", "{t}", "--thetas", "1,x"], "comma-separated numbers"),
         (["select", "--theta", "2"], "no scores given"),
         (["select", "--theta", "-1"], "mu must be >= 0"),

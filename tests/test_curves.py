@@ -219,7 +219,7 @@ def test_curve_bad_arguments() -> None:
         ht.curve(table, "bon", [10], estimator="unbiased")
     with pytest.raises(ValueError, match="estimator must be"):
         ht.curve(table, "bop", [1.0], estimator="with-replacement")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="apply to 'sbon' only"):
+    with pytest.raises(ValueError, match="n does not apply to 'bon'; it applies to 'sbon'"):
         ht.curve(table, "bon", n=4)
     with pytest.raises(ValueError, match="finite"):
         ht.curve(table, "bop", [np.nan])

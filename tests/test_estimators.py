@@ -81,7 +81,7 @@ def test_curve_unbiased_soft_best_of_n_on_raw_scores_equals_enumeration() -> Non
     ]
     assert c.true_reward == pytest.approx(expected, abs=1e-12)
     assert c.pool_tail is not None and (c.pool_tail == 0).all()
-    with pytest.raises(ValueError, match="n <= the smallest pool"):
+    with pytest.raises(ValueError, match="n = 7 cannot be estimated without replacement from pools of 6"):
         ht.curve(table, "sbon", [1.0], n=7, estimator="unbiased", bootstrap=0)
     # The tilted policy is a frontier, not a sampler: it keeps the plug-in (ratio) estimator.
     assert ht.curve(table, "tilted", [1.0], estimator="unbiased", bootstrap=0).estimator == "plugin"
@@ -127,3 +127,14 @@ def test_deployment_weights_and_their_derivatives() -> None:
         assert slope == pytest.approx(numeric, abs=1e-7)
     # Best-of-Poisson at mu = 0 is one draw: uniform over the pool.
     assert ht.curves.deployment_probabilities(ht.BestOfPoisson(0.0), 0.0, m) == pytest.approx(np.full((1, m), 1 / m))
+
+
+def test_best_of_poisson_deployment_slope_at_zero_matches_a_difference_quotient() -> None:
+    """At mu = 0 the count 2 has probability 0 but slope 1: dropping it gave the wrong residual."""
+    from hedgetune.curves import deployment_probabilities
+
+    for m in (2, 3, 8):
+        slope = deployment_probabilities(ht.BestOfPoisson(0.0), 0.0, m, derivative=True)
+        h = 1e-7
+        quotient = (deployment_probabilities(ht.BestOfPoisson(0.0), h, m) - deployment_probabilities(ht.BestOfPoisson(0.0), 0.0, m)) / h
+        np.testing.assert_allclose(slope, quotient, atol=1e-6)

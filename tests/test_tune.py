@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -211,10 +213,14 @@ def test_json_ready_result() -> None:
         "expected_samples",
         "regime",
         "reference_true_reward",
-        "unhedged",
+        "unhedged_theta",
+        "unhedged_true_reward",
+        "recommended_theta",
+        "options",
     ):
         assert key in d
-    assert set(d["unhedged"]) == {"theta", "true_reward"}
+    assert "unhedged" not in d and "conservative" not in d  # one key per field, no nested copies
+    json.dumps(d, allow_nan=False)  # strict JSON
     assert "template" not in d
 
 
@@ -230,7 +236,7 @@ def test_bad_input() -> None:
         ht.tune(table, "bop", max_samples=0.5)
     with pytest.raises(ValueError, match="max_kl must be >= 0"):
         ht.tune(table, "bop", max_kl=-1)
-    with pytest.raises(ValueError, match="max_n applies to Best-of-n"):
+    with pytest.raises(ValueError, match="max_n bounds a whole-number parameter"):
         ht.tune(table, "bop", max_n=3)
     with pytest.raises(ValueError, match="unboundedly many"):
         ht.tune(table, "tilted", max_samples=10)
@@ -312,7 +318,7 @@ def test_recommended_default_stays_put_without_a_sure_gain_and_moves_with_one() 
     result = ht.tune(helpful, "bop", bootstrap=300)
     assert result.conservative_theta > 0
     assert result.recommended_theta == result.theta and result.recommended_true_reward == result.true_reward
-    assert result.to_dict()["recommended"]["theta"] == result.theta
+    assert result.to_dict()["recommended_theta"] == result.theta
     assert ht.tune(helpful, "bop", bootstrap=0).recommended_theta == 0.0  # nothing shown sure
 
 

@@ -22,6 +22,8 @@ from ._jsonable import jsonable
 from .curves import curve, make_mechanism
 from .diagnose import diagnose_curve
 from .io import read_table
+from .mechanisms import Mechanism, lookup, names
+from .mechanisms.registry import option_names
 from .table import RewardTable, TableError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,18 +122,42 @@ def table_options(fn: F) -> F:
     return _with_options(options, wrapped)
 
 
+class MechanismChoice(click.Choice):  # type: ignore[type-arg]
+    """The registered mechanisms, read when the command line is parsed, so that a mechanism
+    registered after import (a plug-in) is a valid ``-m`` choice too."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return names()
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+
 def mechanism_options(fn: F) -> F:
+    """``-m`` and the mechanisms' options (``--n``, ``--on``): the command receives ``template``,
+    the mechanism at its reference parameter."""
     options = [
         click.option(
             "--mechanism",
             "-m",
-            type=click.Choice(["bon", "bop", "sbon", "tilted"]),
+            type=MechanismChoice(),
             default="bop",
             show_default=True,
-            help="Best-of-n, Best-of-Poisson, Soft Best-of-n or the tilted frontier.",
+            help="The mechanism: "
+            + ", ".join(f"{name} ({lookup(name).display_name})" for name in names())
+            + ".",
         ),
         click.option(
-            "--n", "sbon_n", type=int, default=None, help="Soft Best-of-n: candidates per prompt (default 4)."
+            "--n",
+            "sbon_n",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Soft Best-of-n: candidates per prompt (default 4).",
         ),
         click.option(
             "--on",
@@ -140,6 +166,28 @@ def mechanism_options(fn: F) -> F:
             default=None,
             help="Soft Best-of-n: softmax on raw scores (default) or on within-pool quantiles.",
         ),
+    ]
+
+    @functools.wraps(fn)
+    def with_mechanism(mechanism: str, sbon_n: int | None, sbon_on: str | None, **kwargs: Any) -> Any:
+        cls = lookup(mechanism)
+        for option, value in (("n", sbon_n), ("on", sbon_on)):
+            if value is not None and option not in option_names(cls):
+                users = [name for name in names() if option in option_names(lookup(name))]
+                raise click.UsageError(f"--{option} applies to -m {' or '.join(users)} only, not to -m {mechanism}")
+        try:
+            template = make_mechanism(mechanism, n=sbon_n, on=sbon_on)
+        except USER_ERRORS as exc:
+            raise InputError(str(exc)) from None
+        return fn(template=template, **kwargs)
+
+    wrapped: Any = with_mechanism
+    return _with_options(options, wrapped)
+
+
+def analysis_options(fn: F) -> F:
+    """Options of the commands that compute curves: the estimator, the bootstrap and its seed."""
+    options = [
         click.option(
             "--estimator",
             type=click.Choice(["unbiased", "plugin"]),
@@ -226,14 +274,6 @@ def _refuse_to_overwrite(path: str | Path, force: bool) -> None:
         return
     kind = "folder" if target.is_dir() else "file"
     raise InputError(f"the {kind} {str(target)!r} already exists: pass --force to overwrite it")
-
-
-def _sbon_kwargs(mechanism: str, n: int | None, on: str | None) -> dict[str, Any]:
-    if mechanism != "sbon":
-        if n is not None or on is not None:
-            raise click.UsageError("--n and --on apply to --mechanism sbon only")
-        return {}
-    return {"n": n, "on": on}
 
 
 #: Optional packages and the extra that installs them.
@@ -392,6 +432,7 @@ def info(
 @main.command("curve")
 @table_options
 @mechanism_options
+@analysis_options
 @click.option("--thetas", default=None, help="Comma-separated parameter values (default: a grid).")
 @click.option(
     "--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the curve as CSV."
@@ -402,9 +443,7 @@ def info(
 def curve_cmd(
     table: RewardTable,
     table_path: str,
-    mechanism: str,
-    sbon_n: int | None,
-    sbon_on: str | None,
+    template: Mechanism,
     estimator: str,
     seed: int,
     bootstrap: int,
@@ -419,12 +458,11 @@ def curve_cmd(
     grid = None if thetas is None else _parse_floats(thetas, "--thetas")
     c = curve(
         table,
-        mechanism,
+        template,
         grid,
         estimator=estimator,  # type: ignore[arg-type]
         bootstrap=bootstrap,
         seed=seed,
-        **_sbon_kwargs(mechanism, sbon_n, sbon_on),
     )
     d = diagnose_curve(c)
     if out_path:
@@ -480,12 +518,26 @@ def _budget_options(fn: F) -> F:
         ),
         click.option("--max-kl", type=float, default=None, help="Largest KL to the reference (nats)."),
     ]
-    return _with_options(options, fn)
+
+    @functools.wraps(fn)
+    def with_budgets(
+        max_theta: float | None,
+        max_n: float | None,
+        max_samples: float | None,
+        max_kl: float | None,
+        **kwargs: Any,
+    ) -> Any:
+        budgets = {"max_theta": max_theta, "max_n": max_n, "max_samples": max_samples, "max_kl": max_kl}
+        return fn(budgets=budgets, **kwargs)
+
+    wrapped: Any = with_budgets
+    return _with_options(options, wrapped)
 
 
 @main.command("tune")
 @table_options
 @mechanism_options
+@analysis_options
 @_budget_options
 @click.option("--residual", type=click.Choice(["exact", "score"]), default="exact", show_default=True)
 @click.option("--by-group", is_flag=True, help="One parameter per group (needs --group-col).")
@@ -494,16 +546,11 @@ def _budget_options(fn: F) -> F:
 def tune_cmd(
     table: RewardTable,
     table_path: str,
-    mechanism: str,
-    sbon_n: int | None,
-    sbon_on: str | None,
+    template: Mechanism,
     estimator: str,
     seed: int,
     bootstrap: int,
-    max_theta: float | None,
-    max_n: float | None,
-    max_samples: float | None,
-    max_kl: float | None,
+    budgets: dict[str, float | None],
     residual: str,
     by_group: bool,
     as_json: bool,
@@ -511,26 +558,16 @@ def tune_cmd(
     """HedgeTune: the parameter where the true reward peaks, with intervals and the regime."""
     from .tune import tune, tune_by_group
 
-    kwargs = dict(
-        estimator=estimator,
-        residual=residual,
-        max_theta=max_theta,
-        max_n=max_n,
-        max_samples=max_samples,
-        max_kl=max_kl,
-        bootstrap=bootstrap,
-        seed=seed,
-        **_sbon_kwargs(mechanism, sbon_n, sbon_on),
-    )
+    kwargs: dict[str, Any] = dict(estimator=estimator, residual=residual, bootstrap=bootstrap, seed=seed, **budgets)
     if by_group:
-        results = tune_by_group(table, mechanism, **kwargs)
+        results = tune_by_group(table, template, **kwargs)
         if as_json:
             emit_json({group: r.to_dict() for group, r in results.items()})
             return
         for group, r in results.items():
             click.echo(f"[{group}] {_tune_line(r)}")
         return
-    r = tune(table, mechanism, **kwargs)
+    r = tune(table, template, **kwargs)
     if as_json:
         emit_json(r.to_dict())
         return
@@ -553,7 +590,7 @@ def tune_cmd(
 
 def _tune_line(r: Any) -> str:
     return (
-        f"{r.label.split('(')[0]} on '{r.proxy}': {r.parameter} = {r.theta:.4g} "
+        f"{r.template.short_label()} on '{r.proxy}': {r.parameter} = {r.theta:.4g} "
         f"[{r.theta_ci[0]:.4g}, {r.theta_ci[1]:.4g}] ({r.regime}; {r.estimator} estimator)"
     )
 
@@ -562,6 +599,7 @@ def _tune_line(r: Any) -> str:
 @main.command("evaluate")
 @table_options
 @mechanism_options
+@analysis_options
 @_budget_options
 @click.option(
     "--calibration-fraction",
@@ -575,16 +613,11 @@ def _tune_line(r: Any) -> str:
 def evaluate_cmd(
     table: RewardTable,
     table_path: str,
-    mechanism: str,
-    sbon_n: int | None,
-    sbon_on: str | None,
+    template: Mechanism,
     estimator: str,
     seed: int,
     bootstrap: int,
-    max_theta: float | None,
-    max_n: float | None,
-    max_samples: float | None,
-    max_kl: float | None,
+    budgets: dict[str, float | None],
     calibration_fraction: float,
     repeats: int,
     as_json: bool,
@@ -594,23 +627,19 @@ def evaluate_cmd(
 
     result = evaluate(
         table,
-        mechanism,
+        template,
         calibration_fraction=calibration_fraction,
         repeats=repeats,
         seed=seed,
         estimator=estimator,
         bootstrap=min(bootstrap, 1000),
-        max_theta=max_theta,
-        max_n=max_n,
-        max_samples=max_samples,
-        max_kl=max_kl,
-        **_sbon_kwargs(mechanism, sbon_n, sbon_on),
+        **budgets,
     )
     if as_json:
         emit_json(result.to_dict())
         return
     click.echo(
-        f"{mechanism} on {repeats} random {calibration_fraction:g}/{1 - calibration_fraction:g} splits "
+        f"{template.short_label()} on {repeats} random {calibration_fraction:g}/{1 - calibration_fraction:g} splits "
         f"(held-out true reward, {estimator} estimator, mean ± s.e.):"
     )
     for key, stats in result.summary().items():
@@ -698,22 +727,18 @@ def _analyse_with_progress(table: RewardTable, name: str, bootstrap: int, seed: 
 @click.option(
     "--theta", type=float, required=True, help="The mechanism's parameter (e.g. from `hedgetune tune`)."
 )
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random choices.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of one index per line.")
 @user_errors
 def select(
     scores_path: str,
-    mechanism: str,
-    sbon_n: int | None,
-    sbon_on: str | None,
-    estimator: str,
-    seed: int,
-    bootstrap: int,
+    template: Mechanism,
     theta: float,
+    seed: int,
     as_json: bool,
 ) -> None:
     """Scores in, chosen candidate indices out (0-based, one per prompt)."""
-    del bootstrap, estimator  # options of the analysis commands; selection needs neither
-    mech = make_mechanism(mechanism, **_sbon_kwargs(mechanism, sbon_n, sbon_on)).with_theta(theta)
+    mech = template.with_theta(theta)
     chosen = mech.select(_read_scores(scores_path), rng=seed)
     if as_json:
         emit_json(chosen.tolist())

@@ -9,27 +9,24 @@ the curve is exact for the pools, and its uncertainty over prompts comes from a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize, special, stats
 
+from ._jsonable import jsonable
 from ._limits import require_memory
-from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
+from .mechanisms import POOL_TAIL_TOLERANCE as POOL_TAIL_TOLERANCE
+from .mechanisms import BestOfN, Mechanism, make, names
+from .mechanisms import Estimator as Estimator
 from .mechanisms._numerics import FloatArray
 from .mechanisms._selection import average_over_ties
-from .mechanisms._subsets import soft_best_of_n_subsets
 from .pools import Pools, build_pools
 from .table import RewardTable, TableError
 
-Estimator = Literal["plugin", "unbiased"]
-MECHANISM_NAMES = ("bon", "sbon", "bop", "tilted")
-#: Best-of-Poisson's deployment estimate is used only where a deployment draws more candidates
-#: than the smallest pool holds with at most this probability.
-POOL_TAIL_TOLERANCE = 0.01
+#: The registered mechanism names (``"bon"``, ``"sbon"``, ...), for messages and choices.
+MECHANISM_NAMES = names()
 
 
 def as_pools(table: RewardTable | Pools, proxy: str | None = None) -> Pools:
@@ -45,59 +42,27 @@ def as_pools(table: RewardTable | Pools, proxy: str | None = None) -> Pools:
 
 def resolve_estimator(template: Mechanism, estimator: str) -> Estimator:
     """Check the estimator's name; ``"unbiased"`` (what a deployment gets) falls back to
-    ``"plugin"`` for the tilted policy, the infinite-sample frontier, which has no deployment."""
+    ``"plugin"`` for a mechanism with no deployment (the tilted policy, the infinite-sample
+    frontier)."""
     if estimator not in ("plugin", "unbiased"):
         raise ValueError(f"estimator must be 'unbiased' or 'plugin', got {estimator!r}")
-    if estimator == "unbiased" and isinstance(template, Tilted):
+    if estimator == "unbiased" and not template.deployable:
         return "plugin"
     return estimator  # type: ignore[return-value]
 
 
 def supported_max(template: Mechanism, pools: Pools, estimator: Estimator) -> float:
-    """The largest parameter whose deployment the calibration pools can stand for.
-
-    With the plug-in estimator there is no limit (it resamples the pool). Without replacement:
-    Best-of-n up to n = the smallest pool; Best-of-Poisson up to the mu at which a deployment draws
-    more candidates than the smallest pool holds with probability :data:`POOL_TAIL_TOLERANCE`;
-    Soft Best-of-n needs its n within every pool and leaves beta unlimited.
-    """
-    if estimator == "plugin":
-        return float("inf")
-    m = pools.min_size
-    if isinstance(template, BestOfN):
-        return float(m)
-    if isinstance(template, BestOfPoisson):
-        return float(
-            optimize.brentq(lambda mu: stats.poisson.sf(m - 1, mu) - POOL_TAIL_TOLERANCE, 0.0, 2.0 * m + 10)
-        )
-    if isinstance(template, SoftBestOfN) and template.n > m:
-        raise ValueError(
-            f"Soft Best-of-n with n = {template.n} cannot be estimated without replacement from pools of "
-            f"{m}; use n <= {m} or estimator='plugin'"
-        )
-    return float("inf")
+    """The largest parameter whose deployment the calibration pools can stand for (see
+    :meth:`Mechanism.supported_max`): unlimited with the plug-in; without replacement, Best-of-n up
+    to the smallest pool, Best-of-Poisson up to the mu at which a deployment draws more candidates
+    than the smallest pool with probability :data:`POOL_TAIL_TOLERANCE`."""
+    return template.supported_max(pools, estimator)
 
 
 def make_mechanism(mechanism: str | Mechanism, *, n: int | None = None, on: str | None = None) -> Mechanism:
-    """A mechanism template at its reference parameter, from a name or an instance."""
-    if isinstance(mechanism, Mechanism):
-        return mechanism
-    if not isinstance(mechanism, str):
-        raise TypeError(
-            f"mechanism must be one of {MECHANISM_NAMES} or a Mechanism, got {type(mechanism).__name__}"
-        )
-    name = mechanism.lower()
-    if name != "sbon" and (n is not None or on is not None):
-        raise ValueError(f"n and on apply to 'sbon' only, not {name!r}")
-    if name == "bon":
-        return BestOfN(1)
-    if name == "bop":
-        return BestOfPoisson(0.0)
-    if name == "tilted":
-        return Tilted(0.0)
-    if name == "sbon":
-        return SoftBestOfN(4 if n is None else n, 0.0, "raw" if on is None else on)  # type: ignore[arg-type]
-    raise ValueError(f"unknown mechanism {mechanism!r}; choose one of {MECHANISM_NAMES}")
+    """A mechanism template at its reference parameter, from a registered name (with its options)
+    or an instance."""
+    return make(mechanism, n=n, on=on)
 
 
 def default_thetas(
@@ -105,110 +70,27 @@ def default_thetas(
 ) -> FloatArray:
     """A grid from the reference to well past the point where the pool is exhausted (plug-in), or
     to the largest parameter the pools support (without replacement)."""
-    m = pools.max_size
-    top = supported_max(template, pools, estimator)
-    if isinstance(template, BestOfN) and np.isfinite(top):
-        return np.unique(np.round(np.geomspace(1, top, min(count, int(top)))))
-    if isinstance(template, BestOfPoisson) and np.isfinite(top):
-        return np.concatenate([[0.0], np.geomspace(min(0.05, top / 2), top, count - 1)])
-    if isinstance(template, BestOfN):
-        return np.unique(np.round(np.geomspace(1, max(64, 4 * m), count)))
-    if isinstance(template, BestOfPoisson):
-        return np.concatenate([[0.0], np.geomspace(0.05, max(64.0, 4.0 * m), count - 1)])
-    if isinstance(template, SoftBestOfN) and template.on == "raw":
-        spread = float(np.mean([g.proxy.std(axis=1).mean() for g in pools.groups])) or 1.0
-        return np.concatenate([[0.0], np.geomspace(0.05, 500.0, count - 1) / spread])
-    return np.concatenate([[0.0], np.geomspace(0.05, 500.0, count - 1)])
+    return template.default_grid(pools, estimator, count)
 
 
 def unbiased_bon_probabilities(n: float, m: int) -> FloatArray:
     """Best-of-n without replacement from a pool of m: position i (1-based) wins with
     ``C(i-1, n-1) / C(m, n)`` (zero for i < n). Log-space binomials (``gammaln``)."""
-    if n != np.floor(n) or not 1 <= n <= m:
-        raise ValueError(f"the unbiased estimator needs a whole n in [1, pool size {m}], got n={n:g}")
-    return _bon_weight_rows(np.array([float(n)]), m)
+    return BestOfN(n).deployment_probabilities(m)
 
 
 def pool_tail(template: Mechanism, theta: float, m: int) -> float:
     """Probability that a deployment draws more candidates than a pool of ``m`` holds (0 for
     mechanisms with a fixed count n <= m; the Poisson tail P(1 + K > m) for Best-of-Poisson)."""
-    if isinstance(template, BestOfPoisson):
-        return float(stats.poisson.sf(m - 1, theta)) if theta > 0 else 0.0
-    if isinstance(template, Tilted):
-        return 1.0 if theta > 0 else 0.0
-    return 0.0 if template.with_theta(theta).expected_samples() <= m else 1.0
-
-
-def _bon_weight_rows(counts: FloatArray, m: int, start: int = 0) -> FloatArray:
-    """``C(i-1, c-1) / C(m, c)`` for each count c (rows) and position i = start+1..m (columns)."""
-    i = np.arange(start + 1, m + 1, dtype=float)[None, :]
-    c = counts[:, None]
-    ok = i >= c
-    with np.errstate(invalid="ignore"):
-        log_w = (
-            special.gammaln(i)
-            - special.gammaln(c)
-            - special.gammaln(np.where(ok, i - c + 1, 1.0))
-            - (special.gammaln(m + 1) - special.gammaln(c + 1) - special.gammaln(m - c + 1))
-        )
-    return np.where(ok, np.exp(np.where(ok, log_w, -np.inf)), 0.0)
-
-
-def _poisson_window(mu: float, m: int) -> tuple[FloatArray, FloatArray]:
-    """The Poisson counts k < m - 1 whose probability exceeds 1e-18, and those probabilities."""
-    spread = 10.0 * np.sqrt(mu) + 40.0
-    k = np.arange(max(0, int(mu - spread)), min(m - 1, int(np.ceil(mu + spread)) + 1), dtype=float)
-    pmf = stats.poisson.pmf(k, mu)
-    keep = pmf > 1e-18
-    return k[keep], pmf[keep]
-
-
-def _poisson_mixture_of_bon(mu: float, m: int, derivative: bool, start: int = 0) -> FloatArray:
-    """Best-of-Poisson without replacement: ``sum_k Pois(k; mu) w_BoN(k + 1)`` over the counts a pool
-    of m can stand for, the draws of m or more candidates valued as m. Only the counts whose Poisson
-    probability is above 1e-18 (a window around mu) are summed: O(window x m)."""
-    if mu <= 0 and not derivative:
-        return np.full((1, m - start), 1.0 / m)
-    k, pmf = _poisson_window(mu, m)
-    rows = _bon_weight_rows(k + 1.0, m, start)  # (K, m - start)
-    whole_pool = _bon_weight_rows(np.array([float(m)]), m, start)[0]
-    if derivative:  # d/dmu Pois(k; mu) = Pois(k - 1; mu) - Pois(k; mu); the tail takes the rest
-        dpmf = stats.poisson.pmf(k - 1, mu) - pmf
-        return (dpmf @ (rows - whole_pool))[None, :]
-    tail = max(0.0, 1.0 - pmf.sum())  # P(K >= m - 1) and the (< 1e-16) mass outside the window
-    return (pmf @ rows + tail * whole_pool)[None, :]
-
-
-def _negligible_below(template: Mechanism, theta: float, m: int) -> int:
-    """A position below which a deployment's weights add up to less than 1e-17: with at least c
-    candidates, all of them fall below position s with probability C(s, c)/C(m, c) <= (s/m)^c."""
-    if isinstance(template, BestOfN):
-        fewest = theta
-    elif isinstance(template, BestOfPoisson) and theta > 0:
-        k, _ = _poisson_window(theta, m)
-        fewest = float(k[0]) + 1.0 if k.size else float(m)
-    else:
-        return 0
-    return max(0, int(np.floor(m * _NEGLIGIBLE ** (1.0 / max(fewest, 1.0)))) - 1)
-
-
-@lru_cache(maxsize=512)
-def _sbon_quantile_weights(n: int, beta: float, m: int) -> tuple[FloatArray, FloatArray]:
-    """Soft Best-of-n on quantiles over the n-subsets of a pool of m, and the beta-derivative: rank
-    based, so the same for every prompt; cached, as tuning asks for both at the same beta."""
-    positions = np.arange(1, m + 1)[None, :] / (m + 1)
-    values, slopes = soft_best_of_n_subsets(positions, beta, n, derivative=True)
-    assert slopes is not None
-    values.setflags(write=False)
-    slopes.setflags(write=False)
-    return values, slopes
+    return template.pool_tail(theta, m)
 
 
 def deployment_probabilities(
     template: Mechanism, theta: float, m: int, derivative: bool = False, start: int = 0
 ) -> FloatArray:
     """Without-replacement (deployment) weights of the sorted positions of a pool of ``m`` for a
-    rank-based mechanism at ``theta`` (their derivative in theta with ``derivative``), ``(1, m)``.
+    rank-based mechanism at ``theta`` (their derivative in theta with ``derivative``), ``(1, m)``;
+    see :meth:`Mechanism.deployment_probabilities`.
 
     * Best-of-n (whole n <= m): ``C(i-1, n-1) / C(m, n)``, the U-statistic over n-subsets.
     * Soft Best-of-n on quantiles (n <= m): the U-statistic over n-subsets of the softmax on the
@@ -220,25 +102,12 @@ def deployment_probabilities(
     With ``start``, only positions ``start + 1 .. m`` are returned, ``(1, m - start)``.
     """
     mech = template.with_theta(theta)
-    if isinstance(mech, BestOfN):
-        if derivative:
-            raise ValueError(
-                "Best-of-n has a whole-number parameter: no derivative of its deployment weights"
-            )
-        return unbiased_bon_probabilities(theta, m)[:, start:]
-    if isinstance(mech, SoftBestOfN) and mech.on == "quantile":
-        values, slopes = _sbon_quantile_weights(mech.n, mech.beta, m)
-        return (slopes if derivative else values)[:, start:]
-    if isinstance(mech, BestOfPoisson):
-        return _poisson_mixture_of_bon(theta, m, derivative, start)
-    raise ValueError(
-        f"{mech.name} has no without-replacement (deployment) estimator on rank positions"
-        + (
-            "; the tilted policy is the infinite-sample frontier, not a sampler"
-            if isinstance(mech, Tilted)
-            else ""
+    if not mech.deployable:
+        raise ValueError(
+            f"{mech.display_name} has no without-replacement (deployment) estimator: it is the "
+            "infinite-sample frontier, not a sampler"
         )
-    )
+    return mech.deployment_probabilities(m, derivative, start)
 
 
 @dataclass(frozen=True)
@@ -278,6 +147,8 @@ class Curve:
     replicates: FloatArray | None = field(default=None, repr=False)
     pool_tail: FloatArray | None = None
     reward_scale: float = 1.0
+    supported_max: float = float("inf")
+    template: Mechanism = field(default_factory=lambda: BestOfN(1), repr=False, compare=False)
 
     def columns(self) -> dict[str, FloatArray]:
         tail = {} if self.pool_tail is None else {"pool_tail": self.pool_tail}
@@ -294,9 +165,13 @@ class Curve:
         } | tail
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain Python values (lists for arrays), without the bootstrap replicates."""
-        out = {k: v for k, v in asdict(self).items() if k != "replicates"}
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
+        """Strict-JSON values (lists for arrays, ``None`` for NaN), without the bootstrap
+        replicates; the mechanism as its name and options."""
+        out = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("replicates", "template")
+        }
+        out["options"] = self.template.options
+        return jsonable(out)
 
     def to_pandas(self) -> Any:
         import pandas as pd
@@ -349,14 +224,15 @@ def rank_probabilities(
     ``start + 1 .. m``; the positions below ``start`` have cumulative probability under
     ``1e-17`` at every parameter (large n or mu put all the mass at the top of the pool).
     """
-    if isinstance(template, SoftBestOfN) and estimator == "plugin":  # on quantiles: the pool's own i/m
+    if estimator == "plugin" and type(template).pool_probabilities is not Mechanism.pool_probabilities:
+        # A mechanism with its own pool rule (Soft Best-of-n on the pool's quantiles i/m).
         grid_scores = np.zeros((1, m))
         per_theta = [template.with_theta(float(t)) for t in thetas]
         if derivative:
             return 0, np.concatenate([mech.pool_probabilities_dtheta(grid_scores) for mech in per_theta])
         return 0, np.concatenate([mech.pool_probabilities(grid_scores) for mech in per_theta])
     if estimator == "unbiased":
-        starts = [_negligible_below(template, float(t), m) for t in thetas]
+        starts = [template.with_theta(float(t)).negligible_below(m) for t in thetas]
         start = min(starts)
         values = np.zeros((thetas.size, m - start))
         for row, (theta, own) in enumerate(zip(thetas, starts, strict=True)):
@@ -398,7 +274,7 @@ def pool_sums(
         if per_prompt:  # softmax on raw scores: probabilities differ from prompt to prompt
             quantiles = group.quantiles()
             for k, theta in enumerate(thetas):
-                probs = _raw_probabilities(template, float(theta), group.proxy, estimator)
+                probs, slopes = _raw_probabilities(template, float(theta), group.proxy, estimator, derivative)
                 values = np.einsum("pm,pm->p", probs, group.true)
                 true[k] += values.sum()
                 quant[k] += np.einsum("pm,pm->", probs, quantiles)
@@ -407,12 +283,8 @@ def pool_sums(
                     reps[:, k] += w_g @ values
                 if kl_pool:
                     klp[k] += _pool_kl(probs).sum()
-                if dtrue is not None:
-                    dvalues = np.einsum(
-                        "pm,pm->p",
-                        _raw_probabilities(template, float(theta), group.proxy, estimator, derivative=True),
-                        group.true,
-                    )
+                if dtrue is not None and slopes is not None:
+                    dvalues = np.einsum("pm,pm->p", slopes, group.true)
                     dtrue[k] += dvalues.sum()
                     if dreps is not None and w_g is not None:
                         dreps[:, k] += w_g @ dvalues
@@ -458,21 +330,14 @@ def _raw_probabilities(
     sorted_scores: FloatArray,
     estimator: Estimator,
     derivative: bool = False,
-) -> FloatArray:
-    """Selection probabilities (or their theta-derivative) of a mechanism that sees raw scores."""
+) -> tuple[FloatArray, FloatArray | None]:
+    """Selection probabilities of a mechanism that sees raw scores, and their theta-derivative
+    with ``derivative`` (one pass computes both without replacement)."""
     mech = template.with_theta(theta)
     if estimator == "plugin":
-        return (
-            mech.pool_probabilities_dtheta(sorted_scores)
-            if derivative
-            else mech.pool_probabilities(sorted_scores)
-        )
-    if not isinstance(mech, SoftBestOfN):
-        raise ValueError(f"{mech.name} on raw scores has no without-replacement (deployment) estimator")
-    if np.isinf(mech.beta):
-        return np.zeros_like(sorted_scores) if derivative else mech.pool_probabilities(sorted_scores)
-    values, slopes = soft_best_of_n_subsets(sorted_scores, mech.beta, mech.n, derivative)
-    return slopes if derivative and slopes is not None else values
+        slopes = mech.pool_probabilities_dtheta(sorted_scores) if derivative else None
+        return mech.pool_probabilities(sorted_scores), slopes
+    return mech.raw_deployment_probabilities(sorted_scores, derivative)
 
 
 def _pool_kl(probs: FloatArray, m: int | None = None) -> FloatArray:
@@ -533,10 +398,11 @@ def curve(
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
     if estimator == "unbiased":
-        needed = grid.max() if isinstance(template, BestOfN) else getattr(template, "n", 1)
-        if needed > pools.min_size:
+        top = template.supported_max(pools, estimator)  # raises where no pool can estimate it
+        if template.integer_parameter and grid.max() > top:
             raise ValueError(
-                f"the unbiased estimator needs n <= the smallest pool ({pools.min_size}); got n up to {needed:g}"
+                f"the unbiased estimator needs {template.parameter} <= the smallest pool "
+                f"({pools.min_size}); got {template.parameter} up to {grid.max():g}"
             )
     weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
     ev = pool_sums(pools, template, grid, estimator, weights)
@@ -560,7 +426,7 @@ def curve(
     tail = None
     if estimator == "unbiased":
         tail = np.array(
-            [sum(g.size * pool_tail(template, float(th), g.m) for g in pools.groups) / total for th in grid]
+            [sum(g.size * template.pool_tail(float(th), g.m) for g in pools.groups) / total for th in grid]
         )
     reference = sum(float(g.true.mean(axis=1).sum()) for g in pools.groups) / total
     return Curve(
@@ -586,13 +452,14 @@ def curve(
         replicates=replicates,
         pool_tail=tail,
         reward_scale=pools.reward_scale,
+        supported_max=template.supported_max(pools, estimator),
+        template=template,
     )
 
 
 def _analytic_kl(mech: Mechanism) -> float:
-    if isinstance(mech, SoftBestOfN) and mech.on == "raw":
-        return float("nan")
-    return mech.kl()
+    """The mechanism's KL for continuous proxies; NaN where it depends on the raw scores."""
+    return float("nan") if mech.uses_raw_scores else mech.kl()
 
 
 def _check_thetas(thetas: ArrayLike | Sequence[float], template: Mechanism) -> FloatArray:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._jsonable import jsonable
 from .curves import Curve, curve
 from .mechanisms import Mechanism
 from .pools import Pools
@@ -63,18 +64,14 @@ class Diagnosis:
     curve: Curve
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        """Strict-JSON values, the curve included."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "curve"}
         out["curve"] = self.curve.to_dict()
-        return out
+        return jsonable(out)
 
     def sentence(self) -> str:
         """The regime in words."""
-        name = {
-            "bon": "best-of-n",
-            "bop": "Best-of-Poisson",
-            "sbon": "soft best-of-n",
-            "tilted": "the tilted policy",
-        }[self.mechanism]
+        name = self.curve.template.short_label()
         p = self.parameter
         if self.regime == "rise-then-fall":
             peak = f"{name} peaks at {p} = {self.threshold:.3g} (true reward {self.best_true_reward:.4f})"
@@ -87,7 +84,7 @@ class Diagnosis:
         if self.regime == "increasing":
             where = (
                 "no hacking up to what the calibration pools support (larger pools would tell beyond)"
-                if self.curve.estimator == "unbiased" and self.mechanism in ("bon", "bop")
+                if self.top_theta >= self.curve.supported_max * (1 - 1e-9)
                 else "no hacking in range"
             )
             return f"{name} keeps improving up to {p} = {self.top_theta:.3g} (true reward {self.top_true_reward:.4f}): {where}"

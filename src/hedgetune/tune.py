@@ -10,7 +10,7 @@ confidence bound of the gain stays positive.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -27,7 +27,7 @@ from .curves import (
     supported_max,
 )
 from .diagnose import classify
-from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN
+from .mechanisms import BestOfN, Mechanism
 from .mechanisms._numerics import FloatArray
 from .pools import Pools, build_pools
 from .table import RewardTable, TableError
@@ -86,17 +86,10 @@ class TuneResult:
     template: Mechanism = field(repr=False, compare=False, default_factory=lambda: BestOfN(1))
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        del out["template"]
-        out["unhedged"] = {"theta": self.unhedged_theta, "true_reward": self.unhedged_true_reward}
-        out["conservative"] = {"theta": self.conservative_theta, "true_reward": self.conservative_true_reward}
-        out["recommended"] = {
-            "theta": self.recommended_theta,
-            "true_reward": self.recommended_true_reward,
-            "rule": self.recommended_rule,
-        }
-        for key in ("theta_ci", "true_reward_ci", "search_range"):
-            out[key] = list(out[key])
+        """Strict-JSON values, one key per field (``None`` for NaN or infinity); the mechanism as
+        its name and options."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "template"}
+        out["options"] = self.template.options
         return jsonable(out)
 
     def mechanism_at(self, theta: float | None = None) -> Mechanism:
@@ -116,8 +109,8 @@ def search_range(
 ) -> tuple[float, float]:
     """The interval searched: from the reference to the tightest of the budgets.
 
-    Without a budget the top is well past pool exhaustion (BoN/BoP: 4 m, at least 64;
-    SBoN/tilt: beta = 500 per unit of the scores' spread).
+    Without a budget the top is :meth:`Mechanism.default_top`, well past pool exhaustion (BoN/BoP:
+    4 m, at least 64; SBoN/tilt: beta = 500 per unit of the scores' spread).
     """
     for name, value in (
         ("max_theta", max_theta),
@@ -128,10 +121,13 @@ def search_range(
         if value is not None and not (isinstance(value, int | float | np.number) and np.isfinite(value)):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
     lo = template.reference_theta
-    hi = float(max_theta) if max_theta is not None else default_top(template, pools)
+    hi = float(max_theta) if max_theta is not None else template.default_top(pools)
     if max_n is not None:
-        if not isinstance(template, BestOfN):
-            raise ValueError("max_n applies to Best-of-n; use max_samples for the other mechanisms")
+        if not template.integer_parameter:
+            raise ValueError(
+                f"max_n bounds a whole-number parameter (Best-of-n's n); {template.display_name} "
+                "takes max_samples"
+            )
         if max_n < 1:
             raise ValueError(f"max_n must be >= 1 (the reference draws one response), got {max_n}")
         hi = min(hi, float(max_n))
@@ -140,23 +136,14 @@ def search_range(
             raise ValueError(
                 f"max_samples must be >= 1 (the reference draws one response), got {max_samples}"
             )
-        if isinstance(template, BestOfN):
-            hi = min(hi, float(max_samples))
-        elif isinstance(template, BestOfPoisson):
-            hi = min(hi, float(max_samples) - 1.0)
-        elif isinstance(template, SoftBestOfN):
-            if template.n > max_samples:
-                raise ValueError(
-                    f"SoftBestOfN draws n = {template.n} responses, above max_samples = {max_samples}"
-                )
-        else:
-            raise ValueError("the tilted policy draws unboundedly many samples; max_samples cannot bound it")
+        hi = min(hi, template.budget_theta(float(max_samples)))
     if max_kl is not None:
         if max_kl < 0:
             raise ValueError(f"max_kl must be >= 0 (the reference has KL 0), got {max_kl}")
-        if isinstance(template, SoftBestOfN) and template.on == "raw":
+        if template.uses_raw_scores:
             raise ValueError(
-                "max_kl needs the analytic KL, which SoftBestOfN on raw scores lacks; use on='quantile'"
+                f"max_kl needs the analytic KL, which {template.short_label()} on raw scores lacks; "
+                "use on='quantile'"
             )
         if template.with_theta(hi).kl() > max_kl:
             hi = float(optimize.brentq(lambda th: template.with_theta(th).kl() - max_kl, lo, hi, xtol=1e-10))
@@ -167,26 +154,15 @@ def search_range(
     return lo, hi
 
 
-def default_top(template: Mechanism, pools: Pools) -> float:
-    """The top of the search without a budget: well past pool exhaustion (BoN/BoP: 4 m, at least
-    64; SBoN/tilt: beta = 500 per unit of the scores' spread)."""
-    if isinstance(template, BestOfN | BestOfPoisson):
-        return float(max(64, 4 * pools.max_size))
-    if isinstance(template, SoftBestOfN) and template.on == "raw":
-        spread = float(np.mean([g.proxy.std(axis=1).mean() for g in pools.groups])) or 1.0
-        return 500.0 / spread
-    return 500.0
-
-
 def _grid(lo: float, hi: float, template: Mechanism, points: int = _GRID_POINTS, scale: float = 0.0) -> FloatArray:
     """Geometric grid from the reference to ``hi``. It starts at 1e-4 of the range, or of ``scale``
     (the default top) when that is smaller, so that a huge budget does not skip the parameters
     that matter; a range of more than 4 decades gets proportionally more points (at most 4x)."""
     if hi <= lo:
         return np.array([lo])
-    if isinstance(template, BestOfN):
-        inner = np.geomspace(1.0, hi, points)
-        integers = np.arange(1.0, min(hi, 64.0) + 1)
+    if template.integer_parameter:
+        inner = np.geomspace(max(lo, 1.0), hi, points)
+        integers = np.arange(max(lo, 1.0), min(hi, 64.0) + 1)
         return np.unique(np.concatenate([integers, inner]))
     first = min(hi - lo, scale or np.inf) * 1e-4 if lo == 0 else lo
     first = max(first, 1e-6)
@@ -295,7 +271,7 @@ def tune(
     top = supported_max(template, pools, estimator)
     pool_limited = hi > top
     hi = min(hi, top)
-    integer = isinstance(template, BestOfN)
+    integer = template.integer_parameter
     # Without replacement, Best-of-n's curve lives on the integers 1..m: every one is evaluated and
     # the best taken (no derivative exists). Otherwise a grid, then Brent's method on the exact
     # residual. Soft Best-of-n costs a quadrature per parameter (per prompt on raw scores): a
@@ -305,11 +281,9 @@ def tune(
         grid = np.unique(np.round(_grid(lo, hi, template)))
         grid = grid[grid <= hi]
     else:
-        expensive = template.uses_raw_scores or (
-            isinstance(template, SoftBestOfN) and estimator == "unbiased"
-        )
+        expensive = template.uses_raw_scores or (template.needs_quadrature and estimator == "unbiased")
         points = _GRID_POINTS // 3 if expensive else _GRID_POINTS
-        grid = _grid(lo, hi, template, points, scale=default_top(template, pools))
+        grid = _grid(lo, hi, template, points, scale=template.default_top(pools))
     weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
     sums = pool_sums(
         pools, template, grid, estimator, weights=weights, kl_pool=False, derivative=not exhaustive
@@ -341,7 +315,8 @@ def tune(
             theta, iterations = _refine(
                 pools, template, residual_fn, np.r_[grid[0], grid[:2]], rho_grid[[0, 0, 1]], 1
             )
-        if _curve_value(pools, template, theta, estimator) < f_grid[best]:  # never worse than the grid
+        # Keep the refinement only for a real gain over the grid's best (never move for rounding).
+        if theta != grid[best] and _curve_value(pools, template, theta, estimator) <= f_grid[best] + flat_tol:
             theta = float(grid[best])
         if integer:
             candidates = sorted(c for c in {np.floor(theta), np.ceil(theta)} if lo <= c <= hi)
@@ -573,6 +548,7 @@ class OutOfSample:
     oracle: FloatArray
     reference: FloatArray
     unhedged: FloatArray
+    template: Mechanism = field(default_factory=lambda: BestOfN(1), repr=False, compare=False)
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean and standard error over splits of each held-out true reward."""
@@ -584,9 +560,11 @@ class OutOfSample:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+        """Strict-JSON values, with the :meth:`summary`."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "template"}
+        out["options"] = self.template.options
         out["summary"] = self.summary()
-        return out
+        return jsonable(out)
 
     def to_pandas(self) -> Any:
         import pandas as pd
@@ -666,4 +644,5 @@ def evaluate(
         parameter=template.parameter,
         calibration_fraction=calibration_fraction,
         **arrays,
+        template=template,
     )

@@ -2,18 +2,35 @@
 
 Each mechanism is an immutable object with the density of the selected response's proxy quantile
 (``pdf``, ``logpdf``, ``cdf``, ``score``, ``cdf_dtheta``), its summaries (``kl``, ``mean``,
-``expected_samples``), a simulator (``sample_quantiles``) and the rule applied at inference time
-(``draw_n``, ``select``).
+``expected_samples``), a simulator (``sample_quantiles``), the rule applied at inference time
+(``draw_n``, ``select``) and what a calibration pool can say about it (``default_grid``,
+``supported_max``, ``deployment_probabilities``, ...). The registry maps names to classes; a new
+mechanism is one new file and one line below.
 """
 
-from ._base import Mechanism
+from ._base import Estimator, Mechanism
 from .best_of_n import BestOfN
-from .best_of_poisson import BestOfPoisson
+from .best_of_poisson import POOL_TAIL_TOLERANCE, BestOfPoisson
+from .registry import lookup, make, names, register, unregister
 from .soft_best_of_n import SoftBestOfN
 from .tilted import Tilted
 
-MECHANISMS: dict[str, type[Mechanism]] = {
-    cls.name: cls for cls in (BestOfN, SoftBestOfN, BestOfPoisson, Tilted)
-}
+register(BestOfN)
+register(SoftBestOfN)
+register(BestOfPoisson)
+register(Tilted)
 
-__all__ = ["MECHANISMS", "BestOfN", "BestOfPoisson", "Mechanism", "SoftBestOfN", "Tilted"]
+__all__ = [
+    "POOL_TAIL_TOLERANCE",
+    "BestOfN",
+    "BestOfPoisson",
+    "Estimator",
+    "Mechanism",
+    "SoftBestOfN",
+    "Tilted",
+    "lookup",
+    "make",
+    "names",
+    "register",
+    "unregister",
+]

@@ -15,14 +15,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from .._limits import require_memory
 from ._numerics import FloatArray, check_unit_interval, rng_from
+from ._pool_weights import subset_maximum_weights
 from ._selection import IntArray, as_pool_matrix
+
+if TYPE_CHECKING:
+    from ..pools import Pools
+
+Estimator = Literal["plugin", "unbiased"]
 
 
 class Mechanism(ABC):
@@ -34,10 +40,42 @@ class Mechanism(ABC):
 
     #: Short name used by the CLI and result tables (``"bon"``, ``"sbon"``, ``"bop"``, ``"tilted"``).
     name: ClassVar[str]
+    #: Name shown in sentences, figures and reports (``"Best-of-n"``).
+    display_name: ClassVar[str]
     #: Name of the tuned parameter (``"n"``, ``"beta"``, ``"mu"``).
     parameter: ClassVar[str]
     #: Value of the parameter at which the mechanism is the reference policy.
     reference_theta: ClassVar[float]
+    #: Whether the tuned parameter takes whole numbers only (then tuning searches the integers).
+    integer_parameter: ClassVar[bool] = False
+    #: Whether a deployment drawing fresh candidates can be estimated from a pool without
+    #: replacement; the tilted frontier, which no finite sample realises, cannot.
+    deployable: ClassVar[bool] = True
+    #: Whether its pool probabilities cost a quadrature per parameter (tuning then uses fewer
+    #: grid points before refining).
+    needs_quadrature: ClassVar[bool] = False
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def template(cls, **options: Any) -> Self:
+        """The mechanism at its reference parameter; ``options`` fix its other settings (a
+        mechanism with none, the default, refuses any)."""
+        if options:
+            raise ValueError(
+                f"{', '.join(sorted(options))} do not apply to {cls.name!r} (it has no options)"
+            )
+        return cls(cls.reference_theta)  # type: ignore[call-arg]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The fixed settings besides the tuned parameter (``{"n": 4, "on": "raw"}``)."""
+        return {}
+
+    def short_label(self) -> str:
+        """``display_name`` with the options, for legends and tables (``"Soft Best-of-n (n=4)"``)."""
+        if not self.options:
+            return self.display_name
+        return f"{self.display_name} ({', '.join(f'{k}={v}' for k, v in self.options.items())})"
 
     # ----------------------------------------------------------------- the tuned parameter
     @property
@@ -161,6 +199,87 @@ class Mechanism(ABC):
         """``d/dtheta`` of :meth:`pool_probabilities`: the exact HedgeTune residual's weights."""
         grid = np.arange(sorted_scores.shape[1] + 1) / sorted_scores.shape[1]
         return np.diff(self._cdf_dtheta(grid))[None, :]
+
+    # ------------------------------------------------------------ what a calibration pool supports
+    def default_top(self, pools: Pools) -> float:
+        """Top of the parameter range searched without a budget (well past pool exhaustion)."""
+        return 500.0
+
+    def grid_start(self, top: float) -> float:
+        """First positive parameter of a default geometric grid up to ``top``."""
+        return top * 1e-4
+
+    def supported_max(self, pools: Pools, estimator: Estimator) -> float:
+        """The largest parameter whose deployment the pools can stand for: unlimited with the
+        plug-in (it resamples the pools); without replacement, :meth:`deployment_limit` of the
+        smallest pool."""
+        return float("inf") if estimator == "plugin" else self.deployment_limit(pools.min_size)
+
+    def deployment_limit(self, m: int) -> float:
+        """The largest parameter a pool of ``m`` can estimate without replacement (unlimited by
+        default; a mechanism that needs more candidates than ``m`` raises)."""
+        return float("inf")
+
+    def default_grid(self, pools: Pools, estimator: Estimator, count: int = 60) -> FloatArray:
+        """Parameters for a curve: from the reference to the default top or the supported max."""
+        top = min(self.default_top(pools), self.supported_max(pools, estimator))
+        if self.integer_parameter:
+            start = max(self.reference_theta, 1.0)
+            return np.unique(np.round(np.geomspace(start, top, max(1, min(count, int(top))))))
+        return np.concatenate([[self.reference_theta], np.geomspace(self.grid_start(top), top, count - 1)])
+
+    def budget_theta(self, max_samples: float) -> float:
+        """The largest parameter whose expected number of candidates stays within ``max_samples``."""
+        raise ValueError(f"{self.display_name} does not say how many samples it draws; max_samples cannot bound it")
+
+    def pool_tail(self, theta: float, m: int) -> float:
+        """Probability that a deployment at ``theta`` draws more candidates than a pool of ``m``."""
+        return 0.0 if self.with_theta(theta).expected_samples() <= m else 1.0
+
+    # ------------------------------------------------------ deployment: fresh draws, no replacement
+    def candidate_counts(self, m: int) -> tuple[FloatArray, FloatArray, FloatArray | None] | None:
+        """For mechanisms that return the best of a (random) number N of candidates: the counts
+        ``c < m`` with non-negligible probability, ``P(N = c)`` and its derivative in theta (or
+        ``None`` where the parameter is a whole number); the rest, ``P(N >= m)``, is implied.
+        ``None`` (the default) for other mechanisms."""
+        return None
+
+    def deployment_probabilities(self, m: int, derivative: bool = False, start: int = 0) -> FloatArray:
+        """Probabilities (their theta-derivatives with ``derivative``) of the sorted positions
+        ``start + 1 .. m`` of a pool when a deployment draws fresh candidates, ``(1, m - start)``.
+
+        The default serves every best-of-N mechanism (:meth:`candidate_counts`): the mixture
+        ``sum_c P(N = c) C(i-1, c-1) / C(m, c)`` of U-statistics over c-subsets, the draws of m or
+        more candidates valued as the whole pool (their share is :meth:`pool_tail`).
+        """
+        counts = self.candidate_counts(m)
+        if counts is None:
+            raise ValueError(f"{self.display_name} has no without-replacement (deployment) estimator on rank positions")
+        values, pmf, dpmf = counts
+        rows = subset_maximum_weights(values, m, start)
+        whole_pool = subset_maximum_weights(np.array([float(m)]), m, start)[0]
+        if derivative:
+            if dpmf is None:
+                raise ValueError(f"{self.display_name} has a whole-number parameter: no derivative of its weights")
+            return (dpmf @ (rows - whole_pool))[None, :]
+        tail = max(0.0, 1.0 - float(pmf.sum()))
+        return (pmf @ rows + tail * whole_pool)[None, :]
+
+    def negligible_below(self, m: int) -> int:
+        """A position below which the deployment weights add up to less than 1e-17: with at
+        least c candidates, all fall below position s with probability <= (s/m)^c."""
+        counts = self.candidate_counts(m)
+        if counts is None:
+            return 0
+        fewest = float(counts[0][0]) if counts[0].size else float(m)
+        return max(0, int(np.floor(m * 1e-17 ** (1.0 / max(fewest, 1.0)))) - 1)
+
+    def raw_deployment_probabilities(
+        self, sorted_scores: FloatArray, derivative: bool = False
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """For mechanisms that see raw scores: each sorted position's probability under fresh
+        draws, ``(R, m)``, and its theta-derivative with ``derivative``."""
+        raise ValueError(f"{self.display_name} on raw scores has no without-replacement (deployment) estimator")
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self._repr_fields().items())

@@ -28,7 +28,7 @@ import numpy as np
 from scipy import special
 
 from ._numerics import FloatArray, gauss_legendre
-from .soft_best_of_n import _union_of_cells, softmax_exponents
+from ._softmax_cells import softmax_exponents, union_of_cells
 
 #: Largest number of (lane x item x degree) values held at once.
 _CHUNK_ELEMENTS = 3_000_000
@@ -128,7 +128,7 @@ def soft_best_of_n_subsets(
     x8, w8 = gauss_legendre(8)
     # Every prompt's quadrature nodes become lanes of one computation: lane l belongs to row[l]
     # (row-major order keeps each row's lanes together).
-    starts, valid = _union_of_cells(np.ascontiguousarray(-z))
+    starts, valid = union_of_cells(np.ascontiguousarray(-z))
     row_of_cell = np.nonzero(valid)[0]
     y_all = (starts[valid.astype(bool)][:, None] + x8[None, :]).ravel()
     row_all = np.repeat(row_of_cell, 8)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from scipy import special
@@ -12,6 +12,9 @@ from .._limits import require_count
 from ._base import Mechanism
 from ._numerics import FloatArray, check_parameter
 from ._selection import IntArray, argmax_random_ties
+
+if TYPE_CHECKING:
+    from ..pools import Pools
 
 # log1p(e) - e/(1+e) = sum_{k>=2} (-1)^k (k-1)/k e^k, for KL near n = 1.
 _KL_SERIES = tuple([0.0, 0.0] + [(-1) ** k * (k - 1) / k for k in range(2, 12)])
@@ -35,8 +38,10 @@ class BestOfN(Mechanism):
     n: float
 
     name: ClassVar[str] = "bon"
+    display_name: ClassVar[str] = "Best-of-n"
     parameter: ClassVar[str] = "n"
     reference_theta: ClassVar[float] = 1.0
+    integer_parameter: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n", check_parameter(self.n, "n", low=1.0))
@@ -96,3 +101,21 @@ class BestOfN(Mechanism):
 
     def _select(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:
         return argmax_random_ties(scores, rng)
+
+    # ------------------------------------------------------------------ on calibration pools
+    def default_top(self, pools: Pools) -> float:
+        return float(max(64, 4 * pools.max_size))
+
+    def deployment_limit(self, m: int) -> float:
+        return float(m)
+
+    def budget_theta(self, max_samples: float) -> float:
+        return float(max_samples)
+
+    def candidate_counts(self, m: int) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+        """Exactly n candidates: the U-statistic over n-subsets of the pool."""
+        if self.n != np.floor(self.n) or not 1 <= self.n <= m:
+            raise ValueError(f"the unbiased estimator needs a whole n in [1, pool size {m}], got n={self.n:g}")
+        if self.n == m:
+            return np.empty(0), np.empty(0), None  # the whole pool
+        return np.array([self.n]), np.array([1.0]), None

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+from scipy import optimize, stats
 
 from .._limits import require_count
 from ._base import Mechanism
 from ._numerics import FloatArray, check_parameter, polynomial_series, scaled_expi
 from ._selection import IntArray, argmax_random_ties
+
+if TYPE_CHECKING:
+    from ..pools import Pools
+
+#: Best-of-Poisson is estimated from pools up to the mu at which a deployment draws more candidates
+#: than the smallest pool holds this often.
+POOL_TAIL_TOLERANCE = 0.01
 
 # Taylor coefficients of KL(BoP_mu) at mu = 0 (derived symbolically; used for mu < 0.05 where the
 # closed form cancels): mu^2/6 - mu^3/12 + mu^4/30 - ...
@@ -51,6 +59,7 @@ class BestOfPoisson(Mechanism):
     mu: float
 
     name: ClassVar[str] = "bop"
+    display_name: ClassVar[str] = "Best-of-Poisson"
     parameter: ClassVar[str] = "mu"
     reference_theta: ClassVar[float] = 0.0
 
@@ -114,3 +123,35 @@ class BestOfPoisson(Mechanism):
     def _select(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:
         # The randomness of BoP is in how many candidates were drawn; among them it is BoN.
         return argmax_random_ties(scores, rng)
+
+    # ------------------------------------------------------------------ on calibration pools
+    def default_top(self, pools: Pools) -> float:
+        return float(max(64, 4 * pools.max_size))
+
+    def grid_start(self, top: float) -> float:
+        return min(0.05, top / 2)
+
+    def deployment_limit(self, m: int) -> float:
+        """The mu at which a deployment draws more than m candidates with probability
+        :data:`POOL_TAIL_TOLERANCE`."""
+        return float(
+            optimize.brentq(lambda mu: stats.poisson.sf(m - 1, mu) - POOL_TAIL_TOLERANCE, 0.0, 2.0 * m + 10)
+        )
+
+    def budget_theta(self, max_samples: float) -> float:
+        return float(max_samples) - 1.0
+
+    def pool_tail(self, theta: float, m: int) -> float:
+        """``P(1 + K > m)``, ``K ~ Poisson(theta)``."""
+        return float(stats.poisson.sf(m - 1, theta)) if theta > 0 else 0.0
+
+    def candidate_counts(self, m: int) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+        """``N = 1 + K``: the counts below m whose Poisson probability exceeds 1e-18 (a window of
+        about 10 standard deviations around mu), with ``d/dmu Pois(k) = Pois(k - 1) - Pois(k)``."""
+        mu = self.mu
+        spread = 10.0 * np.sqrt(mu) + 40.0
+        k = np.arange(max(0, int(mu - spread)), min(m - 1, int(np.ceil(mu + spread)) + 1), dtype=float)
+        pmf = stats.poisson.pmf(k, mu)
+        dpmf = stats.poisson.pmf(k - 1, mu) - pmf
+        keep = (pmf > 1e-18) | (np.abs(dpmf) > 1e-18)  # at mu = 0, Pois(1) = 0 but its slope is 1
+        return k[keep] + 1.0, pmf[keep], dpmf[keep]

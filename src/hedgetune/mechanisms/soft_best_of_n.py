@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 from numpy.polynomial import legendre
@@ -20,7 +20,12 @@ from ._numerics import (
     log_expm1,
 )
 from ._selection import IntArray, argmax_random_ties, sample_softmax
+from ._softmax_cells import softmax_exponents, union_of_cells
+from ._subsets import soft_best_of_n_subsets
 from .best_of_n import BestOfN
+
+if TYPE_CHECKING:
+    from ..pools import Pools
 
 # ---------------------------------------------------------------------------------------------
 # Quadrature in y = log(s) + beta*u for q(u) = n * int K(y) phi(e^(y - beta u))^(n-1) dy, where
@@ -105,61 +110,8 @@ def _phi_terms(t: FloatArray, beta: float) -> tuple[FloatArray, FloatArray, Floa
     return log_phi, a, b
 
 
-#: Gaps between neighbouring softmax exponents above this are shrunk to it: exp(-800) underflows,
-#: so no softmax over any subset of the items changes, and the exponents stay small.
-_MAX_EXPONENT_GAP = 800.0
-
-
-def softmax_exponents(sorted_scores: FloatArray, beta: float) -> tuple[FloatArray, FloatArray]:
-    """Exponents ``z_j = beta (s_j - s_max)`` of ascending rows, and the direction ``z_j / beta``
-    in which they move with beta, with every gap between neighbours above 800 shrunk to 800.
-
-    Any softmax over any subset of the items depends only on differences of exponents, and a
-    difference of 800 or more already gives a weight ratio below the smallest double, so shrinking
-    changes nothing to double precision, for any ``beta * gap`` (even one that overflows). It keeps
-    ``|z|`` small, so that quadrature nodes ``y + z_j`` keep their precision. Shrinking moves each
-    block of items between big gaps by a constant, which leaves every probability (and so its
-    derivative) unchanged; ``z / beta`` is therefore a valid derivative direction with no huge
-    entries that would cancel. Items with no big gap above them keep ``beta (s_j - s_max)`` exactly.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        direct = beta * (sorted_scores - sorted_scores[:, -1:])
-        steps = beta * np.diff(sorted_scores, axis=1)
-    big = steps > _MAX_EXPONENT_GAP
-    if not big.any():
-        return direct, direct / beta
-    steps = np.minimum(steps, _MAX_EXPONENT_GAP)
-    from_top = np.zeros_like(direct)
-    from_top[:, :-1] = -np.cumsum(steps[:, ::-1], axis=1)[:, ::-1]
-    below_big = np.zeros(direct.shape, dtype=bool)
-    below_big[:, :-1] = np.cumsum(big[:, ::-1], axis=1)[:, ::-1] > 0
-    z = np.where(below_big, from_top, direct)
-    return z, z / beta
-
-
-_CELL_FROM, _CELL_TO = -37, 5  # item i's kernel lives on cells [c_i - 37, c_i + 5) in t = log s
 _POOL_CHUNK_ELEMENTS = 4_000_000
 _BAND_BELOW, _BAND_ABOVE = 5.0, 37.0  # phi's terms are exactly 0 / 1 to double precision outside
-
-
-def _union_of_cells(centres: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Start of every unit cell in the union of the items' kernel windows, per row, padded.
-
-    Returns ``(starts, valid)``, both ``(R, K)``; padded cells have ``valid = 0``.
-    """
-    rows = centres.shape[0]
-    candidates = (np.floor(centres)[:, :, None] + np.arange(_CELL_FROM, _CELL_TO)[None, None, :]).reshape(
-        rows, -1
-    )
-    candidates.sort(axis=1)
-    duplicate = np.zeros(candidates.shape, dtype=bool)
-    duplicate[:, 1:] = candidates[:, 1:] == candidates[:, :-1]
-    candidates[duplicate] = np.inf
-    candidates.sort(axis=1)
-    width = int(np.max(np.count_nonzero(np.isfinite(candidates), axis=1)))
-    starts = candidates[:, :width]
-    valid = np.isfinite(starts)
-    return np.where(valid, starts, 0.0), valid.astype(float)
 
 
 def soft_best_of_n_on_pool(
@@ -186,7 +138,7 @@ def soft_best_of_n_on_pool(
     probs = np.zeros(rows * m)
     dprobs = np.zeros(rows * m) if derivative else None
     x, w = gauss_legendre(8)
-    starts, valid = _union_of_cells(centres)
+    starts, valid = union_of_cells(centres)
     # Row offsets make one globally sorted array, so one searchsorted finds every node's band.
     spacing = float(centres.max()) + 100.0
     offsets = np.arange(rows) * spacing
@@ -229,6 +181,21 @@ def soft_best_of_n_on_pool(
     return np.ascontiguousarray(out), (None if dout is None else np.ascontiguousarray(dout))
 
 
+@lru_cache(maxsize=512)
+def _subset_weights_on_quantiles(n: int, beta: float, m: int) -> tuple[FloatArray, FloatArray]:
+    """Soft Best-of-n on quantiles over the n-subsets of a pool of m, and the beta-derivative: rank
+    based, so the same for every prompt; cached, as tuning asks for both at the same beta."""
+    if np.isinf(beta):
+        values = BestOfN(n).deployment_probabilities(m)
+        return values, np.zeros_like(values)
+    positions = np.arange(1, m + 1)[None, :] / (m + 1)
+    values, slopes = soft_best_of_n_subsets(positions, beta, n, derivative=True)
+    assert slopes is not None
+    values.setflags(write=False)
+    slopes.setflags(write=False)
+    return values, slopes
+
+
 @lru_cache(maxsize=1024)
 def _cached_panels(
     n: int, beta: float
@@ -267,8 +234,10 @@ class SoftBestOfN(Mechanism):
     on: Literal["raw", "quantile"] = "raw"
 
     name: ClassVar[str] = "sbon"
+    display_name: ClassVar[str] = "Soft Best-of-n"
     parameter: ClassVar[str] = "beta"
     reference_theta: ClassVar[float] = 0.0
+    needs_quadrature: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         n = check_parameter(self.n, "n", low=1.0)
@@ -288,6 +257,52 @@ class SoftBestOfN(Mechanism):
 
     def _repr_fields(self) -> dict[str, object]:
         return {"n": self.n, "beta": self.beta, "on": self.on}
+
+    @classmethod
+    def template(cls, n: int = 4, on: Literal["raw", "quantile"] = "raw") -> SoftBestOfN:  # type: ignore[override]
+        """Soft Best-of-n at beta = 0 with ``n`` candidates, softmax on ``on`` scores."""
+        return cls(n, 0.0, on)
+
+    @property
+    def options(self) -> dict[str, object]:
+        return {"n": self.n, "on": self.on}
+
+    # ------------------------------------------------------------------ on calibration pools
+    def default_top(self, pools: Pools) -> float:
+        """beta = 500 per unit of the scores' spread on raw scores, 500 on quantiles."""
+        if self.on == "raw":
+            spread = float(np.mean([g.proxy.std(axis=1).mean() for g in pools.groups])) or 1.0
+            return 500.0 / spread
+        return 500.0
+
+    def deployment_limit(self, m: int) -> float:
+        if self.n > m:
+            raise ValueError(
+                f"Soft Best-of-n with n = {self.n} cannot be estimated without replacement from pools of "
+                f"{m}; use n <= {m} or estimator='plugin'"
+            )
+        return float("inf")
+
+    def budget_theta(self, max_samples: float) -> float:
+        if self.n > max_samples:
+            raise ValueError(f"SoftBestOfN draws n = {self.n} responses, above max_samples = {max_samples}")
+        return float("inf")
+
+    def deployment_probabilities(self, m: int, derivative: bool = False, start: int = 0) -> FloatArray:
+        """On quantiles: the U-statistic over n-subsets of the softmax on the positions' expected
+        population quantiles ``i / (m + 1)``."""
+        if self.on == "raw":
+            raise ValueError("Soft Best-of-n on raw scores depends on the scores: use raw_deployment_probabilities")
+        values, slopes = _subset_weights_on_quantiles(self.n, self.beta, m)
+        return (slopes if derivative else values)[:, start:]
+
+    def raw_deployment_probabilities(
+        self, sorted_scores: FloatArray, derivative: bool = False
+    ) -> tuple[FloatArray, FloatArray | None]:
+        if np.isinf(self.beta):
+            hard = self._limit.pool_probabilities(sorted_scores)
+            return hard, (np.zeros_like(sorted_scores) if derivative else None)
+        return soft_best_of_n_subsets(sorted_scores, self.beta, self.n, derivative)
 
     # ------------------------------------------------------------------ the analytic density
     def _require_quantiles(self) -> None:

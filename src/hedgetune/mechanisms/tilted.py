@@ -37,8 +37,10 @@ class Tilted(Mechanism):
     beta: float
 
     name: ClassVar[str] = "tilted"
+    display_name: ClassVar[str] = "Tilted policy"
     parameter: ClassVar[str] = "beta"
     reference_theta: ClassVar[float] = 0.0
+    deployable: ClassVar[bool] = False  # the infinite-sample frontier, not a sampler
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "beta", check_parameter(self.beta, "beta", low=0.0))
@@ -121,3 +123,6 @@ class Tilted(Mechanism):
 
     def _select(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:
         return rank_based_choice(scores, self._cdf, rng)
+
+    def budget_theta(self, max_samples: float) -> float:
+        raise ValueError("the tilted policy draws unboundedly many samples; max_samples cannot bound it")

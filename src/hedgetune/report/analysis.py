@@ -119,7 +119,7 @@ def analyse(
 
 def _report_grid(template: Mechanism, tuned: TuneResult) -> np.ndarray:
     lo, hi = tuned.search_range
-    if template.name == "bon":
+    if template.integer_parameter:
         return np.unique(np.round(np.geomspace(1, hi, 40)))
     return np.unique(np.concatenate([[lo], np.geomspace(max(hi * 1e-4, 1e-3), hi, 48), [tuned.theta]]))
 
@@ -163,7 +163,7 @@ def write_figures(analysis: TableAnalysis, out: Path) -> dict[str, list[Path]]:
         fig = figures.hacking_curve(
             pa.curves[key],
             pa.tuned[key],
-            title=f"{analysis.name}, proxy '{proxy}': {figures.NAMES[pa.curves[key].mechanism]}",
+            title=f"{analysis.name}, proxy '{proxy}': {pa.curves[key].template.short_label()}",
         )
         written[f"{proxy}/curve"] = figures.save(fig, out / f"{stem}_{key}_curve")
     oos = {p: pa.out_of_sample for p, pa in analysis.proxies.items() if pa.out_of_sample is not None}

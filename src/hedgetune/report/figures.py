@@ -19,23 +19,24 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..curves import Curve
+from ..mechanisms import names
 from ..tune import OutOfSample, TuneResult
 
-NAMES = {
-    "bon": "Best-of-n",
-    "bop": "Best-of-Poisson",
-    "sbon": "Soft Best-of-n",
-    "tilted": "Tilted (frontier)",
-}
-COLORS = {"bon": "#1f77b4", "bop": "#d62728", "sbon": "#2ca02c", "tilted": "#7f7f7f"}
+#: One colour per registered mechanism, in registration order (then Matplotlib's cycle).
+_PALETTE = ("#1f77b4", "#2ca02c", "#d62728", "#7f7f7f", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+def color_of(c: Curve) -> str:
+    """A stable colour for the curve's mechanism."""
+    registered = names()
+    index = registered.index(c.mechanism) if c.mechanism in registered else len(registered)
+    return _PALETTE[index % len(_PALETTE)]
 
 
 def _label(c: Curve) -> str:
-    name = NAMES.get(c.mechanism, c.mechanism)
-    if c.mechanism == "sbon":
-        n = c.label.split("n=")[1].split(",")[0] if "n=" in c.label else "?"
-        name += f" (n={n})"
-    return name
+    """The legend entry: the mechanism's display name and options; a frontier says so."""
+    label = c.template.short_label()
+    return label if c.template.deployable else f"{label} (frontier)"
 
 
 def reward_vs_kl(
@@ -53,8 +54,8 @@ def reward_vs_kl(
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for key, c in curves.items():
         x = c.kl_pool if kl == "pool" else c.kl
-        color = COLORS.get(c.mechanism)
-        style = "--" if c.mechanism == "tilted" else "-"
+        color = color_of(c)
+        style = "--" if not c.template.deployable else "-"
         ax.plot(
             x,
             c.true_reward,
@@ -62,7 +63,7 @@ def reward_vs_kl(
             color=color,
             label=_label(c),
             lw=1.8,
-            alpha=0.95 if c.mechanism != "sbon" else 0.6,
+            alpha=0.6 if c.template.options else 0.95,
         )
         if c.gain_low is not None and c.gain_high is not None:
             ref = c.reference_true_reward
@@ -95,7 +96,7 @@ def hacking_curve(c: Curve, tuned: TuneResult | None = None, *, title: str = "")
     """True reward and proxy against the parameter, with the tuned point marked."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     x = np.where(c.theta > 0, c.theta, np.nan)
-    color = COLORS.get(c.mechanism, "C0")
+    color = color_of(c)
     ax.plot(x, c.true_reward, color=color, lw=2, label="true reward")
     if c.gain_low is not None and c.gain_high is not None:
         ref = c.reference_true_reward
@@ -126,7 +127,7 @@ def hacking_curve(c: Curve, tuned: TuneResult | None = None, *, title: str = "")
     lines2 = twin.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best", framealpha=0.85)
     ax.set_title(
-        title or f"{NAMES.get(c.mechanism, c.mechanism)}: the proxy keeps rising; the true reward may not"
+        title or f"{c.template.short_label()}: the proxy keeps rising; the true reward may not"
     )
     ax.grid(alpha=0.3)
     fig.tight_layout()
