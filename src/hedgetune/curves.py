@@ -17,11 +17,11 @@ from numpy.typing import ArrayLike
 
 from ._jsonable import jsonable
 from ._limits import require_memory
+from .arrays import FloatArray
 from .mechanisms import POOL_TAIL_TOLERANCE as POOL_TAIL_TOLERANCE
 from .mechanisms import BestOfN, Mechanism, make, names
 from .mechanisms import Estimator as Estimator
-from .mechanisms._numerics import FloatArray
-from .mechanisms._selection import average_over_ties
+from .mechanisms.toolkit import average_over_ties
 from .pools import Pools, build_pools
 from .table import RewardTable, TableError
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .mechanisms._numerics import FloatArray
-from .mechanisms._selection import average_over_ties
-from .table import IntArray, RewardTable
+from .arrays import FloatArray, IntArray
+from .mechanisms.toolkit import average_over_ties
+from .table import RewardTable
 
 
 @dataclass(frozen=True)

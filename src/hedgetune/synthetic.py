@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from .mechanisms._numerics import FloatArray
+from .arrays import FloatArray
 from .table import RewardTable
 
 RewardShape = Callable[[FloatArray], FloatArray]

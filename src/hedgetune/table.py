@@ -18,9 +18,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .mechanisms._numerics import FloatArray
+from .arrays import FloatArray, IntArray
 
-IntArray = NDArray[np.intp]
 InvalidPolicy = Literal["raise", "drop"]
 
 #: Largest reward magnitude a table accepts: sums of squares over millions of responses stay finite.

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import optimize
 
 from ._jsonable import jsonable
+from .arrays import FloatArray
 from .curves import (
     Estimator,
     as_pools,
@@ -28,7 +29,6 @@ from .curves import (
 )
 from .diagnose import classify
 from .mechanisms import BestOfN, Mechanism
-from .mechanisms._numerics import FloatArray
 from .pools import Pools, build_pools
 from .table import RewardTable, TableError
 

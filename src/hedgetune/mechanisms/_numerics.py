@@ -10,10 +10,10 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from scipy import special
 
-FloatArray = NDArray[np.float64]
+from ..arrays import FloatArray as FloatArray
 
 #: Above this argument ``exp(-x) * Ei(x)`` is evaluated by its asymptotic series.
 _EI_ASYMPTOTIC_FROM = 40.0

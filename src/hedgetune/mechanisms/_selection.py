@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
+from ..arrays import IntArray as IntArray
 from ._numerics import FloatArray, as_float_array
-
-IntArray = NDArray[np.intp]
 
 
 def as_pool_matrix(scores: ArrayLike | Sequence[ArrayLike], name: str = "scores") -> FloatArray:

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import FloatArray
 from ..io import write_table
-from ..mechanisms._numerics import FloatArray
 from ..table import RewardTable
 from .train_proxy import train_heads
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..mechanisms._numerics import FloatArray
+from ..arrays import FloatArray
 from ..table import RewardTable
 from .generate import DEFAULT_MODEL, TransformersBackend
 

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize, special
 
-from ..mechanisms._numerics import FloatArray
+from ..arrays import FloatArray
 from ..table import RewardTable
 
 
