@@ -1,0 +1,302 @@
+"""What the commands share: option groups, input errors as one line, safe output paths."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import numpy as np
+
+from .._jsonable import jsonable
+from ..curves import make_mechanism
+from ..io import read_table
+from ..mechanisms import lookup, names
+from ..mechanisms.registry import option_names
+from ..table import RewardTable, TableError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(jsonable(obj)))
+
+
+#: The library's errors for bad input: shown as one line with exit code 2.
+USER_ERRORS = (TableError, ValueError, TypeError, FileNotFoundError)
+
+
+def _with_options(options: list[Callable[[Any], Any]], fn: Any) -> Any:
+    """Apply click decorators in reading order (the first listed is the first shown)."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def user_errors(fn: F) -> F:
+    """Turn the library's input errors into ``click`` usage errors (message, exit code 2)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            raise InputError(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class InputError(click.ClickException):
+    """A problem with what the user gave: exit code 2, one line, no traceback."""
+
+    exit_code = 2
+
+
+def table_options(fn: F) -> F:
+    """The options every command that reads a table shares."""
+    options = [
+        click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False)),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["parquet", "csv", "jsonl", "npz"]),
+            default=None,
+            help="Table format (default: from the file name).",
+        ),
+        click.option(
+            "--prompt-col", default="prompt_id", show_default=True, help="Column naming the prompt."
+        ),
+        click.option(
+            "--proxy-col",
+            multiple=True,
+            help="Proxy column(s); repeat for several (default: proxy_reward, "
+            "or every proxy a hedgetune Parquet file records).",
+        ),
+        click.option("--true-col", default="true_reward", show_default=True, help="True-reward column."),
+        click.option("--group-col", default=None, help="Group column (task, dataset)."),
+        click.option(
+            "--invalid",
+            type=click.Choice(["raise", "drop"]),
+            default="raise",
+            show_default=True,
+            help="NaN or infinite rewards: refuse the table, or drop those responses (and say how many).",
+        ),
+        click.option(
+            "--proxy",
+            "proxy_name",
+            default=None,
+            help="Which proxy ranks the responses (default: the first).",
+        ),
+    ]
+
+    @functools.wraps(fn)
+    def with_table(
+        table_path: str,
+        fmt: str | None,
+        prompt_col: str,
+        proxy_col: tuple[str, ...],
+        true_col: str,
+        group_col: str | None,
+        invalid: str,
+        proxy_name: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
+        except USER_ERRORS as exc:
+            raise InputError(str(exc)) from None
+        return fn(table=table, table_path=table_path, **kwargs)
+
+    wrapped: Any = with_table
+    return _with_options(options, wrapped)
+
+
+class MechanismChoice(click.Choice):  # type: ignore[type-arg]
+    """The registered mechanisms, read when the command line is parsed, so that a mechanism
+    registered after import (a plug-in) is a valid ``-m`` choice too."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return names()
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+
+def mechanism_options(fn: F) -> F:
+    """``-m`` and the mechanisms' options (``--n``, ``--on``): the command receives ``template``,
+    the mechanism at its reference parameter."""
+    options = [
+        click.option(
+            "--mechanism",
+            "-m",
+            type=MechanismChoice(),
+            default="bop",
+            show_default=True,
+            help="The mechanism: "
+            + ", ".join(f"{name} ({lookup(name).display_name})" for name in names())
+            + ".",
+        ),
+        click.option(
+            "--n",
+            "sbon_n",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Soft Best-of-n: candidates per prompt (default 4).",
+        ),
+        click.option(
+            "--on",
+            "sbon_on",
+            type=click.Choice(["raw", "quantile"]),
+            default=None,
+            help="Soft Best-of-n: softmax on raw scores (default) or on within-pool quantiles.",
+        ),
+    ]
+
+    @functools.wraps(fn)
+    def with_mechanism(mechanism: str, sbon_n: int | None, sbon_on: str | None, **kwargs: Any) -> Any:
+        cls = lookup(mechanism)
+        for option, value in (("n", sbon_n), ("on", sbon_on)):
+            if value is not None and option not in option_names(cls):
+                users = [name for name in names() if option in option_names(lookup(name))]
+                raise click.UsageError(f"--{option} applies to -m {' or '.join(users)} only, not to -m {mechanism}")
+        try:
+            template = make_mechanism(mechanism, n=sbon_n, on=sbon_on)
+        except USER_ERRORS as exc:
+            raise InputError(str(exc)) from None
+        return fn(template=template, **kwargs)
+
+    wrapped: Any = with_mechanism
+    return _with_options(options, wrapped)
+
+
+def analysis_options(fn: F) -> F:
+    """Options of the commands that compute curves: the estimator, the bootstrap and its seed."""
+    options = [
+        click.option(
+            "--estimator",
+            type=click.Choice(["unbiased", "plugin"]),
+            default="unbiased",
+            show_default=True,
+            help="unbiased: what a deployment drawing fresh samples gets, estimated without replacement "
+            "(up to what the pools support); plugin: the pools resampled with replacement.",
+        ),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the splits."
+        ),
+        click.option(
+            "--bootstrap",
+            type=click.IntRange(min=0),
+            default=1000,
+            show_default=True,
+            help="Bootstrap replicates over prompts.",
+        ),
+    ]
+    return _with_options(options, fn)
+
+
+def _load(
+    table_path: str,
+    fmt: str | None,
+    prompt_col: str,
+    proxy_col: tuple[str, ...],
+    true_col: str | None,
+    group_col: str | None,
+    invalid: str,
+    proxy_name: str | None,
+) -> RewardTable:
+    table = read_table(
+        table_path,
+        format=fmt,
+        prompt_col=prompt_col,
+        proxy_col=list(proxy_col) or None,
+        true_col=true_col or None,
+        group_col=group_col,
+        invalid=invalid,  # type: ignore[arg-type]
+    )
+    return table.with_proxy(proxy_name) if proxy_name else table
+
+
+def proxy_chosen() -> bool:
+    """Whether the user named one proxy with ``--proxy`` (else: every proxy of the table)."""
+    return bool(click.get_current_context().params.get("proxy_name"))
+
+
+def report_options(default_out: str) -> Callable[[F], F]:
+    """Options of the commands that run the whole analysis (``plot``, ``report``)."""
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option("--out", type=click.Path(file_okay=False), default=default_out, show_default=True),
+            force_option,
+            click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True),
+            click.option("--seed", type=int, default=0, show_default=True),
+            click.option(
+                "--repeats",
+                type=click.IntRange(min=1),
+                default=10,
+                show_default=True,
+                help="Out-of-sample splits.",
+            ),
+        ]
+        return _with_options(options, fn)
+
+    return decorate
+
+
+force_option = click.option(
+    "--force", is_flag=True, help="Overwrite existing output (otherwise it is refused)."
+)
+
+
+def refuse_to_overwrite(path: str | Path, force: bool) -> None:
+    """Outputs are never overwritten silently: an existing file, or a folder with files in it,
+    needs ``--force``. (Every write is atomic, so a crash never leaves half a file.)"""
+    target = Path(path)
+    if force or not target.exists():
+        return
+    if target.is_dir() and not any(target.iterdir()):
+        return
+    kind = "folder" if target.is_dir() else "file"
+    raise InputError(f"the {kind} {str(target)!r} already exists: pass --force to overwrite it")
+
+
+
+def parse_floats(text: str, name: str) -> np.ndarray:
+    try:
+        return np.array([float(x) for x in text.split(",") if x.strip()])
+    except ValueError:
+        raise click.BadParameter(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+
+def budget_options(fn: F) -> F:
+    options = [
+        click.option("--max-theta", type=float, default=None, help="Largest parameter to search."),
+        click.option("--max-n", type=float, default=None, help="Best-of-n: largest n."),
+        click.option(
+            "--max-samples", type=float, default=None, help="Largest expected number of samples per prompt."
+        ),
+        click.option("--max-kl", type=float, default=None, help="Largest KL to the reference (nats)."),
+    ]
+
+    @functools.wraps(fn)
+    def with_budgets(
+        max_theta: float | None,
+        max_n: float | None,
+        max_samples: float | None,
+        max_kl: float | None,
+        **kwargs: Any,
+    ) -> Any:
+        budgets = {"max_theta": max_theta, "max_n": max_n, "max_samples": max_samples, "max_kl": max_kl}
+        return fn(budgets=budgets, **kwargs)
+
+    wrapped: Any = with_budgets
+    return _with_options(options, wrapped)

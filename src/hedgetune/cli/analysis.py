@@ -1,0 +1,382 @@
+"""Analysis commands: demo, info, curve, tune, evaluate, plot, report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .._atomic import atomic_path
+from ..curves import curve
+from ..diagnose import diagnose_curve
+from ..mechanisms import Mechanism
+from ..table import RewardTable
+from ._common import (
+    InputError,
+    analysis_options,
+    budget_options,
+    emit_json,
+    force_option,
+    mechanism_options,
+    parse_floats,
+    proxy_chosen,
+    refuse_to_overwrite,
+    report_options,
+    table_options,
+    user_errors,
+)
+from ._group import main
+
+
+# ------------------------------------------------------------------------------------ demo
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="hedgetune-demo",
+    show_default=True,
+    help="Folder for the report, figures and summary.json.",
+)
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=10, show_default=True, help="Out-of-sample splits."
+)
+@click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def demo(out: str, repeats: int, bootstrap: int, seed: int) -> None:
+    """The main job on the bundled real data: hacking curves, HedgeTune and a report."""
+    from ..data import available, load
+    from ..report.analysis import analyse, summary_lines, write_report
+
+    descriptions = {
+        "arithmetic": (
+            "SmolLM2 arithmetic",
+            "140 held-out reasoning-gym chain_sum problems (two one-digit terms) x 32 SmolLM2-135M-Instruct samples; "
+            "true reward: the final number is correct (verifier). Proxies: length, self-confidence, trained reward heads.",
+        ),
+        "alpacaeval": (
+            "AlpacaEval",
+            "505 AlpacaEval instructions x 11 Tulu-2-DPO-13B responses; true reward: GPT-4-Turbo "
+            "win probability vs GPT-3.5 (allenai/reward-bench bon_eval, Apache-2.0). Proxies computed offline.",
+        ),
+    }
+    analyses = []
+    names = available()
+    if not names:
+        raise InputError("no bundled table is installed")
+    steps: list[str] = []
+    with click.progressbar(
+        length=sum(len(load(n).proxy_names) * 5 for n in names), label="analysing", file=sys.stderr
+    ) as bar:
+
+        def progress(message: str) -> None:
+            steps.append(message)
+            bar.update(1)
+
+        for name in names:
+            title, description = descriptions.get(name, (name, ""))
+            table = load(name)
+            analyses.append(
+                analyse(
+                    table,
+                    title,
+                    description=description,
+                    repeats=repeats,
+                    bootstrap=bootstrap,
+                    seed=seed,
+                    progress=progress,
+                )
+            )
+    path = write_report(analyses, out, title="hedgetune demo: inference-time reward hacking on real data")
+    for analysis in analyses:
+        for line in summary_lines(analysis):
+            click.echo(line)
+    click.echo(f"report: {path}")
+
+
+# ------------------------------------------------------------------------------------ info
+@main.command()
+@table_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def info(
+    table: RewardTable,
+    table_path: str,
+    as_json: bool,
+) -> None:
+    """What is in a calibration table."""
+    summary = table.summary()
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(
+        f"{summary['prompts']} prompts, {summary['responses']} responses, pool size "
+        f"{summary['pool_size']['min']}-{summary['pool_size']['max']} (median {summary['pool_size']['median']:g})"
+    )
+    for name, stats in summary["proxies"].items():
+        mark = "*" if name == summary["default_proxy"] else " "
+        click.echo(
+            f" {mark} proxy {name}: mean {stats['mean']:.4g}, sd {stats['std']:.4g}  {stats['provenance']}"
+        )
+    if "true_reward" in summary:
+        click.echo(
+            f"   true reward: mean {summary['true_reward']['mean']:.4g}, sd {summary['true_reward']['std']:.4g}"
+        )
+    if summary.get("groups"):
+        click.echo("   groups: " + ", ".join(f"{k} ({v})" for k, v in summary["groups"].items()))
+    if summary["dropped"]:
+        click.echo(f"   dropped {summary['dropped']} invalid responses")
+
+
+# ------------------------------------------------------------------------------------ curve
+@main.command("curve")
+@table_options
+@mechanism_options
+@analysis_options
+@click.option("--thetas", default=None, help="Comma-separated parameter values (default: a grid).")
+@click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the curve as CSV."
+)
+@force_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def curve_cmd(
+    table: RewardTable,
+    table_path: str,
+    template: Mechanism,
+    estimator: str,
+    seed: int,
+    bootstrap: int,
+    thetas: str | None,
+    out_path: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """The hacking curve: true reward, proxy and KL against the parameter, and the regime."""
+    if out_path:
+        refuse_to_overwrite(out_path, force)
+    grid = None if thetas is None else parse_floats(thetas, "--thetas")
+    c = curve(
+        table,
+        template,
+        grid,
+        estimator=estimator,  # type: ignore[arg-type]
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    d = diagnose_curve(c)
+    if out_path:
+        import pyarrow.csv as pacsv
+
+        with atomic_path(out_path) as tmp:
+            pacsv.write_csv(c.to_arrow(), tmp)
+    if as_json:
+        emit_json(
+            {
+                **c.to_dict(),
+                "regime": d.regime,
+                "threshold": d.threshold,
+                "hacking_share": d.hacking_share,
+                "summary": d.sentence(),
+            }
+        )
+        return
+    click.echo(f"{c.label} on proxy '{c.proxy}' ({c.n_prompts} prompts, {c.estimator} estimator)")
+    tail = c.pool_tail if c.pool_tail is not None and c.pool_tail.any() else None
+    click.echo(
+        f"{c.parameter:>10} {'samples':>8} {'true':>9} {'95% band':>19} {'proxy q':>8} {'KL':>7} {'pool KL':>8}"
+        + (f" {'beyond pool':>11}" if tail is not None else "")
+    )
+    for k in range(c.theta.size):
+        click.echo(
+            f"{c.theta[k]:>10.4g} {c.expected_samples[k]:>8.3g} {c.true_reward[k]:>9.4f} "
+            f"[{c.true_reward_low[k]:>8.4f},{c.true_reward_high[k]:>8.4f}] {c.proxy_quantile[k]:>8.3f} "
+            f"{c.kl[k]:>7.3f} {c.kl_pool[k]:>8.3f}" + (f" {tail[k]:>11.2%}" if tail is not None else "")
+        )
+    if tail is not None:
+        click.echo(
+            "beyond pool: how often a deployment would draw more candidates than a pool holds; "
+            "those draws are valued as the whole pool, so trust the curve only where it is small."
+        )
+    click.echo(d.sentence())
+
+
+
+@main.command("tune")
+@table_options
+@mechanism_options
+@analysis_options
+@budget_options
+@click.option("--residual", type=click.Choice(["exact", "score"]), default="exact", show_default=True)
+@click.option("--by-group", is_flag=True, help="One parameter per group (needs --group-col).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def tune_cmd(
+    table: RewardTable,
+    table_path: str,
+    template: Mechanism,
+    estimator: str,
+    seed: int,
+    bootstrap: int,
+    budgets: dict[str, float | None],
+    residual: str,
+    by_group: bool,
+    as_json: bool,
+) -> None:
+    """HedgeTune: the parameter where the true reward peaks, with intervals and the regime."""
+    from ..tune import tune, tune_by_group
+
+    kwargs: dict[str, Any] = dict(estimator=estimator, residual=residual, bootstrap=bootstrap, seed=seed, **budgets)
+    if by_group:
+        results = tune_by_group(table, template, **kwargs)
+        if as_json:
+            emit_json({group: r.to_dict() for group, r in results.items()})
+            return
+        for group, r in results.items():
+            click.echo(f"[{group}] {_tune_line(r)}")
+        return
+    r = tune(table, template, **kwargs)
+    if as_json:
+        emit_json(r.to_dict())
+        return
+    click.echo(_tune_line(r))
+    click.echo(
+        f"  recommended: {r.parameter} = {r.recommended_theta:.4g} (true reward {r.recommended_true_reward:.4f}); "
+        f"{r.recommended_rule}"
+    )
+    if r.regime_note:
+        click.echo(f"  note: {r.regime_note}")
+    click.echo(
+        f"  true reward {r.true_reward:.4f} [{r.true_reward_ci[0]:.4f}, {r.true_reward_ci[1]:.4f}]; reference "
+        f"{r.reference_true_reward:.4f}; un-hedged ({r.parameter} = {r.unhedged_theta:.4g}) {r.unhedged_true_reward:.4f}"
+    )
+    click.echo(
+        f"  KL {r.kl:.3f} nats (pool {r.kl_pool:.3f}); {r.expected_samples:.3g} samples per prompt; "
+        f"conservative {r.parameter} = {r.conservative_theta:.4g}"
+    )
+
+
+def _tune_line(r: Any) -> str:
+    return (
+        f"{r.template.short_label()} on '{r.proxy}': {r.parameter} = {r.theta:.4g} "
+        f"[{r.theta_ci[0]:.4g}, {r.theta_ci[1]:.4g}] ({r.regime}; {r.estimator} estimator)"
+    )
+
+
+# ------------------------------------------------------------------------------------ evaluate
+@main.command("evaluate")
+@table_options
+@mechanism_options
+@analysis_options
+@budget_options
+@click.option(
+    "--calibration-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.5,
+    show_default=True,
+)
+@click.option("--repeats", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def evaluate_cmd(
+    table: RewardTable,
+    table_path: str,
+    template: Mechanism,
+    estimator: str,
+    seed: int,
+    bootstrap: int,
+    budgets: dict[str, float | None],
+    calibration_fraction: float,
+    repeats: int,
+    as_json: bool,
+) -> None:
+    """Out of sample: tune on some prompts, measure the true reward on the others."""
+    from ..tune import evaluate
+
+    result = evaluate(
+        table,
+        template,
+        calibration_fraction=calibration_fraction,
+        repeats=repeats,
+        seed=seed,
+        estimator=estimator,
+        bootstrap=min(bootstrap, 1000),
+        **budgets,
+    )
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    click.echo(
+        f"{template.short_label()} on {repeats} random {calibration_fraction:g}/{1 - calibration_fraction:g} splits "
+        f"(held-out true reward, {estimator} estimator, mean ± s.e.):"
+    )
+    for key, stats in result.summary().items():
+        click.echo(f"  {key:<13} {stats['mean']:.4f} ± {stats['se']:.4f}")
+
+
+# ------------------------------------------------------------------------------------ plot/report
+@main.command()
+@table_options
+@report_options("hedgetune-plots")
+@user_errors
+def plot(
+    table: RewardTable,
+    table_path: str,
+    out: str,
+    force: bool,
+    bootstrap: int,
+    seed: int,
+    repeats: int,
+) -> None:
+    """Figures (PNG and SVG): reward vs KL, the hacking curve, the out-of-sample comparison."""
+    from ..report.analysis import write_figures
+
+    refuse_to_overwrite(out, force)
+    analysis = _analyse_with_progress(table, Path(table_path).stem, bootstrap, seed, repeats)
+    written = write_figures(analysis, Path(out))
+    for paths in written.values():
+        for path in paths:
+            click.echo(str(path))
+
+
+@main.command()
+@table_options
+@report_options("hedgetune-report")
+@user_errors
+def report(
+    table: RewardTable,
+    table_path: str,
+    out: str,
+    force: bool,
+    bootstrap: int,
+    seed: int,
+    repeats: int,
+) -> None:
+    """A self-contained HTML report on a table, with a short summary here."""
+    from ..report.analysis import summary_lines, write_report
+
+    refuse_to_overwrite(out, force)
+    analysis = _analyse_with_progress(table, Path(table_path).stem, bootstrap, seed, repeats)
+    path = write_report([analysis], out, title=f"hedgetune report: {Path(table_path).name}")
+    for line in summary_lines(analysis):
+        click.echo(line)
+    click.echo(f"report: {path}")
+
+
+def _analyse_with_progress(table: RewardTable, name: str, bootstrap: int, seed: int, repeats: int) -> Any:
+    """The whole analysis of ``plot`` and ``report``: the chosen proxy, or every proxy."""
+    from ..report.analysis import analyse
+
+    proxies = [table.proxy] if proxy_chosen() else table.proxy_names
+    with click.progressbar(length=len(proxies) * 5, label="analysing", file=sys.stderr) as bar:
+        return analyse(
+            table,
+            name,
+            proxies=proxies,
+            bootstrap=bootstrap,
+            seed=seed,
+            repeats=repeats,
+            progress=lambda _: bar.update(1),
+        )

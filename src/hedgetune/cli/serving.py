@@ -1,0 +1,103 @@
+"""Serving commands: select among scored candidates, serve the packaged model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from ..mechanisms import Mechanism
+from ._common import (
+    InputError,
+    emit_json,
+    mechanism_options,
+    user_errors,
+)
+from ._group import main
+
+
+# ------------------------------------------------------------------------------------ select
+@main.command()
+@click.option(
+    "--scores",
+    "scores_path",
+    type=click.Path(dir_okay=False),
+    default="-",
+    show_default=True,
+    help="Scores, one prompt per line: comma- or space-separated numbers (`-` = standard input), "
+    "or a JSON list of lists, or a .npy file.",
+)
+@mechanism_options
+@click.option(
+    "--theta", type=float, required=True, help="The mechanism's parameter (e.g. from `hedgetune tune`)."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random choices.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of one index per line.")
+@user_errors
+def select(
+    scores_path: str,
+    template: Mechanism,
+    theta: float,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Scores in, chosen candidate indices out (0-based, one per prompt)."""
+    mech = template.with_theta(theta)
+    chosen = mech.select(_read_scores(scores_path), rng=seed)
+    if as_json:
+        emit_json(chosen.tolist())
+    else:
+        click.echo("\n".join(str(int(i)) for i in chosen))
+
+
+def _read_scores(path: str) -> Any:
+    if path.endswith(".npy"):  # memory-mapped: a header that declares more than the file holds fails
+        return np.array(np.load(path, allow_pickle=False, mmap_mode="r"))
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    stripped = text.strip()
+    if not stripped:
+        raise InputError("no scores given")
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"scores are not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InputError("the scores' JSON is nested too deeply: give a list of lists") from None
+        return [np.asarray(r, dtype=float) for r in rows]
+    rows = []
+    for number, line in enumerate(stripped.splitlines(), start=1):
+        try:
+            rows.append(np.array([float(x) for x in line.replace(",", " ").split()]))
+        except ValueError:
+            raise InputError(f"line {number} of the scores is not a list of numbers: {line[:60]!r}") from None
+    return rows
+
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--model",
+    default="smollm2-135m-instruct",
+    show_default=True,
+    help="A local model folder, or the packaged SmolLM2.",
+)
+@user_errors
+def serve(host: str, port: int, model: str) -> None:
+    """Serve a local model over the OpenAI completions protocol (for pipelines and tests)."""
+    from ..pipeline.generate import TransformersBackend
+    from ..pipeline.serve import make_server
+
+    server = make_server(TransformersBackend(model=model), host, port)
+    click.echo(f"serving {model} on http://{host}:{server.server_address[1]}", err=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
