@@ -9,6 +9,7 @@ Large Language Models" (arXiv 2506.19248, NeurIPS 2025).
 from . import synthetic
 from .curves import Curve, curve
 from .diagnose import Diagnosis, diagnose
+from .ensembles import EnsembleTuning, tune_ensemble, with_ensemble
 from .io import read_table, write_table
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
 from .table import RewardTable, TableError
@@ -21,6 +22,7 @@ __all__ = [
     "BestOfPoisson",
     "Curve",
     "Diagnosis",
+    "EnsembleTuning",
     "Mechanism",
     "OutOfSample",
     "RewardTable",
@@ -36,5 +38,7 @@ __all__ = [
     "synthetic",
     "tune",
     "tune_by_group",
+    "tune_ensemble",
+    "with_ensemble",
     "write_table",
 ]

@@ -283,6 +283,23 @@ class RewardTable:
         self.proxy_values(name)
         return _replace(self, proxy=name)
 
+    def with_new_proxy(self, name: str, values: ArrayLike, provenance: str = "") -> RewardTable:
+        """The table with one more proxy column (one value per response, in the table's order),
+        made its default proxy."""
+        if not isinstance(name, str) or not name:
+            raise TableError(f"a proxy needs a non-empty name, got {name!r}")
+        if name in self.proxies:
+            raise TableError(f"the table already has a proxy named {name!r}")
+        column = _numeric_column(values, name, self.n_responses)
+        if not np.all(np.isfinite(column)):
+            raise TableError(f"proxy {name!r} has NaN or infinite values")
+        return _replace(
+            self,
+            proxies={**self.proxies, name: column},
+            proxy=name,
+            provenance={**self.provenance, name: provenance},
+        )
+
     def subset(self, prompts: ArrayLike) -> RewardTable:
         """The table restricted to the prompts at the given positions (in that order)."""
         index = np.asarray(prompts, dtype=np.intp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 
 from .._jsonable import jsonable
 from ..curves import make_mechanism
+from ..ensembles import RULES, with_ensemble
 from ..io import read_table
 from ..mechanisms import lookup, names
 from ..mechanisms.registry import option_names
@@ -90,7 +92,21 @@ def table_options(fn: F) -> F:
             default=None,
             help="Which proxy ranks the responses (default: the first).",
         ),
+        click.option(
+            "--ensemble",
+            type=click.Choice(list(RULES)),
+            default=None,
+            help="Rank by an ensemble of the proxy columns (standardised): their mean, minimum, or "
+            "mean - k std.",
+        ),
+        click.option(
+            "--ensemble-k",
+            default="1",
+            show_default=True,
+            help="The std penalty k of --ensemble mean-std; 'auto' (tune only) tunes it with HedgeTune.",
+        ),
     ]
+    takes_auto = "ensemble_auto" in inspect.signature(fn).parameters
 
     @functools.wraps(fn)
     def with_table(
@@ -102,16 +118,34 @@ def table_options(fn: F) -> F:
         group_col: str | None,
         invalid: str,
         proxy_name: str | None,
+        ensemble: str | None,
+        ensemble_k: str,
         **kwargs: Any,
     ) -> Any:
+        auto = ensemble_k.strip().lower() == "auto"
+        if auto and (ensemble != "mean-std" or not takes_auto):
+            raise click.UsageError("--ensemble-k auto needs --ensemble mean-std, and works with tune only")
+        if ensemble is not None and proxy_name is not None:
+            raise click.UsageError("--proxy and --ensemble both choose the ranking proxy: give one")
         try:
             table = _load(table_path, fmt, prompt_col, proxy_col, true_col, group_col, invalid, proxy_name)
+            if ensemble is not None and not auto:
+                table = with_ensemble(table, None, ensemble, _number(ensemble_k, "--ensemble-k"))
         except USER_ERRORS as exc:
             raise InputError(str(exc)) from None
+        if takes_auto:
+            kwargs["ensemble_auto"] = auto
         return fn(table=table, table_path=table_path, **kwargs)
 
     wrapped: Any = with_table
     return _with_options(options, wrapped)
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"{name} must be a number (or 'auto'), got {text!r}") from None
 
 
 class MechanismChoice(click.Choice):  # type: ignore[type-arg]

@@ -222,6 +222,7 @@ def tune_cmd(
     bootstrap: int,
     budgets: dict[str, float | None],
     residual: str,
+    ensemble_auto: bool,
     by_group: bool,
     as_json: bool,
 ) -> None:
@@ -229,6 +230,23 @@ def tune_cmd(
     from ..tune import tune, tune_by_group
 
     kwargs: dict[str, Any] = dict(estimator=estimator, residual=residual, bootstrap=bootstrap, seed=seed, **budgets)
+    if ensemble_auto:
+        from ..ensembles import tune_ensemble
+
+        if by_group:
+            raise click.UsageError("--ensemble-k auto and --by-group cannot be combined")
+        tuning = tune_ensemble(table, template, **kwargs)
+        if as_json:
+            emit_json(tuning.to_dict())
+            return
+        click.echo(f"ensemble mean - k std of {', '.join(tuning.members)}: HedgeTune's peak for each k")
+        for k, theta, value, low, high in zip(
+            tuning.ks, tuning.thetas, tuning.true_rewards, tuning.true_reward_low, tuning.true_reward_high, strict=True
+        ):
+            mark = "  <- best" if k == tuning.best_k else ""
+            click.echo(f"  k = {k:<5.3g} {template.parameter} = {theta:<8.4g} true reward {value:.4f} [{low:.4f}, {high:.4f}]{mark}")
+        click.echo(_tune_line(tuning.best))
+        return
     if by_group:
         results = tune_by_group(table, template, **kwargs)
         if as_json:
