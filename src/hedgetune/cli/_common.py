@@ -222,18 +222,24 @@ def analysis_options(fn: F) -> F:
             help="unbiased: what a deployment drawing fresh samples gets, estimated without replacement "
             "(up to what the pools support); plugin: the pools resampled with replacement.",
         ),
+        *_bootstrap_and_seed(1000),
+    ]
+    return _with_options(options, fn)
+
+
+def _bootstrap_and_seed(default: int) -> list[Callable[[Any], Any]]:
+    return [
         click.option(
             "--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the splits."
         ),
         click.option(
             "--bootstrap",
             type=click.IntRange(min=0),
-            default=1000,
+            default=default,
             show_default=True,
             help="Bootstrap replicates over prompts.",
         ),
     ]
-    return _with_options(options, fn)
 
 
 def _load(
@@ -259,8 +265,9 @@ def _load(
 
 
 def proxy_chosen() -> bool:
-    """Whether the user named one proxy with ``--proxy`` (else: every proxy of the table)."""
-    return bool(click.get_current_context().params.get("proxy_name"))
+    """Whether the user chose the ranking proxy (``--proxy`` or ``--ensemble``; else: every proxy)."""
+    params = click.get_current_context().params
+    return bool(params.get("proxy_name") or params.get("ensemble"))
 
 
 def report_options(default_out: str) -> Callable[[F], F]:
@@ -270,8 +277,7 @@ def report_options(default_out: str) -> Callable[[F], F]:
         options = [
             click.option("--out", type=click.Path(file_okay=False), default=default_out, show_default=True),
             force_option,
-            click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True),
-            click.option("--seed", type=int, default=0, show_default=True),
+            *_bootstrap_and_seed(300),
             click.option(
                 "--repeats",
                 type=click.IntRange(min=1),

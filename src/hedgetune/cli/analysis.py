@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from ..diagnose import diagnose_curve
 from ..mechanisms import Mechanism
 from ..table import RewardTable
 from ._common import (
+    F,
     InputError,
     analysis_options,
     budget_options,
@@ -335,48 +338,53 @@ def evaluate_cmd(
 
 
 # ------------------------------------------------------------------------------------ plot/report
+def _whole_analysis(default_out: str) -> Callable[[F], F]:
+    """Options of ``plot`` and ``report``; the command receives the finished analysis and the
+    output folder (refused if it has files, unless ``--force``)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(
+            table: RewardTable,
+            table_path: str,
+            out: str,
+            force: bool,
+            bootstrap: int,
+            seed: int,
+            repeats: int,
+            **kwargs: Any,
+        ) -> Any:
+            refuse_to_overwrite(out, force)
+            analysis = _analyse_with_progress(table, Path(table_path).stem, bootstrap, seed, repeats)
+            return fn(analysis=analysis, out=Path(out), table_path=table_path, **kwargs)
+
+        wrapped: Any = run
+        return report_options(default_out)(wrapped)
+
+    return decorate
+
+
 @main.command()
 @table_options
-@report_options("hedgetune-plots")
+@_whole_analysis("hedgetune-plots")
 @user_errors
-def plot(
-    table: RewardTable,
-    table_path: str,
-    out: str,
-    force: bool,
-    bootstrap: int,
-    seed: int,
-    repeats: int,
-) -> None:
+def plot(analysis: Any, out: Path, table_path: str) -> None:
     """Figures (PNG and SVG): reward vs KL, the hacking curve, the out-of-sample comparison."""
     from ..report.analysis import write_figures
 
-    refuse_to_overwrite(out, force)
-    analysis = _analyse_with_progress(table, Path(table_path).stem, bootstrap, seed, repeats)
-    written = write_figures(analysis, Path(out))
-    for paths in written.values():
+    for paths in write_figures(analysis, out).values():
         for path in paths:
             click.echo(str(path))
 
 
 @main.command()
 @table_options
-@report_options("hedgetune-report")
+@_whole_analysis("hedgetune-report")
 @user_errors
-def report(
-    table: RewardTable,
-    table_path: str,
-    out: str,
-    force: bool,
-    bootstrap: int,
-    seed: int,
-    repeats: int,
-) -> None:
+def report(analysis: Any, out: Path, table_path: str) -> None:
     """A self-contained HTML report on a table, with a short summary here."""
     from ..report.analysis import summary_lines, write_report
 
-    refuse_to_overwrite(out, force)
-    analysis = _analyse_with_progress(table, Path(table_path).stem, bootstrap, seed, repeats)
     path = write_report([analysis], out, title=f"hedgetune report: {Path(table_path).name}")
     for line in summary_lines(analysis):
         click.echo(line)
