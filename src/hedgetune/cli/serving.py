@@ -101,3 +101,56 @@ def serve(host: str, port: int, model: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.option("--upstream", required=True, help="Base URL of an OpenAI-compatible server (vLLM, SGLang, ...).")
+@click.option(
+    "--policy", "policy_path", type=click.Path(dir_okay=False), default=None,
+    help="A policy from `hedgetune tune --save-policy` (without one, requests choose with \"hedge\").",
+)
+@click.option("--reward", default=None, help="The proxy that scores candidates (default: the policy's).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--upstream-api-key-env", default=None, help="Environment variable holding the upstream's API key.")
+@click.option("--token-env", default=None, help="Environment variable holding the bearer token clients must send.")
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--max-candidates", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True)
+@user_errors
+def gateway(
+    upstream: str,
+    policy_path: str | None,
+    reward: str | None,
+    host: str,
+    port: int,
+    upstream_api_key_env: str | None,
+    token_env: str | None,
+    max_concurrency: int,
+    max_candidates: int,
+    timeout: float,
+) -> None:
+    """An OpenAI-compatible endpoint that applies the tuned policy: draw candidates from the
+    upstream, score them, select, answer with the chosen one (needs the 'gateway' extra)."""
+    import os
+
+    import uvicorn
+
+    from ..gateway.app import Limits, make_app
+    from ..gateway.policy import Policy
+
+    def secret(name: str | None) -> str | None:
+        if name is None:
+            return None
+        value = os.environ.get(name)
+        if not value:
+            raise InputError(f"the environment variable {name} is not set")
+        return value
+
+    policy = Policy.load(policy_path) if policy_path else None
+    limits = Limits(max_concurrency=max_concurrency, max_candidates=max_candidates, timeout_s=timeout)
+    app = make_app(
+        upstream, policy, reward, limits=limits, api_key=secret(upstream_api_key_env), token=secret(token_env)
+    )
+    click.echo(f"hedgetune gateway on http://{host}:{port} -> {upstream}", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,137 @@
+"""The serving policy: which mechanism, at which parameter, ranked by which proxy, from where.
+
+``hedgetune tune TABLE -m MECH --save-policy policy.json`` writes it; the gateway loads it. The
+parameter served is the tuning's safe default (``recommended_theta``); the point estimate and the
+conservative parameter are kept beside it for reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._atomic import atomic_write_text
+from ..mechanisms import Mechanism, make
+
+#: Keys a policy file must hold, and their JSON types.
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "mechanism": str,
+    "theta": (int, float),
+    "proxy": str,
+    "options": dict,
+}
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be served: the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A mechanism at a parameter, with the proxy it ranks by and where it came from."""
+
+    mechanism: str
+    theta: float
+    proxy: str
+    options: dict[str, Any] = field(default_factory=dict)
+    point_theta: float | None = None
+    conservative_theta: float | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.template()  # a policy that cannot build its mechanism is refused at once
+
+    def template(self) -> Mechanism:
+        """The mechanism at its reference parameter (with the policy's options)."""
+        try:
+            return make(self.mechanism, **self.options)
+        except (TypeError, ValueError) as exc:
+            raise PolicyError(f"the policy's mechanism cannot be built: {exc}") from None
+
+    def mechanism_at_theta(self) -> Mechanism:
+        try:
+            return self.template().with_theta(self.theta)
+        except (TypeError, ValueError) as exc:
+            raise PolicyError(f"the policy's theta = {self.theta!r} is invalid: {exc}") from None
+
+    @classmethod
+    def from_tune(cls, result: Any, table_path: str | os.PathLike[str] | None = None) -> Policy:
+        """The policy a :class:`~hedgetune.TuneResult` recommends."""
+        from .. import __version__
+
+        source: dict[str, Any] = {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "hedgetune_version": __version__,
+            "estimator": result.estimator,
+            "regime": result.regime,
+            "recommended_rule": result.recommended_rule,
+            "n_prompts": result.n_prompts,
+        }
+        if table_path is not None:
+            source["table"] = str(table_path)
+            source["table_sha256"] = _file_digest(Path(table_path))
+        return cls(
+            mechanism=result.mechanism,
+            theta=float(result.recommended_theta),
+            proxy=result.proxy,
+            options=dict(result.template.options),
+            point_theta=float(result.theta),
+            conservative_theta=float(result.conservative_theta),
+            source=source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the policy as JSON, atomically."""
+        target = Path(path)
+        atomic_write_text(target, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Policy:
+        """Read and check a policy file; a clear :class:`PolicyError` for anything else."""
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise PolicyError(f"cannot read the policy {str(path)!r}: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            raise PolicyError(f"the policy {str(path)!r} is not valid JSON") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "the policy") -> Policy:
+        if not isinstance(data, dict):
+            raise PolicyError(f"{where} must be a JSON object")
+        for key, types in _REQUIRED.items():
+            if key not in data:
+                raise PolicyError(f"{where} has no {key!r}")
+            if not isinstance(data[key], types) or isinstance(data[key], bool):
+                raise PolicyError(f"{where}: {key!r} has the wrong type ({type(data[key]).__name__})")
+        if not np.isfinite(data["theta"]):
+            raise PolicyError(f"{where}: theta must be finite")
+        known = {"mechanism", "theta", "proxy", "options", "point_theta", "conservative_theta", "source"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PolicyError(f"{where} has unknown keys {unknown}")
+        policy = cls(**data)
+        policy.mechanism_at_theta()
+        return policy
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,93 @@
+"""Scoring candidates at the gateway with the same proxies that scored the calibration table.
+
+A proxy is a name of :data:`hedgetune.pipeline.scorers.PROXIES` (``length``, ``mean_logprob``,
+``judge``, ``similarity``) or a local sequence-classification reward-model folder; the candidates
+go through the very function ``hedgetune score`` applies to a generation run, so the scores a
+policy was tuned on and the scores it serves with are computed alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..arrays import FloatArray
+
+#: Proxies computed without a model (cheap enough for every request).
+_MODEL_FREE = ("length", "mean_logprob")
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One proxy: ``name`` (a known proxy or a reward-model folder)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name in _MODEL_FREE:
+            return
+        if self.name in ("judge", "similarity") or Path(self.name).is_dir():
+            return
+        raise ValueError(
+            f"unknown reward {self.name!r}: use length, mean_logprob, judge, similarity or a local "
+            "sequence-classification reward-model folder"
+        )
+
+    @property
+    def needs_logprobs(self) -> bool:
+        return self.name == "mean_logprob"
+
+    def score(self, prompt: str, responses: list[str], token_logprobs: list[list[float]]) -> FloatArray:
+        """One score per response (blocking; the gateway runs it in a worker thread)."""
+        import pyarrow as pa
+
+        candidates = pa.table(
+            {
+                "prompt": [prompt] * len(responses),
+                "response": responses,
+                "token_logprobs": pa.array(token_logprobs, type=pa.list_(pa.float64())),
+            }
+        )
+        if self.name in ("length", "mean_logprob", "judge", "similarity"):
+            from ..pipeline import scorers
+
+            values, _ = scorers.PROXIES[self.name](candidates)
+        else:
+            from ..pipeline.scorers import reward_model
+
+            values, _ = reward_model(candidates, self.name)
+        scores = np.asarray(values, dtype=float)
+        if scores.shape != (len(responses),) or not np.all(np.isfinite(scores)):
+            raise ValueError(f"the reward {self.name!r} gave invalid scores")
+        return scores
+
+
+def choice_text(choice: dict[str, Any]) -> str:
+    """The text of an OpenAI chat or completions choice."""
+    message = choice.get("message")
+    if isinstance(message, dict):
+        content = message.get("content")
+        return content if isinstance(content, str) else ""
+    text = choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def choice_logprobs(choice: dict[str, Any]) -> list[float]:
+    """Token log-probabilities of a choice, in either protocol's layout (empty when absent)."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict):
+        return []
+    content = logprobs.get("content")  # chat: [{"token": ..., "logprob": ...}, ...]
+    if isinstance(content, list):
+        return [float(t["logprob"]) for t in content if isinstance(t, dict) and _number(t.get("logprob"))]
+    tokens = logprobs.get("token_logprobs")  # completions: [float, ...]
+    if isinstance(tokens, list):
+        return [float(x) for x in tokens if _number(x)]
+    return []
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)

@@ -1,0 +1,271 @@
+"""The hedged gateway against a scripted upstream (httpx.MockTransport) and the official openai
+client: the choice equals the mechanism's own selection on the same scores, usage is summed,
+overrides and pass-through work, faults and bad requests get OpenAI-style errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+import hedgetune as ht
+from hedgetune.gateway import Policy, PolicyError
+from hedgetune.gateway.app import Limits, make_app
+
+
+class Upstream:
+    """An OpenAI-compatible upstream whose k-th candidate answers with k+1 words, so that the
+    ``length`` proxy orders candidates by their position; it may ignore ``n`` or fail."""
+
+    def __init__(self, honours_n: bool = True, fail: int = 0, status: int = 503) -> None:
+        self.honours_n, self.fail, self.status = honours_n, fail, status
+        self.calls: list[dict[str, Any]] = []
+        self.served = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "stub", "object": "model"}]})
+        body = json.loads(request.content)
+        self.calls.append(body)
+        if self.fail > 0:
+            self.fail -= 1
+            return httpx.Response(self.status, text="busy")
+        n = body.get("n", 1) if self.honours_n else 1
+        choices = []
+        for i in range(n):
+            words = " ".join(["w"] * (self.served + 1))
+            self.served += 1
+            if request.url.path.endswith("/chat/completions"):
+                choice = {"index": i, "message": {"role": "assistant", "content": words}, "finish_reason": "stop"}
+            else:
+                choice = {"index": i, "text": words, "finish_reason": "stop"}
+            choice["logprobs"] = {"token_logprobs": [-0.1 * (self.served % 3)]} if body.get("logprobs") else None
+            choices.append(choice)
+        usage = {"prompt_tokens": 5, "completion_tokens": 2 * n, "total_tokens": 5 + 2 * n}
+        return httpx.Response(200, json={"id": "x", "object": "chat.completion", "choices": choices, "usage": usage})
+
+
+def _client(upstream: Upstream, policy: Policy | None, **kwargs: Any) -> TestClient:
+    app = make_app("http://upstream", policy, transport=httpx.MockTransport(upstream), seed=0, **kwargs)
+    return TestClient(app)
+
+
+def _policy(mechanism: str, theta: float, **options: Any) -> Policy:
+    return Policy(mechanism=mechanism, theta=theta, proxy="length", options=options)
+
+
+CHAT = {"model": "stub", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize("honours_n", [True, False])
+def test_best_of_n_returns_the_best_candidate_with_usage_summed(honours_n: bool) -> None:
+    upstream = Upstream(honours_n=honours_n)
+    with _client(upstream, _policy("bon", 4)) as client:
+        reply = client.post("/v1/chat/completions", json=CHAT)
+    assert reply.status_code == 200, reply.text
+    data = reply.json()
+    decision = data["hedgetune"]
+    assert decision["mechanism"] == "bon" and decision["candidates"] == 4
+    assert decision["scores"] == [float(len(" ".join(["w"] * k))) for k in range(1, 5)]
+    assert decision["chosen"] == 3 and data["choices"][0]["message"]["content"] == "w w w w"
+    assert data["choices"][0]["index"] == 0
+    calls = len(upstream.calls)
+    assert calls == (1 if honours_n else 4)  # an upstream that ignores n is filled concurrently
+    assert data["usage"]["completion_tokens"] == 8 and data["usage"]["prompt_tokens"] == 5 * calls
+
+
+@pytest.mark.parametrize("policy", [_policy("bop", 3.0), _policy("sbon", 0.7, n=5, on="raw")])
+def test_the_choice_is_the_mechanisms_own_selection_on_the_same_scores(policy: Policy) -> None:
+    mechanism = policy.mechanism_at_theta()
+    with _client(Upstream(), policy) as client:
+        for _ in range(5):
+            data = client.post("/v1/completions", json={"model": "stub", "prompt": "2+2="}).json()
+            decision = data["hedgetune"]
+            assert decision["mechanism"] == policy.mechanism and decision["theta"] == policy.theta
+            scores = np.array(decision["scores"])
+            if policy.mechanism == "bop":  # Best-of-Poisson is the best of what it drew
+                assert decision["chosen"] == int(np.argmax(scores))
+            assert len(data["choices"][0]["text"]) == scores[decision["chosen"]]  # the length proxy
+    # The same rng stream replayed: draw counts and choices equal the mechanism's own calls.
+    rng = np.random.default_rng(0)
+    count = int(mechanism.draw_n(1, rng)[0])
+    with _client(Upstream(), policy) as client:
+        decision = client.post("/v1/completions", json={"model": "stub", "prompt": "x"}).json()["hedgetune"]
+    assert decision["candidates"] == count
+    assert decision["chosen"] == int(mechanism.select(np.array([decision["scores"]]), rng=rng)[0])
+
+
+def test_override_and_pass_through() -> None:
+    upstream = Upstream()
+    with _client(upstream, _policy("bon", 2)) as client:
+        data = client.post("/v1/chat/completions", json={**CHAT, "hedge": {"mechanism": "bon", "n": 6}}).json()
+        assert data["hedgetune"]["candidates"] == 6 and data["hedgetune"]["chosen"] == 5
+        plain = client.post("/v1/chat/completions", json={**CHAT, "hedge": False}).json()
+        assert "hedgetune" not in plain and len(plain["choices"]) == 1
+        assert "hedge" not in upstream.calls[-1]
+        bad = client.post("/v1/chat/completions", json={**CHAT, "hedge": {"mechanism": "tilted", "beta": 1}})
+        assert bad.status_code == 400 and "frontier" in bad.json()["error"]["message"]
+
+
+def test_official_openai_client_talks_to_the_gateway() -> None:
+    import openai
+
+    with _client(Upstream(), _policy("bon", 3)) as http:
+        client = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http)
+        reply = client.chat.completions.create(model="stub", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "w w w"
+        assert reply.model_extra is not None and reply.model_extra["hedgetune"]["candidates"] == 3
+        stream = client.chat.completions.create(
+            model="stub", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+        assert text == "w w w w w w"  # buffered: the selected answer in one event
+        assert client.models.list().data[0].id == "stub"
+
+
+def test_upstream_faults() -> None:
+    # Transient 503s are retried; when every call fails the gateway answers 502 in OpenAI's format.
+    with _client(Upstream(fail=1), _policy("bon", 2), limits=Limits(backoff_s=0.0)) as client:
+        assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+    with _client(Upstream(fail=100), _policy("bon", 2), limits=Limits(backoff_s=0.0, retries=1)) as client:
+        reply = client.post("/v1/chat/completions", json=CHAT)
+        assert reply.status_code == 502 and reply.json()["error"]["type"] == "upstream_error"
+        metrics = client.get("/metrics").text
+        assert 'hedgetune_requests_total{route="/v1/chat/completions",status="502"} 1' in metrics
+
+    def malformed(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="{not json")
+
+    app = make_app("http://upstream", _policy("bon", 2), transport=httpx.MockTransport(malformed), limits=Limits(backoff_s=0.0))
+    with TestClient(app) as client:
+        assert client.post("/v1/chat/completions", json=CHAT).status_code == 502
+
+    # Some candidates fail: the gateway selects among those that arrived, and says so.
+    upstream = Upstream(honours_n=False, fail=2)
+    with _client(upstream, _policy("bon", 4), limits=Limits(backoff_s=0.0, retries=0)) as client:
+        decision = client.post("/v1/chat/completions", json=CHAT).json()["hedgetune"]
+        assert decision["failed"] == 2 and decision["candidates"] == 3  # 1 + 4 calls, 2 failed
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (json.dumps({**CHAT, "n": 10**9}).encode(), 400, "exceeds"),
+        (json.dumps({**CHAT, "max_tokens": "abc"}).encode(), 400, "positive integer"),
+        (json.dumps({**CHAT, "max_tokens": 10**9}).encode(), 400, "exceeds"),
+        (json.dumps({**CHAT, "n": 2}).encode(), 400, "leave n at 1"),
+        (json.dumps({**CHAT, "hedge": "yes"}).encode(), 400, "hedge"),
+        (json.dumps({**CHAT, "hedge": {"mechanism": "bon", "n": 2, "x": 1}}).encode(), 400, "unknown key"),
+        (b"{" + b'"a":' * 100_000 + b"1" + b"}" * 100_000, 413, "exceeds"),
+    ],
+)
+def test_bad_requests_get_openai_style_errors(body: bytes, status: int, fragment: str) -> None:
+    with _client(Upstream(), _policy("bon", 2), limits=Limits(max_body_bytes=100_000)) as client:
+        reply = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert reply.status_code == status, reply.text
+    assert fragment in reply.json()["error"]["message"]
+
+
+def test_bearer_token_health_and_metrics() -> None:
+    with _client(Upstream(), _policy("bop", 1.5), token="s3cret") as client:
+        assert client.post("/v1/chat/completions", json=CHAT).status_code == 401
+        ok = client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert client.get("/health").json()["policy"]["mechanism"] == "bop"
+        text = client.get("/metrics").text
+        assert "hedgetune_candidates_total" in text and 'mechanism="bop"' in text
+
+
+def test_policy_files(tmp_path: Path) -> None:
+    table = ht.synthetic.make_table("toy", 200, 16, seed=0)
+    path = tmp_path / "t.parquet"
+    ht.write_table(table, path)
+    result = ht.tune(table, "bop", bootstrap=100)
+    policy = Policy.from_tune(result, path)
+    saved = policy.save(tmp_path / "policy.json")
+    loaded = Policy.load(saved)
+    assert loaded == policy and loaded.theta == result.recommended_theta
+    assert loaded.source["table_sha256"] and loaded.source["hedgetune_version"] == ht.__version__
+    for text, fragment in (
+        ("{", "not valid JSON"),
+        ("[]", "JSON object"),
+        ('{"mechanism": "bop", "theta": "x", "proxy": "p", "options": {}}', "wrong type"),
+        ('{"mechanism": "nope", "theta": 1, "proxy": "p", "options": {}}', "unknown mechanism"),
+        ('{"mechanism": "bop", "theta": -1, "proxy": "p", "options": {}}', "invalid"),
+        ('{"mechanism": "bop", "theta": 1, "proxy": "p", "options": {}, "extra": 1}', "unknown keys"),
+    ):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(PolicyError, match=fragment):
+            Policy.load(tmp_path / "bad.json")
+    from click.testing import CliRunner
+
+    from hedgetune.cli import main
+
+    out = CliRunner().invoke(main, ["tune", str(path), "-m", "bon", "--bootstrap", "50", "--save-policy", str(tmp_path / "p.json")])
+    assert out.exit_code == 0, out.output
+    assert Policy.load(tmp_path / "p.json").mechanism == "bon"
+
+
+def _serve_in_thread(app: Any) -> tuple[Any, str]:
+    """Run an ASGI app with uvicorn on a free loopback port; returns (server, base URL)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def _echo_upstream() -> Any:
+    """A real HTTP upstream on loopback: each candidate echoes the prompt and its own number."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def completions(request: Request) -> JSONResponse:
+        body = await request.json()
+        n = body.get("n", 1)
+        choices = [{"index": i, "text": f"{body['prompt']}|{'x' * (i + 1)}", "finish_reason": "stop"} for i in range(n)]
+        return JSONResponse({"id": body["prompt"], "object": "text_completion", "choices": choices,
+                             "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": 1 + n}})
+
+    return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
+
+
+def test_loopback_load_loses_and_duplicates_nothing() -> None:
+    """Real HTTP on loopback, both hops: 32 concurrent clients, 1,280 requests through the gateway."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    upstream, upstream_url = _serve_in_thread(_echo_upstream())
+    gateway, gateway_url = _serve_in_thread(make_app(upstream_url, _policy("bon", 3), seed=1))
+    try:
+        def ask(i: int) -> tuple[int, str, int]:
+            with httpx.Client(base_url=gateway_url, timeout=30) as http:
+                reply = http.post("/v1/completions", json={"model": "m", "prompt": f"p{i}"})
+                return i, reply.json()["choices"][0]["text"], reply.status_code
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            results = list(pool.map(ask, range(1280)))
+        assert all(status == 200 for _, _, status in results)
+        assert sorted(i for i, _, _ in results) == list(range(1280))
+        assert all(text == f"p{i}|xxx" for i, text, _ in results)  # its own prompt, the longest of 3
+    finally:
+        gateway.should_exit = upstream.should_exit = True
