@@ -8,11 +8,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from hedgetune.pipeline.backends import (
@@ -202,3 +204,46 @@ def test_generate_command_through_an_openai_server(server: str, tmp_path: Any, m
         main, ["generate", "--prompts", str(prompts), "--out", str(tmp_path / "r2"), "--backend", "openai"]
     )
     assert no_url.exit_code == 2 and "--base-url" in no_url.output
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b'{"prompt": "x", "n": 1000000000}', 400, "exceeds"),
+        (b'{"prompt": "x", "max_tokens": 1000000000}', 400, "exceeds"),
+        (b'{"prompt": "x", "max_tokens": "abc"}', 400, "positive integer"),
+        (b'[{"prompt": "x"}]', 400, "JSON object"),
+        (b'{"prompt": ["x"]}', 400, "prompt must be a string"),
+        (b'{"prompt": "x", "temperature": -1}', 400, "temperature"),
+        (b"{not json", 400, "not valid JSON"),
+    ],
+)
+def test_the_local_server_refuses_absurd_requests(server: str, body: bytes, status: int, fragment: str) -> None:
+    """These reached the model (n = 10**9) or dropped the connection without a reply."""
+    request = urllib.request.Request(
+        server + "/v1/completions", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=30)
+    assert info.value.code == status
+    assert fragment in json.loads(info.value.read())["error"]["message"]
+
+
+def test_the_gateway_in_front_of_the_real_local_server(server: str) -> None:
+    """The hedged gateway with the project's own model server as its upstream, over loopback."""
+    import httpx
+    from test_gateway import _serve_in_thread
+
+    from hedgetune.gateway import Policy
+    from hedgetune.gateway.app import make_app
+
+    policy = Policy(mechanism="bon", theta=3, proxy="mean_logprob")
+    gateway, url = _serve_in_thread(make_app(server, policy, seed=0))
+    try:
+        reply = httpx.post(url + "/v1/completions", json={"model": "m", "prompt": "2+2=", "max_tokens": 4}, timeout=120)
+        assert reply.status_code == 200, reply.text
+        decision = reply.json()["hedgetune"]
+        assert decision["candidates"] == 3 and len(decision["scores"]) == 3
+        assert decision["chosen"] == int(np.argmax(decision["scores"]))  # Best-of-n: the top log-prob
+    finally:
+        gateway.should_exit = True

@@ -24,6 +24,7 @@ import numpy as np
 from ..mechanisms import Mechanism, lookup, make
 from ..mechanisms.registry import option_names
 from .policy import Policy
+from .requests import RequestError, check_body, parse_body
 from .scoring import Scorer, choice_logprobs, choice_text
 
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
@@ -378,20 +379,10 @@ async def _read_body(request: Any, limits: Limits) -> dict[str, Any]:
         if len(raw) > limits.max_body_bytes:
             raise GatewayError(413, f"the body exceeds {limits.max_body_bytes} bytes")
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise GatewayError(400, "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise GatewayError(400, "the body must be a JSON object")
-    for key in ("n", "max_tokens", "max_completion_tokens"):
-        value = body.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise GatewayError(400, f"{key} must be a positive integer")
-        cap = limits.max_candidates if key == "n" else limits.max_tokens
-        if value > cap:
-            raise GatewayError(400, f"{key} = {value} exceeds the gateway's limit of {cap}")
+        body = parse_body(raw, limits.max_body_bytes)
+        check_body(body, limits.max_candidates, limits.max_tokens)
+    except RequestError as exc:
+        raise GatewayError(exc.status, exc.message) from None
     return body
 
 

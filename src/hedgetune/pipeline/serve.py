@@ -15,6 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..gateway.requests import MAX_BODY_BYTES, MAX_N, MAX_TOKENS, RequestError, check_body, parse_body
 from .generate import TransformersBackend
 
 
@@ -47,13 +48,20 @@ def make_server(
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                prompt = body["prompt"]
+                length = self.headers.get("Content-Length", "")
+                if not length.isdigit():
+                    raise RequestError(400, "a Content-Length header is required")
+                if int(length) > MAX_BODY_BYTES:
+                    raise RequestError(413, f"the body exceeds {MAX_BODY_BYTES} bytes")
+                body = parse_body(self.rfile.read(int(length)))
+                check_body(body, max_n=MAX_N, max_tokens=MAX_TOKENS)
+                prompt = body.get("prompt")
+                if not isinstance(prompt, str):
+                    raise RequestError(400, "prompt must be a string")
                 n = int(body.get("n", 1))
-                if not isinstance(prompt, str) or n < 1:
-                    raise ValueError("prompt must be a string and n >= 1")
-            except (ValueError, KeyError, json.JSONDecodeError) as exc:
-                self._send(400, {"error": {"message": str(exc)}})
+            except RequestError as exc:
+                self.close_connection = True
+                self._send(exc.status, {"error": {"message": exc.message, "type": "invalid_request_error"}})
                 return
             with lock:
                 samples = backend.sample_text(
