@@ -269,3 +269,47 @@ def test_loopback_load_loses_and_duplicates_nothing() -> None:
         assert all(text == f"p{i}|xxx" for i, text, _ in results)  # its own prompt, the longest of 3
     finally:
         gateway.should_exit = upstream.should_exit = True
+
+
+def test_the_policy_file_is_reloaded_when_it_changes(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "policy.json"
+    _policy("bon", 2).save(path)
+    app = make_app("http://upstream", str(path), transport=httpx.MockTransport(Upstream()), seed=0)
+    with TestClient(app) as client:
+        assert client.post("/v1/chat/completions", json=CHAT).json()["hedgetune"]["candidates"] == 2
+        _policy("bon", 5).save(path)
+        os.utime(path, ns=(1, 10**18))  # a new modification time whatever the clock's resolution
+        assert client.post("/v1/chat/completions", json=CHAT).json()["hedgetune"]["candidates"] == 5
+        path.write_text("{broken")
+        os.utime(path, ns=(1, 2 * 10**18))
+        reply = client.post("/v1/chat/completions", json=CHAT)  # served with the last good policy
+        assert reply.status_code == 200 and reply.json()["hedgetune"]["candidates"] == 5
+        assert "hedgetune_policy_reload_errors_total 1" in client.get("/metrics").text
+
+
+def test_an_ensemble_policy_scores_like_the_table(tmp_path: Path) -> None:
+    """An ensemble proxy tuned on a table is served with the table's own standardisation."""
+    rng = np.random.default_rng(0)
+    gold = rng.random((120, 8))
+    proxies = {"length": gold + rng.normal(0, 0.3, gold.shape), "mean_logprob": gold + rng.normal(0, 0.3, gold.shape)}
+    table = ht.with_ensemble(ht.RewardTable.from_arrays(proxies, gold), None, "mean-std", 0.5)
+    result = ht.tune(table, "bon", bootstrap=50)
+    policy = Policy.from_tune(result, table=table)
+    assert policy.ensemble is not None and policy.ensemble["rule"] == "mean-std"
+    from hedgetune.ensembles import ensemble_scores
+
+    with _client(Upstream(), Policy(mechanism="bon", theta=3, proxy=policy.proxy, ensemble=policy.ensemble)) as client:
+        decision = client.post("/v1/completions", json={"model": "m", "prompt": "x"}).json()["hedgetune"]
+    # The stub's three candidates are "w", "w w", "w w w" with token log-probs -0.1, -0.2, 0.
+    recipe = policy.ensemble
+    expected = ensemble_scores(
+        {"length": np.array([1.0, 3.0, 5.0]), "mean_logprob": np.array([-0.1, -0.2, 0.0])},
+        "mean-std",
+        0.5,
+        recipe["centres"],
+        recipe["scales"],
+    )
+    assert decision["proxy"] == policy.proxy
+    np.testing.assert_allclose(decision["scores"], expected, rtol=1e-12)

@@ -147,10 +147,11 @@ def gateway(
             raise InputError(f"the environment variable {name} is not set")
         return value
 
-    policy = Policy.load(policy_path) if policy_path else None
+    if policy_path:
+        Policy.load(policy_path)  # a broken policy file stops the start, with its message
     limits = Limits(max_concurrency=max_concurrency, max_candidates=max_candidates, timeout_s=timeout)
-    app = make_app(
-        upstream, policy, reward, limits=limits, api_key=secret(upstream_api_key_env), token=secret(token_env)
+    app = make_app(  # the policy file is reloaded when it changes
+        upstream, policy_path, reward, limits=limits, api_key=secret(upstream_api_key_env), token=secret(token_env)
     )
     click.echo(f"hedgetune gateway on http://{host}:{port} -> {upstream}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

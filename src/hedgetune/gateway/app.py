@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ from ..mechanisms import Mechanism, lookup, make
 from ..mechanisms.registry import option_names
 from .policy import Policy
 from .requests import RequestError, check_body, parse_body
-from .scoring import Scorer, choice_logprobs, choice_text
+from .scoring import EnsembleScorer, Scorer, choice_logprobs, choice_text, make_scorer
 
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
@@ -51,6 +53,7 @@ class Metrics:
     requests: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
     candidates: int = 0
     upstream_errors: int = 0
+    reload_errors: int = 0
     buckets: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
     latency_counts: list[int] = field(default_factory=list)
     latency_sum: float = 0.0
@@ -76,6 +79,8 @@ class Metrics:
             f"hedgetune_candidates_total {self.candidates}",
             "# TYPE hedgetune_upstream_errors_total counter",
             f"hedgetune_upstream_errors_total {self.upstream_errors}",
+            "# TYPE hedgetune_policy_reload_errors_total counter",
+            f"hedgetune_policy_reload_errors_total {self.reload_errors}",
             "# TYPE hedgetune_request_seconds histogram",
         ]
         for edge, count in zip(self.buckets, self.latency_counts, strict=True):
@@ -104,7 +109,7 @@ class GatewayError(Exception):
 
 def make_app(
     upstream: str,
-    policy: Policy | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
     reward: str | None = None,
     *,
     limits: Limits | None = None,
@@ -117,7 +122,10 @@ def make_app(
 
     ``upstream`` is the base URL of an OpenAI-compatible server (``http://host:port``, with or
     without ``/v1``); ``api_key`` is sent to it and never logged; ``token``, if set, is the bearer
-    token clients must present. ``reward`` names the proxy (default: the policy's). ``transport``
+    token clients must present. ``policy`` is a :class:`Policy` or the path of a policy file, which
+    is then reloaded when it changes (between requests, so none is dropped; a broken file keeps the
+    last good policy and counts a reload error). ``reward`` names the proxy (default: the policy's,
+    an ensemble included). ``transport``
     replaces the HTTP transport to the upstream (tests).
     """
     import httpx
@@ -129,11 +137,8 @@ def make_app(
     limits = limits or Limits()
     base = upstream.rstrip("/")
     base = base[:-3] if base.endswith("/v1") else base
-    scorer = Scorer(reward or (policy.proxy if policy is not None else "length"))
-    served = None if policy is None else policy.mechanism_at_theta()
-    if served is not None:
-        _check_servable(served)
     metrics = Metrics()
+    state = _PolicyState(policy, reward)
     rng = np.random.default_rng(seed)
     slots = asyncio.Semaphore(limits.max_concurrency)
     waiting = 0
@@ -209,6 +214,7 @@ def make_app(
         capped = count > limits.max_candidates
         count = min(count, limits.max_candidates)
         upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        scorer = state.scorer
         if scorer.needs_logprobs:
             upstream_body["logprobs"] = True if kind == "chat" else max(1, int(body.get("logprobs") or 1))
         replies, choices, failed = await candidates(kind, upstream_body, count)
@@ -270,7 +276,8 @@ def make_app(
         stream = bool(body.get("stream", False))
         if hedge is False:
             return await passthrough(kind, body, stream)
-        mechanism = served if hedge is None else _override(hedge)
+        state.refresh(metrics)
+        mechanism = state.served if hedge is None else _override(hedge)
         if mechanism is None:
             raise GatewayError(400, "no policy is loaded: pass \"hedge\": {...} or start with --policy")
         if body.get("n", 1) != 1:
@@ -308,10 +315,11 @@ def make_app(
             return error_response(GatewayError(502, "the upstream's model list is unavailable", "upstream_error"))
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "policy": None if policy is None else policy.to_dict()})
+        current = state.policy
+        return JSONResponse({"status": "ok", "policy": None if current is None else current.to_dict()})
 
     async def metrics_page(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(policy), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(metrics.render(state.policy), media_type="text/plain; version=0.0.4")
 
     async def chat(request: Request) -> Response:
         return await completions(request, "chat")
@@ -336,6 +344,52 @@ def make_app(
     )
     app.state.metrics = metrics
     return app
+
+
+class _PolicyState:
+    """The policy being served, its mechanism and scorer; reloaded from its file when it changes."""
+
+    def __init__(self, policy: Policy | str | os.PathLike[str] | None, reward: str | None) -> None:
+        self.path = None if policy is None or isinstance(policy, Policy) else Path(policy)
+        self.reward = reward
+        self.stamp: tuple[int, int] | None = None
+        loaded = Policy.load(self.path) if self.path is not None else policy
+        assert loaded is None or isinstance(loaded, Policy)
+        self._install(loaded)
+        if self.path is not None:
+            self.stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.path)  # type: ignore[arg-type]
+        except OSError:
+            return None
+        return info.st_mtime_ns, info.st_size
+
+    def _install(self, policy: Policy | None) -> None:
+        served = None if policy is None else policy.mechanism_at_theta()
+        if served is not None:
+            _check_servable(served)
+        if self.reward is not None:
+            scorer: Scorer | EnsembleScorer = Scorer(self.reward)
+        elif policy is not None:
+            scorer = make_scorer(policy.proxy, policy.ensemble)
+        else:
+            scorer = Scorer("length")
+        self.policy, self.served, self.scorer = policy, served, scorer
+
+    def refresh(self, metrics: Metrics) -> None:
+        """Reload the policy file if it changed since it was last read."""
+        if self.path is None:
+            return
+        stamp = self._stat()
+        if stamp is None or stamp == self.stamp:
+            return
+        self.stamp = stamp
+        try:
+            self._install(Policy.load(self.path))
+        except ValueError:
+            metrics.reload_errors += 1  # keep serving the last good policy
 
 
 def _check_servable(mechanism: Mechanism) -> None:

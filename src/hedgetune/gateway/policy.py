@@ -44,6 +44,8 @@ class Policy:
     point_theta: float | None = None
     conservative_theta: float | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    #: For an ensemble proxy: its members, rule, k and standardisation (from the table's provenance).
+    ensemble: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.template()  # a policy that cannot build its mechanism is refused at once
@@ -62,8 +64,11 @@ class Policy:
             raise PolicyError(f"the policy's theta = {self.theta!r} is invalid: {exc}") from None
 
     @classmethod
-    def from_tune(cls, result: Any, table_path: str | os.PathLike[str] | None = None) -> Policy:
-        """The policy a :class:`~hedgetune.TuneResult` recommends."""
+    def from_tune(
+        cls, result: Any, table_path: str | os.PathLike[str] | None = None, table: Any = None
+    ) -> Policy:
+        """The policy a :class:`~hedgetune.TuneResult` recommends (``table``: the table it was tuned
+        on, whose provenance holds an ensemble proxy's recipe)."""
         from .. import __version__
 
         source: dict[str, Any] = {
@@ -77,7 +82,16 @@ class Policy:
         if table_path is not None:
             source["table"] = str(table_path)
             source["table_sha256"] = _file_digest(Path(table_path))
+        ensemble = None
+        if table is not None and result.proxy in table.provenance:
+            try:
+                recipe = json.loads(table.provenance[result.proxy])
+            except (ValueError, TypeError):
+                recipe = None
+            if isinstance(recipe, dict) and "ensemble" in recipe:
+                ensemble = recipe
         return cls(
+            ensemble=ensemble,
             mechanism=result.mechanism,
             theta=float(result.recommended_theta),
             proxy=result.proxy,
@@ -120,10 +134,12 @@ class Policy:
                 raise PolicyError(f"{where}: {key!r} has the wrong type ({type(data[key]).__name__})")
         if not np.isfinite(data["theta"]):
             raise PolicyError(f"{where}: theta must be finite")
-        known = {"mechanism", "theta", "proxy", "options", "point_theta", "conservative_theta", "source"}
+        known = {"mechanism", "theta", "proxy", "options", "point_theta", "conservative_theta", "source", "ensemble"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise PolicyError(f"{where} has unknown keys {unknown}")
+        if data.get("ensemble") is not None and not isinstance(data["ensemble"], dict):
+            raise PolicyError(f"{where}: 'ensemble' must be an object")
         policy = cls(**data)
         policy.mechanism_at_theta()
         return policy

@@ -65,6 +65,50 @@ class Scorer:
         return scores
 
 
+@dataclass(frozen=True)
+class EnsembleScorer:
+    """Several proxies combined as the calibration table combined them (same rule, same
+    standardisation constants, recorded in the policy)."""
+
+    members: tuple[Scorer, ...]
+    rule: str
+    k: float
+    centres: tuple[float, ...]
+    scales: tuple[float, ...]
+
+    @property
+    def name(self) -> str:
+        from ..ensembles import ensemble_name
+
+        return ensemble_name([m.name for m in self.members], self.rule, self.k)
+
+    @property
+    def needs_logprobs(self) -> bool:
+        return any(m.needs_logprobs for m in self.members)
+
+    def score(self, prompt: str, responses: list[str], token_logprobs: list[list[float]]) -> FloatArray:
+        from ..ensembles import ensemble_scores
+
+        values = {m.name: m.score(prompt, responses, token_logprobs) for m in self.members}
+        return ensemble_scores(values, self.rule, self.k, self.centres, self.scales)
+
+
+def make_scorer(name: str, ensemble: dict[str, Any] | None = None) -> Scorer | EnsembleScorer:
+    """The scorer of a proxy: one :class:`Scorer`, or an :class:`EnsembleScorer` from a recipe."""
+    if not ensemble:
+        return Scorer(name)
+    try:
+        return EnsembleScorer(
+            members=tuple(Scorer(str(m)) for m in ensemble["ensemble"]),
+            rule=str(ensemble["rule"]),
+            k=float(ensemble["k"]),
+            centres=tuple(float(c) for c in ensemble["centres"]),
+            scales=tuple(float(s) for s in ensemble["scales"]),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"the ensemble recipe of {name!r} is incomplete ({exc})") from None
+
+
 def choice_text(choice: dict[str, Any]) -> str:
     """The text of an OpenAI chat or completions choice."""
     message = choice.get("message")
