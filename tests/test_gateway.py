@@ -313,3 +313,36 @@ def test_an_ensemble_policy_scores_like_the_table(tmp_path: Path) -> None:
     )
     assert decision["proxy"] == policy.proxy
     np.testing.assert_allclose(decision["scores"], expected, rtol=1e-12)
+
+
+def test_the_decision_log_becomes_a_calibration_table(tmp_path: Path) -> None:
+    """Closing the loop: log decisions, label them, build a table, re-tune on it."""
+    from click.testing import CliRunner
+
+    from hedgetune.cli import main
+    from hedgetune.gateway.log import read_log
+
+    app = make_app(
+        "http://upstream", _policy("bon", 3), transport=httpx.MockTransport(Upstream()), seed=0,
+        log_dir=tmp_path / "log", log_rotate=4,
+    )
+    with TestClient(app) as client:
+        ids = [client.post("/v1/completions", json={"model": "m", "prompt": f"q{i}"}).json()["hedgetune"]["request_id"] for i in range(10)]
+    log = read_log(tmp_path / "log")
+    assert len(list((tmp_path / "log").glob("log-*.parquet"))) == 3  # rotated after 4 and 8, flushed at shutdown
+    assert log.num_rows == 30 and sorted(set(log.column("request_id").to_pylist())) == sorted(ids)
+    assert sum(log.column("chosen").to_pylist()) == 10
+    gold = tmp_path / "gold.jsonl"
+    rows = [{"request_id": r, "candidate": c, "true_reward": float(c == 1)} for r in ids for c in range(3)]
+    gold.write_text("\n".join(json.dumps(r) for r in rows[:-1]) + "\n")  # the last label is missing
+    runner = CliRunner()
+    out = runner.invoke(main, ["log-table", str(tmp_path / "log"), "--gold", str(gold), "--out", str(tmp_path / "t.parquet")])
+    assert out.exit_code == 2 and "no gold label" in out.stderr
+    out = runner.invoke(
+        main, ["log-table", str(tmp_path / "log"), "--gold", str(gold), "--missing", "drop", "--out", str(tmp_path / "t.parquet")]
+    )
+    assert out.exit_code == 0, out.output
+    table = ht.read_table(tmp_path / "t.parquet")
+    assert table.n_prompts == 10 and table.n_responses == 29 and table.proxy == "length"
+    assert table.true_reward is not None and table.true_reward.sum() == 10.0  # one right answer each
+    assert np.isfinite(ht.tune(table, "bon", bootstrap=50).true_reward)  # and it can be re-tuned

@@ -14,7 +14,9 @@ from ..mechanisms import Mechanism
 from ._common import (
     InputError,
     emit_json,
+    force_option,
     mechanism_options,
+    refuse_to_overwrite,
     user_errors,
 )
 from ._group import main
@@ -117,6 +119,10 @@ if __name__ == "__main__":
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--max-candidates", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True)
+@click.option(
+    "--log", "log_dir", type=click.Path(file_okay=False), default=None,
+    help="Append every decision to Parquet shards here (see `hedgetune log-table`).",
+)
 @user_errors
 def gateway(
     upstream: str,
@@ -129,6 +135,7 @@ def gateway(
     max_concurrency: int,
     max_candidates: int,
     timeout: float,
+    log_dir: str | None,
 ) -> None:
     """An OpenAI-compatible endpoint that applies the tuned policy: draw candidates from the
     upstream, score them, select, answer with the chosen one (needs the 'gateway' extra)."""
@@ -151,7 +158,35 @@ def gateway(
         Policy.load(policy_path)  # a broken policy file stops the start, with its message
     limits = Limits(max_concurrency=max_concurrency, max_candidates=max_candidates, timeout_s=timeout)
     app = make_app(  # the policy file is reloaded when it changes
-        upstream, policy_path, reward, limits=limits, api_key=secret(upstream_api_key_env), token=secret(token_env)
+        upstream,
+        policy_path,
+        reward,
+        limits=limits,
+        api_key=secret(upstream_api_key_env),
+        token=secret(token_env),
+        log_dir=log_dir,
     )
     click.echo(f"hedgetune gateway on http://{host}:{port} -> {upstream}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@main.command("log-table")
+@click.argument("log_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--gold", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="JSONL of {request_id, candidate, true_reward}.")
+@click.option("--missing", type=click.Choice(["raise", "drop"]), default="raise", show_default=True,
+              help="Logged candidates without a gold label: refuse, or drop them and say how many.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The calibration table (Parquet).")
+@force_option
+@user_errors
+def log_table(log_dir: str, gold: str, missing: str, out: str, force: bool) -> None:
+    """A calibration table from the gateway's decision log and gold labels: re-tune on traffic."""
+    from ..gateway.log import table_from_log
+    from ..io import write_table
+
+    refuse_to_overwrite(out, force)
+    table = table_from_log(log_dir, gold, missing)
+    write_table(table, out)
+    if table.dropped:
+        click.echo(f"dropped {table.dropped} candidates (unlabelled, or alone in their request)", err=True)
+    click.echo(f"{table} -> {out}")

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..mechanisms import Mechanism, lookup, make
 from ..mechanisms.registry import option_names
+from .log import DecisionLog
 from .policy import Policy
 from .requests import RequestError, check_body, parse_body
 from .scoring import EnsembleScorer, Scorer, choice_logprobs, choice_text, make_scorer
@@ -117,6 +118,8 @@ def make_app(
     token: str | None = None,
     transport: Any = None,
     seed: int | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    log_rotate: int = 256,
 ) -> Any:
     """The gateway as an ASGI application (Starlette).
 
@@ -126,7 +129,8 @@ def make_app(
     is then reloaded when it changes (between requests, so none is dropped; a broken file keeps the
     last good policy and counts a reload error). ``reward`` names the proxy (default: the policy's,
     an ensemble included). ``transport``
-    replaces the HTTP transport to the upstream (tests).
+    replaces the HTTP transport to the upstream (tests). ``log_dir`` appends every decision to
+    Parquet shards there (:mod:`hedgetune.gateway.log`).
     """
     import httpx
     from starlette.applications import Starlette
@@ -139,6 +143,7 @@ def make_app(
     base = base[:-3] if base.endswith("/v1") else base
     metrics = Metrics()
     state = _PolicyState(policy, reward)
+    log = None if log_dir is None else DecisionLog(log_dir, log_rotate)
     rng = np.random.default_rng(seed)
     slots = asyncio.Semaphore(limits.max_concurrency)
     waiting = 0
@@ -245,6 +250,10 @@ def make_app(
             "scores": scores.tolist(),
             "chosen": chosen,
         }
+        if log is not None:
+            out["hedgetune"]["request_id"] = log.add(
+                ROUTES[kind], _prompt_text(kind, body), texts, scores.tolist(), chosen, out["hedgetune"]
+            )
         return out
 
     async def completions(request: Request, kind: str) -> Response:
@@ -331,6 +340,8 @@ def make_app(
     async def lifespan(app: Any) -> Any:
         yield
         await client.aclose()
+        if log is not None:
+            log.flush()
 
     app = Starlette(
         routes=[
