@@ -346,3 +346,22 @@ def test_the_decision_log_becomes_a_calibration_table(tmp_path: Path) -> None:
     assert table.n_prompts == 10 and table.n_responses == 29 and table.proxy == "length"
     assert table.true_reward is not None and table.true_reward.sum() == 10.0  # one right answer each
     assert np.isfinite(ht.tune(table, "bon", bootstrap=50).true_reward)  # and it can be re-tuned
+
+
+@pytest.mark.parametrize(
+    "fault", [httpx.ReadTimeout("hung"), httpx.RemoteProtocolError("closed"), httpx.ConnectError("refused")]
+)
+def test_an_upstream_that_hangs_or_drops_the_connection(fault: Exception) -> None:
+    """Timeouts and dropped connections are retried, then answered with a 502, never a crash."""
+    calls = []
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise fault
+
+    app = make_app("http://upstream", _policy("bon", 2), transport=httpx.MockTransport(broken), limits=Limits(backoff_s=0.0, retries=2))
+    with TestClient(app) as client:
+        reply = client.post("/v1/chat/completions", json=CHAT)
+        assert reply.status_code == 502 and type(fault).__name__ in reply.json()["error"]["message"]
+        assert "hedgetune_upstream_errors_total" in client.get("/metrics").text
+    assert len(calls) == 3 * 3  # the n-request and the two fill-ins, each tried 1 + 2 times

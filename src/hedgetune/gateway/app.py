@@ -187,17 +187,20 @@ def make_app(
             last = "a reply without choices"
         raise GatewayError(502, f"the upstream failed: {last}", "upstream_error")
 
-    async def candidates(kind: str, body: dict[str, Any], count: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-        """``count`` candidates: one request with ``n``, the rest filled concurrently with n = 1."""
+    async def candidates(
+        kind: str, body: dict[str, Any], count: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, str]:
+        """``count`` candidates: one request with ``n``, the rest filled concurrently with n = 1;
+        also how many calls failed and the last failure."""
         path = ROUTES[kind]
         replies: list[dict[str, Any]] = []
-        failed = 0
+        failed, reason = 0, ""
         try:
             replies.append(await call_upstream(path, {**body, "n": count}))
         except GatewayError as exc:
             if exc.status != 502:
                 raise
-            failed += 1
+            failed, reason = failed + 1, exc.message
         got = sum(len(r["choices"]) for r in replies)
         if got < count:
             missing = count - got
@@ -208,11 +211,11 @@ def make_app(
                 if isinstance(result, dict):
                     replies.append(result)
                 elif isinstance(result, GatewayError) and result.status == 502:
-                    failed += 1
+                    failed, reason = failed + 1, result.message
                 elif isinstance(result, BaseException):
                     raise result
         choices = [c for r in replies for c in r["choices"] if isinstance(c, dict)][:count]
-        return replies, choices, failed
+        return replies, choices, failed, reason
 
     async def hedged(kind: str, body: dict[str, Any], mechanism: Mechanism) -> dict[str, Any]:
         count = int(mechanism.draw_n(1, rng)[0])
@@ -222,9 +225,9 @@ def make_app(
         scorer = state.scorer
         if scorer.needs_logprobs:
             upstream_body["logprobs"] = True if kind == "chat" else max(1, int(body.get("logprobs") or 1))
-        replies, choices, failed = await candidates(kind, upstream_body, count)
+        replies, choices, failed, reason = await candidates(kind, upstream_body, count)
         if not choices:
-            raise GatewayError(502, "no candidate arrived from the upstream", "upstream_error")
+            raise GatewayError(502, f"no candidate arrived from the upstream ({reason})", "upstream_error")
         metrics.candidates += len(choices)
         texts = [choice_text(c) for c in choices]
         logprobs = [choice_logprobs(c) for c in choices]

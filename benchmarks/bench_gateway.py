@@ -1,0 +1,111 @@
+"""The gateway's cost, measured on loopback with real HTTP on both hops (uvicorn servers).
+
+* overhead: latency of a hedged Best-of-1 request through the gateway minus a direct request to
+  an instant stub upstream (p50 and p99), and the gateway's throughput with 32 concurrent clients;
+* pass-through: throughput through the gateway (``"hedge": false``) as a share of calling the
+  upstream directly, with an upstream that takes 20 ms per request (target >= 90%);
+* concurrency: latency of a Best-of-8 request when the upstream ignores ``n`` (8 concurrent calls
+  of 20 ms each) over a single request's (target <= 1.5x).
+
+Run: ``.venv/bin/python benchmarks/bench_gateway.py`` (needs the ``gateway`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from hedgetune.gateway import Policy
+from hedgetune.gateway.app import Limits, make_app
+
+
+def stub(delay: float, honours_n: bool) -> Starlette:
+    async def completions(request: Request) -> JSONResponse:
+        body = await request.json()
+        await asyncio.sleep(delay)
+        n = body.get("n", 1) if honours_n else 1
+        choices = [{"index": i, "text": "x" * (i + 1), "finish_reason": "stop"} for i in range(n)]
+        return JSONResponse({"id": "c", "object": "text_completion", "choices": choices, "usage": {"total_tokens": n}})
+
+    return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
+
+
+def serve(app: Any) -> tuple[uvicorn.Server, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.02)
+    return server, f"http://127.0.0.1:{port}"
+
+
+async def latencies(url: str, body: dict[str, Any], requests: int, concurrency: int) -> tuple[np.ndarray, float]:
+    """Per-request latencies and the wall time of ``requests`` requests from ``concurrency`` clients."""
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        times: list[float] = []
+        queue = list(range(requests))
+
+        async def worker() -> None:
+            while queue:
+                queue.pop()
+                start = time.perf_counter()
+                reply = await client.post("/v1/completions", json=body)
+                reply.raise_for_status()
+                times.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return np.array(times), time.perf_counter() - start
+
+
+def main(requests: int = 2000) -> dict[str, float]:
+    body = {"model": "m", "prompt": "p"}
+    out: dict[str, float] = {}
+    fast, fast_url = serve(stub(0.0, True))
+    gateway, gateway_url = serve(make_app(fast_url, Policy("bon", 1, "length"), limits=Limits(max_concurrency=64), seed=0))
+    direct, _ = asyncio.run(latencies(fast_url, body, 500, 1))
+    hedged, _ = asyncio.run(latencies(gateway_url, body, 500, 1))
+    out["overhead_p50_ms"] = 1e3 * (np.median(hedged) - np.median(direct))
+    out["overhead_p99_ms"] = 1e3 * (np.quantile(hedged, 0.99) - np.quantile(direct, 0.99))
+    _, wall = asyncio.run(latencies(gateway_url, body, requests, 32))
+    out["hedged_requests_per_s"] = requests / wall
+    print(
+        f"gateway overhead per request (Best-of-1, instant upstream): p50 {out['overhead_p50_ms']:.2f} ms, "
+        f"p99 {out['overhead_p99_ms']:.2f} ms; {out['hedged_requests_per_s']:.0f} hedged requests/s with 32 clients"
+    )
+    for server in (gateway, fast):
+        server.should_exit = True
+
+    slow, slow_url = serve(stub(0.02, False))
+    gateway, gateway_url = serve(make_app(slow_url, Policy("bon", 8, "length"), limits=Limits(max_concurrency=64), seed=0))
+    _, direct_wall = asyncio.run(latencies(slow_url, body, requests, 32))
+    _, through_wall = asyncio.run(latencies(gateway_url, {**body, "hedge": False}, requests, 32))
+    out["passthrough_share"] = direct_wall / through_wall
+    single, _ = asyncio.run(latencies(slow_url, body, 100, 1))
+    best_of_8, _ = asyncio.run(latencies(gateway_url, body, 100, 1))
+    out["best_of_8_latency_ratio"] = float(np.median(best_of_8) / np.median(single))
+    print(
+        f"pass-through throughput {100 * out['passthrough_share']:.0f}% of direct (target >= 90%); "
+        f"Best-of-8 latency {out['best_of_8_latency_ratio']:.2f}x one request when the upstream ignores n (target <= 1.5x)"
+    )
+    for server in (gateway, slow):
+        server.should_exit = True
+    return out
+
+
+if __name__ == "__main__":
+    main()
