@@ -136,7 +136,8 @@ def test_tiny_end_to_end_run_gives_a_tunable_table(tmp_path: Path) -> None:
 
 _CHILD = """
 import sys
-from hedgetune.pipeline.generate import TransformersBackend, generate, reasoning_gym_prompts
+from hedgetune.pipeline.backends import TransformersBackend
+from hedgetune.pipeline.generate import generate, reasoning_gym_prompts
 prompts = reasoning_gym_prompts("chain_sum", 6, 0, min_terms=2, max_terms=2, min_digits=1, max_digits=1)
 generate(prompts, TransformersBackend(max_new_tokens=8), sys.argv[1], n=2, seed=3, prompts_per_shard=1)
 """

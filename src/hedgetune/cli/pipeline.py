@@ -176,7 +176,7 @@ def _make_backend(
     if name != "openai" and (base_url or api_key_env):
         raise click.UsageError("--base-url and --api-key-env are options of --backend openai")
     if name == "transformers":
-        from ..pipeline.generate import TransformersBackend
+        from ..pipeline.backends import TransformersBackend
 
         return TransformersBackend(
             model=model, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, device=device

@@ -93,7 +93,7 @@ def _read_scores(path: str) -> Any:
 @user_errors
 def serve(host: str, port: int, model: str) -> None:
     """Serve a local model over the OpenAI completions protocol (for pipelines and tests)."""
-    from ..pipeline.generate import TransformersBackend
+    from ..pipeline.backends import TransformersBackend
     from ..pipeline.serve import make_server
 
     server = make_server(TransformersBackend(model=model), host, port)

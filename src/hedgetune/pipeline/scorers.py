@@ -18,7 +18,7 @@ import numpy as np
 
 from ..arrays import FloatArray
 from ..table import RewardTable
-from .generate import DEFAULT_MODEL, TransformersBackend
+from .backends import DEFAULT_MODEL, TransformersBackend
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 

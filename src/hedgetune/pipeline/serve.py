@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..gateway.requests import MAX_BODY_BYTES, MAX_N, MAX_TOKENS, RequestError, check_body, parse_body
-from .generate import TransformersBackend
+from .backends import TransformersBackend
 
 
 def make_server(
