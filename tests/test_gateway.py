@@ -365,3 +365,53 @@ def test_an_upstream_that_hangs_or_drops_the_connection(fault: Exception) -> Non
         assert reply.status_code == 502 and type(fault).__name__ in reply.json()["error"]["message"]
         assert "hedgetune_upstream_errors_total" in client.get("/metrics").text
     assert len(calls) == 3 * 3  # the n-request and the two fill-ins, each tried 1 + 2 times
+
+
+def test_trained_reward_heads_are_saved_and_served(tmp_path: Path) -> None:
+    """A head saved by train-proxy scores candidates at the gateway exactly as in training."""
+    from hedgetune.gateway.scoring import Scorer
+    from hedgetune.pipeline.train_proxy import BradleyTerryHead, head_features
+
+    rng = np.random.default_rng(0)
+    dim = head_features(["q"], ["a"]).shape[1]
+    head = BradleyTerryHead(rng.normal(size=dim), rng.normal(size=dim), rng.random(dim) + 0.5, 10, 0.0, 1.0)
+    path = head.save(tmp_path / "rm.json")
+    loaded = BradleyTerryHead.load(path)
+    np.testing.assert_array_equal(loaded.weights, head.weights)
+    responses = ["4", "four, since 2 + 2 = 4", "5"]
+    expected = head.score(head_features(["2+2?"] * 3, responses))
+    np.testing.assert_allclose(Scorer(str(path)).score("2+2?", responses, [[]] * 3), expected, rtol=1e-12)
+    for text, fragment in (
+        ("{}", "not a hedgetune reward head"),
+        ('{"kind": "bradley-terry-head", "features": "other"}', "other features"),
+        (json.dumps({"kind": "bradley-terry-head", "features": json.loads(path.read_text())["features"],
+                     "weights": [1, 2], "mean": [0], "scale": [1]}), "one length"),
+        ("[", "cannot read"),
+    ):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ValueError, match=fragment):
+            Scorer(str(tmp_path / "bad.json"))
+
+
+def test_a_remote_scoring_server(tmp_path: Path) -> None:
+    """The gateway scores with a server speaking vLLM's score API (ours, on loopback: vLLM itself
+    needs a GPU); its scores decide the choice."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def score(request: Request) -> JSONResponse:
+        body = await request.json()
+        # Prefers the *shortest* candidate, unlike the length proxy.
+        data = [{"index": i, "object": "score", "score": -float(len(t))} for i, t in enumerate(body["text_2"])]
+        return JSONResponse({"object": "list", "data": data})
+
+    scorer_server, scorer_url = _serve_in_thread(Starlette(routes=[Route("/score", score, methods=["POST"])]))
+    try:
+        with _client(Upstream(), _policy("bon", 4), reward=scorer_url) as client:
+            decision = client.post("/v1/chat/completions", json=CHAT).json()["hedgetune"]
+        assert decision["proxy"] == scorer_url and decision["chosen"] == 0
+        assert decision["scores"] == [-1.0, -3.0, -5.0, -7.0]
+    finally:
+        scorer_server.should_exit = True

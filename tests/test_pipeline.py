@@ -230,10 +230,23 @@ def test_local_reward_model_and_trained_proxies(tmp_path: Path, backend: Transfo
     gold = base.require_true_reward()
     assert len(set(gold)) == 2  # seeded: some samples right, some wrong
     out = tmp_path / "trained.parquet"
+    heads = tmp_path / "heads"
     result = runner.invoke(
-        main, ["train-proxy", str(run), str(table_path), "--train-prompts", "4", "--out", str(out)]
+        main,
+        ["train-proxy", str(run), str(table_path), "--train-prompts", "4", "--out", str(out), "--save-heads", str(heads)],
     )
     assert result.exit_code == 0, result.output
     trained = ht.read_table(out)
     assert trained.n_prompts == 4 and "rm_4p_flip0" in trained.proxy_names
     assert "4 prompts" in trained.provenance["rm_4p_flip0"]
+    # The saved head, applied to the run's responses at the gateway, reproduces the table's column.
+    from hedgetune.gateway.scoring import Scorer
+
+    generations = read_generations(run)
+    first = trained.prompt_ids[0]
+    rows = [i for i, p in enumerate(generations.column("prompt_id").to_pylist()) if p == first]
+    texts = [generations.column("response").to_pylist()[i] for i in rows]
+    prompt = generations.column("prompt").to_pylist()[rows[0]]
+    served = Scorer(str(heads / "rm_4p_flip0.json")).score(prompt, texts, [[]] * len(texts))
+    # Equal up to float32 batching of the embedding model (other batch, other padding): ~1e-5.
+    np.testing.assert_allclose(served, trained.proxy_values("rm_4p_flip0")[: len(texts)], rtol=1e-4, atol=1e-6)

@@ -298,6 +298,10 @@ def score(
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
+@click.option(
+    "--save-heads", type=click.Path(file_okay=False), default=None,
+    help="Also save each trained head as <name>.json here (for `hedgetune gateway --reward`).",
+)
 @force_option
 @user_errors
 def train_proxy(
@@ -308,6 +312,7 @@ def train_proxy(
     holdout: int | None,
     seed: int,
     out: str,
+    save_heads: str | None,
     force: bool,
 ) -> None:
     """Fit Bradley-Terry reward heads on frozen MiniLM embeddings of a run's responses, using part of
@@ -324,6 +329,7 @@ def train_proxy(
         flip_rate,
         holdout=holdout,
         seed=seed,
+        heads_dir=save_heads,
     )
     write_table(table, out)
     click.echo(f"{table} -> {out}")

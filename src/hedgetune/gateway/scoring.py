@@ -1,9 +1,12 @@
 """Scoring candidates at the gateway with the same proxies that scored the calibration table.
 
 A proxy is a name of :data:`hedgetune.pipeline.scorers.PROXIES` (``length``, ``mean_logprob``,
-``judge``, ``similarity``) or a local sequence-classification reward-model folder; the candidates
-go through the very function ``hedgetune score`` applies to a generation run, so the scores a
-policy was tuned on and the scores it serves with are computed alike.
+``judge``, ``similarity``), a local sequence-classification reward-model folder, a reward head
+saved by ``hedgetune train-proxy --save-heads`` (``.json``), or the URL of a remote scoring server
+that speaks vLLM's score API (``POST /score`` with ``text_1`` = the prompt and ``text_2`` = the
+candidates, answering ``{"data": [{"index", "score"}]}``). Local proxies go through the very
+function ``hedgetune score`` applies to a generation run, so the scores a policy was tuned on and
+the scores it serves with are computed alike.
 """
 
 from __future__ import annotations
@@ -31,9 +34,16 @@ class Scorer:
             return
         if self.name in ("judge", "similarity") or Path(self.name).is_dir():
             return
+        if self.name.startswith(("http://", "https://")):
+            return
+        if self.name.endswith(".json") and Path(self.name).is_file():
+            from ..pipeline.train_proxy import BradleyTerryHead
+
+            BradleyTerryHead.load(self.name)  # refuse a broken head at start, not per request
+            return
         raise ValueError(
-            f"unknown reward {self.name!r}: use length, mean_logprob, judge, similarity or a local "
-            "sequence-classification reward-model folder"
+            f"unknown reward {self.name!r}: use length, mean_logprob, judge, similarity, a local "
+            "sequence-classification reward-model folder, a reward head (.json) or a scoring-server URL"
         )
 
     @property
@@ -55,6 +65,12 @@ class Scorer:
             from ..pipeline import scorers
 
             values, _ = scorers.PROXIES[self.name](candidates)
+        elif self.name.startswith(("http://", "https://")):
+            values = remote_scores(self.name, prompt, responses)
+        elif self.name.endswith(".json"):
+            from ..pipeline.train_proxy import BradleyTerryHead, head_features
+
+            values = BradleyTerryHead.load(self.name).score(head_features([prompt] * len(responses), responses))
         else:
             from ..pipeline.scorers import reward_model
 
@@ -107,6 +123,23 @@ def make_scorer(name: str, ensemble: dict[str, Any] | None = None) -> Scorer | E
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"the ensemble recipe of {name!r} is incomplete ({exc})") from None
+
+
+def remote_scores(url: str, prompt: str, responses: list[str], timeout: float = 60.0) -> FloatArray:
+    """Scores from a server speaking vLLM's score API: ``POST {url}/score`` with
+    ``{"text_1": prompt, "text_2": responses}``, answered by ``{"data": [{"index", "score"}]}``."""
+    import httpx
+
+    try:
+        reply = httpx.post(url.rstrip("/") + "/score", json={"text_1": prompt, "text_2": responses}, timeout=timeout)
+        reply.raise_for_status()
+        data = reply.json()["data"]
+        scores = np.full(len(responses), np.nan)
+        for item in data:
+            scores[int(item["index"])] = float(item["score"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"the scoring server {url} failed: {type(exc).__name__}") from None
+    return scores
 
 
 def choice_text(choice: dict[str, Any]) -> str:

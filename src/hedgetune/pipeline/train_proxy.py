@@ -7,16 +7,23 @@ Pure NumPy/SciPy: the features (for example sentence embeddings) are computed be
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize, special
 
+from .._atomic import atomic_write_text
 from ..arrays import FloatArray
 from ..table import RewardTable
+
+#: The features every trained head sees (computed by :func:`head_features`).
+FEATURES = "minilm:[e(response), e(prompt)*e(response), log1p(chars)]"
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,56 @@ class BradleyTerryHead:
 
     def score(self, features: FloatArray) -> FloatArray:
         return ((features - self.mean) / self.scale) @ self.weights
+
+    def save(self, path: str | os.PathLike[str], features: str = FEATURES) -> Path:
+        """Write the head as JSON (numbers only: nothing to unpickle), atomically."""
+        data = {
+            "kind": "bradley-terry-head",
+            "features": features,
+            "weights": self.weights.tolist(),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "pairs": self.pairs,
+            "flip_rate": self.flip_rate,
+            "l2": self.l2,
+        }
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, json.dumps(data, allow_nan=False))
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BradleyTerryHead:
+        """Read a head written by :meth:`save`, checking every field."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ValueError(f"cannot read the reward head {str(path)!r}: {exc}") from None
+        if not isinstance(data, dict) or data.get("kind") != "bradley-terry-head":
+            raise ValueError(f"{str(path)!r} is not a hedgetune reward head")
+        if data.get("features") != FEATURES:
+            raise ValueError(f"{str(path)!r} was trained on other features: {data.get('features')!r}")
+        try:
+            arrays = [np.asarray(data[k], dtype=float) for k in ("weights", "mean", "scale")]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{str(path)!r}: weights, mean and scale must be lists of numbers") from None
+        if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1 or not all(np.isfinite(a).all() for a in arrays):
+            raise ValueError(f"{str(path)!r}: weights, mean and scale must be finite vectors of one length")
+        if not (arrays[2] > 0).all():
+            raise ValueError(f"{str(path)!r}: scale must be positive")
+        return cls(arrays[0], arrays[1], arrays[2], int(data.get("pairs", 0)), float(data.get("flip_rate", 0.0)), float(data.get("l2", 0.0)))
+
+
+def head_features(prompts: Sequence[str], responses: Sequence[str]) -> FloatArray:
+    """MiniLM embeddings of response and prompt, their product and the log length: the features of
+    :data:`FEATURES`, computed alike for training and at the gateway."""
+    from .alpacaeval import embed, minilm_model
+
+    model = minilm_model()
+    e_r = embed(model, list(responses))
+    e_p = embed(model, list(prompts))
+    lengths = np.log1p([len(r) for r in responses])[:, None]
+    return np.hstack([e_r, e_r * e_p, lengths])
 
 
 def preference_pairs(
@@ -111,9 +168,11 @@ def train_heads(
     *,
     seed: int,
     features_described: str,
+    heads_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, tuple[FloatArray, str]]:
     """One Bradley-Terry head per (training size, flip rate): ``rm_{size}p_flip{percent}`` ->
-    (scores of every response, provenance)."""
+    (scores of every response, provenance); with ``heads_dir``, each head is also saved there as
+    ``<name>.json`` (for ``hedgetune gateway --reward``)."""
     out = {}
     for size in sizes:
         if size > train_pool.size:
@@ -122,7 +181,10 @@ def train_heads(
             head = fit_bradley_terry(
                 features, prompt_index, gold, train_pool[:size], flip_rate=flip, seed=seed
             )
-            out[f"rm_{size}p_flip{round(100 * flip)}"] = (
+            name = f"rm_{size}p_flip{round(100 * flip)}"
+            if heads_dir is not None:
+                head.save(Path(heads_dir) / f"{name}.json")
+            out[name] = (
                 head.score(features),
                 f"Bradley-Terry head on frozen MiniLM features {features_described}, trained on {head.pairs} gold "
                 f"preference pairs from {size} prompts, {round(100 * flip)}% labels flipped, L2 {head.l2:g}, seed {seed}; "
@@ -139,6 +201,7 @@ def add_trained_proxies(
     *,
     holdout: int | None = None,
     seed: int = 0,
+    heads_dir: str | os.PathLike[str] | None = None,
 ) -> RewardTable:
     """Add one Bradley-Terry proxy per (training size, flip rate) to ``table``.
 
@@ -146,8 +209,6 @@ def add_trained_proxies(
     seeded permutation reserves ``holdout`` prompts (default: the largest training size) for
     training; the returned table holds only the other prompts.
     """
-    from .alpacaeval import embed, minilm_model
-
     gold = table.require_true_reward()
     ids = np.array(generations.column("prompt_id").to_pylist()).astype(str)
     samples = np.array(generations.column("sample_idx").to_pylist())
@@ -159,12 +220,9 @@ def add_trained_proxies(
         rows = np.array([order[(p, int(s))] for p, s in zip(table_ids, per_prompt_rank, strict=True)])
     except KeyError as missing:
         raise ValueError(f"the table has a response the run does not: {missing}") from None
-    model = minilm_model()
     responses = generations.column("response").to_pylist()
     prompts = generations.column("prompt").to_pylist()
-    e_r = embed(model, [responses[i] for i in rows])
-    e_p = embed(model, [prompts[i] for i in rows])
-    features = np.hstack([e_r, e_r * e_p, np.log1p([len(responses[i]) for i in rows])[:, None]])
+    features = head_features([prompts[i] for i in rows], [responses[i] for i in rows])
     prompt_index = np.repeat(np.arange(table.n_prompts), table.pool_sizes)
     reserved = max(train_sizes) if holdout is None else holdout
     if reserved >= table.n_prompts:
@@ -182,6 +240,7 @@ def add_trained_proxies(
         flip_rates,
         seed=seed,
         features_described="[e(response), e(prompt)*e(response), log1p(chars)]",
+        heads_dir=heads_dir,
     )
     for name, (scores, how) in heads.items():
         proxies[name], provenance[name] = scores, how
