@@ -7,14 +7,16 @@
 * concurrency: latency of a Best-of-8 request when the upstream ignores ``n`` (8 concurrent calls
   of 20 ms each) over a single request's (target <= 1.5x).
 
-Run: ``.venv/bin/python benchmarks/bench_gateway.py`` (needs the ``gateway`` extra).
+The stub upstream and the gateway each run in their own process (uvicorn), the clients in this
+one. Run: ``.venv/bin/python benchmarks/bench_gateway.py`` (needs the ``gateway`` extra).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import threading
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -41,15 +43,25 @@ def stub(delay: float, honours_n: bool) -> Starlette:
     return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
 
 
-def serve(app: Any) -> tuple[uvicorn.Server, str]:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.02)
-    return server, f"http://127.0.0.1:{port}"
+        return int(sock.getsockname()[1])
+
+
+def spawn(*args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """This script in another process serving one app (own GIL, as in a real deployment)."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, __file__, *args, str(port)])
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return process, url
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{args} did not start")
 
 
 async def latencies(url: str, body: dict[str, Any], requests: int, concurrency: int) -> tuple[np.ndarray, float]:
@@ -75,8 +87,8 @@ async def latencies(url: str, body: dict[str, Any], requests: int, concurrency: 
 def main(requests: int = 2000) -> dict[str, float]:
     body = {"model": "m", "prompt": "p"}
     out: dict[str, float] = {}
-    fast, fast_url = serve(stub(0.0, True))
-    gateway, gateway_url = serve(make_app(fast_url, Policy("bon", 1, "length"), limits=Limits(max_concurrency=64), seed=0))
+    fast, fast_url = spawn("--stub", "0", "1")
+    gateway, gateway_url = spawn("--gateway", fast_url, "1")
     direct, _ = asyncio.run(latencies(fast_url, body, 500, 1))
     hedged, _ = asyncio.run(latencies(gateway_url, body, 500, 1))
     out["overhead_p50_ms"] = 1e3 * (np.median(hedged) - np.median(direct))
@@ -87,25 +99,33 @@ def main(requests: int = 2000) -> dict[str, float]:
         f"gateway overhead per request (Best-of-1, instant upstream): p50 {out['overhead_p50_ms']:.2f} ms, "
         f"p99 {out['overhead_p99_ms']:.2f} ms; {out['hedged_requests_per_s']:.0f} hedged requests/s with 32 clients"
     )
-    for server in (gateway, fast):
-        server.should_exit = True
+    for process in (gateway, fast):
+        process.kill()
 
-    slow, slow_url = serve(stub(0.02, False))
-    gateway, gateway_url = serve(make_app(slow_url, Policy("bon", 8, "length"), limits=Limits(max_concurrency=64), seed=0))
+    slow, slow_url = spawn("--stub", "0.02", "0")
+    gateway, gateway_url = spawn("--gateway", slow_url, "8")
     _, direct_wall = asyncio.run(latencies(slow_url, body, requests, 32))
     _, through_wall = asyncio.run(latencies(gateway_url, {**body, "hedge": False}, requests, 32))
     out["passthrough_share"] = direct_wall / through_wall
     single, _ = asyncio.run(latencies(slow_url, body, 100, 1))
+    asyncio.run(latencies(gateway_url, body, 1, 1))  # the first reply shows that the upstream ignores n
     best_of_8, _ = asyncio.run(latencies(gateway_url, body, 100, 1))
     out["best_of_8_latency_ratio"] = float(np.median(best_of_8) / np.median(single))
     print(
         f"pass-through throughput {100 * out['passthrough_share']:.0f}% of direct (target >= 90%); "
         f"Best-of-8 latency {out['best_of_8_latency_ratio']:.2f}x one request when the upstream ignores n (target <= 1.5x)"
     )
-    for server in (gateway, slow):
-        server.should_exit = True
+    for process in (gateway, slow):
+        process.kill()
     return out
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--stub"]:  # --stub DELAY HONOURS_N PORT
+        app = stub(float(sys.argv[2]), sys.argv[3] == "1")
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[4]), log_level="error")
+    elif sys.argv[1:2] == ["--gateway"]:  # --gateway UPSTREAM N PORT
+        app = make_app(sys.argv[2], Policy("bon", float(sys.argv[3]), "length"), limits=Limits(max_concurrency=64), seed=0)
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[4]), log_level="error")
+    else:
+        main()

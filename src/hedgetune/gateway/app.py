@@ -143,6 +143,9 @@ def make_app(
     base = base[:-3] if base.endswith("/v1") else base
     metrics = Metrics()
     state = _PolicyState(policy, reward)
+    # Whether the upstream was seen to return fewer choices than the n it was asked for (as
+    # `transformers serve` does): then the candidates are requested one by one, concurrently.
+    upstream_ignores_n = {kind: False for kind in ROUTES}
     log = None if log_dir is None else DecisionLog(log_dir, log_rotate)
     rng = np.random.default_rng(seed)
     slots = asyncio.Semaphore(limits.max_concurrency)
@@ -195,13 +198,18 @@ def make_app(
         path = ROUTES[kind]
         replies: list[dict[str, Any]] = []
         failed, reason = 0, ""
-        try:
-            replies.append(await call_upstream(path, {**body, "n": count}))
-        except GatewayError as exc:
-            if exc.status != 502:
-                raise
-            failed, reason = failed + 1, exc.message
-        got = sum(len(r["choices"]) for r in replies)
+        if count > 1 and upstream_ignores_n[kind]:
+            got = 0  # learnt from an earlier reply: ask for every candidate at once, concurrently
+        else:
+            try:
+                replies.append(await call_upstream(path, {**body, "n": count}))
+            except GatewayError as exc:
+                if exc.status != 502:
+                    raise
+                failed, reason = failed + 1, exc.message
+            got = sum(len(r["choices"]) for r in replies)
+            if replies and count > 1 and got < count:
+                upstream_ignores_n[kind] = True
         if got < count:
             missing = count - got
             results = await asyncio.gather(
