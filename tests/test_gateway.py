@@ -415,3 +415,37 @@ def test_a_remote_scoring_server(tmp_path: Path) -> None:
         assert decision["scores"] == [-1.0, -3.0, -5.0, -7.0]
     finally:
         scorer_server.should_exit = True
+
+
+def test_a_full_queue_answers_429_with_retry_after() -> None:
+    """One slot and no queue: while a slow request holds the slot, others are told to retry."""
+    import threading
+
+    release = threading.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        import asyncio
+
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        return Upstream()(request)
+
+    app = make_app(
+        "http://upstream", _policy("bon", 1), transport=httpx.MockTransport(slow), limits=Limits(max_concurrency=1, max_queue=0)
+    )
+    gateway, url = _serve_in_thread(app)
+    try:
+        results: list[httpx.Response] = []
+        first = threading.Thread(target=lambda: results.append(httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=30)))
+        first.start()
+        import time
+
+        time.sleep(0.3)  # the first request now holds the only slot
+        busy = httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+        assert busy.json()["error"]["type"] == "rate_limit_error"
+        release.set()
+        first.join()
+        assert results[0].status_code == 200
+    finally:
+        gateway.should_exit = True

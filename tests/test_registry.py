@@ -48,7 +48,7 @@ def test_every_mechanism_runs_through_the_whole_library(
     name: str, geometric: type[Mechanism], tmp_path: Path
 ) -> None:
     assert name in names()
-    table = ht.synthetic.make_table("toy", 60, 8, seed=3)
+    table = ht.synthetic.make_table("toy", 40, 6, seed=3)
     options = _options(name)
     for estimator in ("unbiased", "plugin"):
         c = ht.curve(table, name, bootstrap=30, estimator=estimator, **options)  # type: ignore[arg-type]

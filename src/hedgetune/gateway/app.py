@@ -274,7 +274,7 @@ def make_app(
         try:
             if token is not None and request.headers.get("authorization") != f"Bearer {token}":
                 raise GatewayError(401, "missing or wrong bearer token", "authentication_error")
-            if waiting >= limits.max_queue:  # a bounded queue in front of the concurrency limit
+            if slots.locked() and waiting >= limits.max_queue:  # no free slot and the queue is full
                 raise GatewayError(429, "the gateway is at capacity; retry shortly", "rate_limit_error")
             waiting += 1
             try:
