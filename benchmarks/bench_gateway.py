@@ -85,10 +85,20 @@ async def latencies(url: str, body: dict[str, Any], requests: int, concurrency: 
 
 
 def main(requests: int = 2000) -> dict[str, float]:
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        return _measure(requests, started)
+    finally:  # never leave a server behind, whatever happened
+        for process in started:
+            process.kill()
+
+
+def _measure(requests: int, started: list[subprocess.Popen[bytes]]) -> dict[str, float]:
     body = {"model": "m", "prompt": "p"}
     out: dict[str, float] = {}
     fast, fast_url = spawn("--stub", "0", "1")
     gateway, gateway_url = spawn("--gateway", fast_url, "1")
+    started += [fast, gateway]
     direct, _ = asyncio.run(latencies(fast_url, body, 500, 1))
     hedged, _ = asyncio.run(latencies(gateway_url, body, 500, 1))
     out["overhead_p50_ms"] = 1e3 * (np.median(hedged) - np.median(direct))
@@ -104,6 +114,7 @@ def main(requests: int = 2000) -> dict[str, float]:
 
     slow, slow_url = spawn("--stub", "0.02", "0")
     gateway, gateway_url = spawn("--gateway", slow_url, "8")
+    started += [slow, gateway]
     _, direct_wall = asyncio.run(latencies(slow_url, body, requests, 32))
     _, through_wall = asyncio.run(latencies(gateway_url, {**body, "hedge": False}, requests, 32))
     out["passthrough_share"] = direct_wall / through_wall
@@ -115,6 +126,17 @@ def main(requests: int = 2000) -> dict[str, float]:
         f"pass-through throughput {100 * out['passthrough_share']:.0f}% of direct (target >= 90%); "
         f"Best-of-8 latency {out['best_of_8_latency_ratio']:.2f}x one request when the upstream ignores n (target <= 1.5x)"
     )
+    for process in (gateway, slow):
+        process.kill()
+    # The same with a 100 ms upstream (a short generation): the gateway's fixed cost weighs less.
+    slow, slow_url = spawn("--stub", "0.1", "0")
+    gateway, gateway_url = spawn("--gateway", slow_url, "8")
+    started += [slow, gateway]
+    single, _ = asyncio.run(latencies(slow_url, body, 30, 1))
+    asyncio.run(latencies(gateway_url, body, 1, 1))
+    best_of_8, _ = asyncio.run(latencies(gateway_url, body, 30, 1))
+    out["best_of_8_latency_ratio_100ms"] = float(np.median(best_of_8) / np.median(single))
+    print(f"with a 100 ms upstream: Best-of-8 latency {out['best_of_8_latency_ratio_100ms']:.2f}x one request")
     for process in (gateway, slow):
         process.kill()
     return out
