@@ -84,6 +84,14 @@ async def latencies(url: str, body: dict[str, Any], requests: int, concurrency: 
         return np.array(times), time.perf_counter() - start
 
 
+def _best_of_8_ratio(upstream_url: str, gateway_url: str, body: dict[str, Any], requests: int) -> float:
+    """Median latency of a Best-of-8 request through the gateway over one request to the upstream."""
+    single, _ = asyncio.run(latencies(upstream_url, body, requests, 1))
+    asyncio.run(latencies(gateway_url, body, 1, 1))  # the first reply shows that the upstream ignores n
+    best_of_8, _ = asyncio.run(latencies(gateway_url, body, requests, 1))
+    return float(np.median(best_of_8) / np.median(single))
+
+
 def main(requests: int = 2000) -> dict[str, float]:
     started: list[subprocess.Popen[bytes]] = []
     try:
@@ -118,10 +126,7 @@ def _measure(requests: int, started: list[subprocess.Popen[bytes]]) -> dict[str,
     _, direct_wall = asyncio.run(latencies(slow_url, body, requests, 32))
     _, through_wall = asyncio.run(latencies(gateway_url, {**body, "hedge": False}, requests, 32))
     out["passthrough_share"] = direct_wall / through_wall
-    single, _ = asyncio.run(latencies(slow_url, body, 100, 1))
-    asyncio.run(latencies(gateway_url, body, 1, 1))  # the first reply shows that the upstream ignores n
-    best_of_8, _ = asyncio.run(latencies(gateway_url, body, 100, 1))
-    out["best_of_8_latency_ratio"] = float(np.median(best_of_8) / np.median(single))
+    out["best_of_8_latency_ratio"] = _best_of_8_ratio(slow_url, gateway_url, body, 100)
     print(
         f"pass-through throughput {100 * out['passthrough_share']:.0f}% of direct (target >= 90%); "
         f"Best-of-8 latency {out['best_of_8_latency_ratio']:.2f}x one request when the upstream ignores n (target <= 1.5x)"
@@ -132,10 +137,7 @@ def _measure(requests: int, started: list[subprocess.Popen[bytes]]) -> dict[str,
     slow, slow_url = spawn("--stub", "0.1", "0")
     gateway, gateway_url = spawn("--gateway", slow_url, "8")
     started += [slow, gateway]
-    single, _ = asyncio.run(latencies(slow_url, body, 30, 1))
-    asyncio.run(latencies(gateway_url, body, 1, 1))
-    best_of_8, _ = asyncio.run(latencies(gateway_url, body, 30, 1))
-    out["best_of_8_latency_ratio_100ms"] = float(np.median(best_of_8) / np.median(single))
+    out["best_of_8_latency_ratio_100ms"] = _best_of_8_ratio(slow_url, gateway_url, body, 30)
     print(f"with a 100 ms upstream: Best-of-8 latency {out['best_of_8_latency_ratio_100ms']:.2f}x one request")
     for process in (gateway, slow):
         process.kill()
