@@ -128,9 +128,8 @@ def make_app(
     token clients must present. ``policy`` is a :class:`Policy` or the path of a policy file, which
     is then reloaded when it changes (between requests, so none is dropped; a broken file keeps the
     last good policy and counts a reload error). ``reward`` names the proxy (default: the policy's,
-    an ensemble included). ``transport``
-    replaces the HTTP transport to the upstream (tests). ``log_dir`` appends every decision to
-    Parquet shards there (:mod:`hedgetune.gateway.log`).
+    an ensemble included). ``transport`` replaces the HTTP transport to the upstream (tests).
+    ``log_dir`` appends every decision to Parquet shards there (:mod:`hedgetune.gateway.log`).
     """
     import httpx
     from starlette.applications import Starlette
