@@ -247,3 +247,54 @@ def test_the_gateway_in_front_of_the_real_local_server(server: str) -> None:
         assert decision["chosen"] == int(np.argmax(decision["scores"]))  # Best-of-n: the top log-prob
     finally:
         gateway.should_exit = True
+
+
+def test_the_gateway_in_front_of_transformers_serve(tmp_path: Any) -> None:
+    """Hugging Face's own OpenAI-compatible server as the upstream: it ignores `n`, so the gateway
+    fills the candidates with concurrent requests; the official openai client is the client."""
+    import os
+
+    import httpx
+    import openai
+    from test_gateway import _serve_in_thread
+
+    from hedgetune.gateway import Policy
+    from hedgetune.gateway.app import make_app
+    from hedgetune.pipeline.backends import packaged_smollm2
+
+    folder = str(packaged_smollm2())
+    port = _free_port()
+    transformers_cli = os.path.join(os.path.dirname(sys.executable), "transformers")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [transformers_cli, "serve", folder, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    upstream = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(upstream + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("transformers serve did not start")
+        gateway, url = _serve_in_thread(make_app(upstream, Policy("bon", 3, "length"), seed=0))
+        try:
+            client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
+            reply = client.chat.completions.create(
+                model=folder, messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=8
+            )
+            decision = (reply.model_extra or {})["hedgetune"]
+            assert decision["candidates"] == 3 and decision["failed"] == 0
+            assert decision["scores"][decision["chosen"]] == max(decision["scores"])  # ties: any top
+            assert reply.choices[0].message.content is not None
+            assert len(reply.choices[0].message.content) == decision["scores"][decision["chosen"]]
+        finally:
+            gateway.should_exit = True
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
