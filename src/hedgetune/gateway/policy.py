@@ -7,7 +7,6 @@ conservative parameter are kept beside it for reference.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write_text
+from .._digest import file_digest
 from ..mechanisms import Mechanism, make
 
 #: Keys a policy file must hold, and their JSON types.
@@ -81,7 +81,7 @@ class Policy:
         }
         if table_path is not None:
             source["table"] = str(table_path)
-            source["table_sha256"] = _file_digest(Path(table_path))
+            source["table_sha256"] = file_digest(table_path)
         ensemble = None
         if table is not None and result.proxy in table.provenance:
             try:
@@ -143,11 +143,3 @@ class Policy:
         policy = cls(**data)
         policy.mechanism_at_theta()
         return policy
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]

@@ -14,7 +14,6 @@ and takes a shard's prompts at once in ``generate_many``.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -29,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from .._digest import folder_digest as folder_digest
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -227,20 +228,6 @@ class TransformersBackend:
             text_out = tokenizer.decode(tokens[keep], skip_special_tokens=True)
             samples.append(Sample(text_out, [float(v) for v in logprobs[row][keep]]))
         return samples
-
-
-
-def folder_digest(folder: str | os.PathLike[str]) -> str:
-    """SHA-256 over the names and contents of a model folder's files (weights, config, tokenizer)."""
-    digest = hashlib.sha256()
-    root = Path(folder)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\x00")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\x01")
-    return digest.hexdigest()[:16]
 
 
 
