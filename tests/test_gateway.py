@@ -449,3 +449,22 @@ def test_a_full_queue_answers_429_with_retry_after() -> None:
         assert results[0].status_code == 200
     finally:
         gateway.should_exit = True
+
+
+def test_a_scorer_loads_its_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models are loaded on first use and kept: never once per request."""
+    from hedgetune.gateway.scoring import Scorer
+    from hedgetune.pipeline import alpacaeval
+    from hedgetune.pipeline.train_proxy import BradleyTerryHead, head_features
+
+    real = alpacaeval.minilm_model
+    loads = []
+    monkeypatch.setattr(alpacaeval, "minilm_model", lambda: loads.append(1) or real())
+    dim = head_features(["q"], ["a"], real()).shape[1]
+    path = BradleyTerryHead(np.ones(dim), np.zeros(dim), np.ones(dim), 1, 0.0, 1.0).save(tmp_path / "h.json")
+    for name in (str(path), "similarity"):
+        loads.clear()
+        scorer = Scorer(name)
+        for _ in range(3):
+            scorer.score("q", ["a", "bb"], [[], []])
+        assert len(loads) == 1, name

@@ -11,7 +11,7 @@ the scores it serves with are computed alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +19,28 @@ import numpy as np
 
 from ..arrays import FloatArray
 
-#: Proxies computed without a model (cheap enough for every request).
-_MODEL_FREE = ("length", "mean_logprob")
+#: Proxies that ``hedgetune score`` computes by name (:data:`hedgetune.pipeline.scorers.PROXIES`).
+_NAMED = ("length", "mean_logprob", "judge", "similarity")
 
 
 @dataclass(frozen=True)
 class Scorer:
-    """One proxy: ``name`` (a known proxy or a reward-model folder)."""
+    """One proxy: ``name`` (a named proxy, a reward-model folder, a head (.json) or a URL).
+
+    Models are loaded once, on first use, and kept for the scorer's life (the gateway's), never
+    per request.
+    """
 
     name: str
+    _models: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.name in _MODEL_FREE:
-            return
-        if self.name in ("judge", "similarity") or Path(self.name).is_dir():
-            return
-        if self.name.startswith(("http://", "https://")):
+        if self.name in _NAMED or self.name.startswith(("http://", "https://")) or Path(self.name).is_dir():
             return
         if self.name.endswith(".json") and Path(self.name).is_file():
             from ..pipeline.train_proxy import BradleyTerryHead
 
-            BradleyTerryHead.load(self.name)  # refuse a broken head at start, not per request
+            self._models["head"] = BradleyTerryHead.load(self.name)  # a broken head is refused at start
             return
         raise ValueError(
             f"unknown reward {self.name!r}: use length, mean_logprob, judge, similarity, a local "
@@ -50,31 +51,46 @@ class Scorer:
     def needs_logprobs(self) -> bool:
         return self.name == "mean_logprob"
 
+    def _model(self, key: str, load: Any) -> Any:
+        if key not in self._models:
+            self._models[key] = load()
+        return self._models[key]
+
     def score(self, prompt: str, responses: list[str], token_logprobs: list[list[float]]) -> FloatArray:
         """One score per response (blocking; the gateway runs it in a worker thread)."""
-        import pyarrow as pa
+        from ..pipeline import scorers
 
-        candidates = pa.table(
-            {
-                "prompt": [prompt] * len(responses),
-                "response": responses,
-                "token_logprobs": pa.array(token_logprobs, type=pa.list_(pa.float64())),
-            }
-        )
-        if self.name in ("length", "mean_logprob", "judge", "similarity"):
-            from ..pipeline import scorers
-
-            values, _ = scorers.PROXIES[self.name](candidates)
-        elif self.name.startswith(("http://", "https://")):
+        if self.name.startswith(("http://", "https://")):
             values = remote_scores(self.name, prompt, responses)
-        elif self.name.endswith(".json"):
-            from ..pipeline.train_proxy import BradleyTerryHead, head_features
+        elif "head" in self._models:
+            from ..pipeline.alpacaeval import minilm_model
+            from ..pipeline.train_proxy import head_features
 
-            values = BradleyTerryHead.load(self.name).score(head_features([prompt] * len(responses), responses))
+            minilm = self._model("minilm", minilm_model)
+            values = self._models["head"].score(head_features([prompt] * len(responses), responses, minilm))
         else:
-            from ..pipeline.scorers import reward_model
+            import pyarrow as pa
 
-            values, _ = reward_model(candidates, self.name)
+            candidates = pa.table(
+                {
+                    "prompt": [prompt] * len(responses),
+                    "response": responses,
+                    "token_logprobs": pa.array(token_logprobs, type=pa.list_(pa.float64())),
+                }
+            )
+            if self.name == "judge":
+                from ..pipeline.backends import TransformersBackend
+
+                values, _ = scorers.judge(candidates, self._model("judge", TransformersBackend))
+            elif self.name == "similarity":
+                from ..pipeline.alpacaeval import minilm_model
+
+                values, _ = scorers.similarity(candidates, self._model("minilm", minilm_model))
+            elif self.name in _NAMED:
+                values, _ = scorers.PROXIES[self.name](candidates)
+            else:
+                loaded = self._model("reward_model", lambda: scorers.load_reward_model(self.name))
+                values, _ = scorers.reward_model(candidates, self.name, loaded=loaded)
         scores = np.asarray(values, dtype=float)
         if scores.shape != (len(responses),) or not np.all(np.isfinite(scores)):
             raise ValueError(f"the reward {self.name!r} gave invalid scores")

@@ -121,11 +121,12 @@ def judge(
     ), f"LM judge yes/no log-odds, model {backend.model} (transformers {_version('transformers')})"
 
 
-def similarity(generations: Any) -> tuple[FloatArray, str]:
-    """Cosine similarity of the MiniLM embeddings of prompt and response."""
+def similarity(generations: Any, model: Any = None) -> tuple[FloatArray, str]:
+    """Cosine similarity of the MiniLM embeddings of prompt and response (``model``: an already
+    loaded MiniLM, else it is loaded here)."""
     from .alpacaeval import embed, minilm_model
 
-    model = minilm_model()
+    model = model or minilm_model()
     e_r = embed(model, generations.column("response").to_pylist())
     e_p = embed(model, generations.column("prompt").to_pylist())
     return (
@@ -134,11 +135,8 @@ def similarity(generations: Any) -> tuple[FloatArray, str]:
     )
 
 
-def reward_model(
-    generations: Any, path: str | os.PathLike[str], batch_size: int = 8
-) -> tuple[FloatArray, str]:
-    """A Hugging Face sequence-classification reward model from a local folder (safetensors only)."""
-    import torch
+def load_reward_model(path: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """Tokenizer and model of a local sequence-classification reward model (safetensors only)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(path)
@@ -148,6 +146,18 @@ def reward_model(
     model = AutoModelForSequenceClassification.from_pretrained(
         folder, local_files_only=True, trust_remote_code=False, use_safetensors=True
     ).eval()
+    return tokenizer, model
+
+
+def reward_model(
+    generations: Any, path: str | os.PathLike[str], batch_size: int = 8, loaded: tuple[Any, Any] | None = None
+) -> tuple[FloatArray, str]:
+    """A Hugging Face sequence-classification reward model from a local folder (safetensors only);
+    ``loaded`` is :func:`load_reward_model`'s result when the caller keeps the model."""
+    import torch
+
+    folder = Path(path)
+    tokenizer, model = loaded or load_reward_model(folder)
     pairs = list(
         zip(generations.column("prompt").to_pylist(), generations.column("response").to_pylist(), strict=True)
     )

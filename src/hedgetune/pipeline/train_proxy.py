@@ -83,12 +83,13 @@ class BradleyTerryHead:
         return cls(arrays[0], arrays[1], arrays[2], int(data.get("pairs", 0)), float(data.get("flip_rate", 0.0)), float(data.get("l2", 0.0)))
 
 
-def head_features(prompts: Sequence[str], responses: Sequence[str]) -> FloatArray:
+def head_features(prompts: Sequence[str], responses: Sequence[str], model: Any = None) -> FloatArray:
     """MiniLM embeddings of response and prompt, their product and the log length: the features of
-    :data:`FEATURES`, computed alike for training and at the gateway."""
+    :data:`FEATURES`, computed alike for training and at the gateway (``model``: an already loaded
+    MiniLM, else it is loaded here)."""
     from .alpacaeval import embed, minilm_model
 
-    model = minilm_model()
+    model = model or minilm_model()
     e_r = embed(model, list(responses))
     e_p = embed(model, list(prompts))
     lengths = np.log1p([len(r) for r in responses])[:, None]
