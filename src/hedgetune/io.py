@@ -345,3 +345,19 @@ def _read_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
     if not all(isinstance(name, str) for name in value.get("proxies", [])):
         raise TableError("the file's hedgetune metadata is malformed: 'proxies' must list column names")
     return value
+
+
+def read_shards(shards: Sequence[Path], what: str, remedy: str = "") -> Any:
+    """Parquet shards (a generation run, a gateway log) as one ``pyarrow.Table``; an unreadable
+    shard is refused with its name, what it is and ``remedy``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for shard in shards:
+        try:
+            tables.append(pq.read_table(shard))
+        except (OSError, ValueError, pa.ArrowException) as exc:  # the shard is unusable
+            raise TableError(f"unreadable {what} {shard.name} ({type(exc).__name__}){remedy}") from None
+    return pa.concat_tables(tables)
+

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_path, remove_stale_temporaries
+from ..io import read_shards
 from ..table import RewardTable, TableError
 
 _COLUMNS = ("request_id", "time", "route", "prompt", "candidate", "response", "score", "chosen", "mechanism", "theta", "proxy")
@@ -76,19 +77,10 @@ class DecisionLog:
 
 def read_log(folder: str | os.PathLike[str]) -> Any:
     """Every shard of a decision log as one ``pyarrow.Table``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     shards = sorted(Path(folder).glob("log-*.parquet"))
     if not shards:
         raise FileNotFoundError(f"no decision-log shards in {str(folder)!r}")
-    tables = []
-    for shard in shards:
-        try:
-            tables.append(pq.read_table(shard))
-        except (OSError, pa.ArrowException) as exc:
-            raise TableError(f"unreadable log shard {shard.name}: {exc}") from None
-    return pa.concat_tables(tables)
+    return read_shards(shards, "log shard")
 
 
 def table_from_log(folder: str | os.PathLike[str], gold: str | os.PathLike[str], missing: str = "raise") -> RewardTable:

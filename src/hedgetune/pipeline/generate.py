@@ -176,22 +176,16 @@ def read_generations(out_dir: str | os.PathLike[str], *, partial: bool = False) 
     Refuses a run with an unreadable shard (rerunning ``generate`` quarantines and regenerates it),
     with a prompt in more than one shard, or, unless ``partial``, with prompts still to generate.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from ..io import read_shards
 
     shards = _shards(Path(out_dir))
     if not shards:
         raise FileNotFoundError(f"no generation shards in {str(out_dir)!r}")
-    tables = []
-    for shard in shards:
-        try:
-            tables.append(pq.read_table(shard))
-        except (OSError, ValueError, pa.ArrowException) as exc:  # the shard is unusable
-            raise ValueError(
-                f"unreadable shard {shard.name} ({type(exc).__name__}): rerun generate with the same "
-                "command to quarantine it and generate its prompts again"
-            ) from None
-    table = pa.concat_tables(tables)
+    table = read_shards(
+        shards,
+        "shard",
+        ": rerun generate with the same command to quarantine it and generate its prompts again",
+    )
     ids = table.column("prompt_id").to_pylist()
     samples = table.column("sample_idx").to_pylist()
     if len(set(zip(ids, samples, strict=True))) != len(ids):
