@@ -101,12 +101,18 @@ def main(requests: int = 2000) -> dict[str, float]:
             process.kill()
 
 
+def _pair(delay: float, honours_n: bool, n: int, started: list[subprocess.Popen[bytes]]) -> tuple[str, str]:
+    """A stub upstream and a Best-of-``n`` gateway in front of it, each in its own process."""
+    upstream, upstream_url = spawn("--stub", str(delay), "1" if honours_n else "0")
+    gateway, gateway_url = spawn("--gateway", upstream_url, str(n))
+    started += [upstream, gateway]
+    return upstream_url, gateway_url
+
+
 def _measure(requests: int, started: list[subprocess.Popen[bytes]]) -> dict[str, float]:
     body = {"model": "m", "prompt": "p"}
     out: dict[str, float] = {}
-    fast, fast_url = spawn("--stub", "0", "1")
-    gateway, gateway_url = spawn("--gateway", fast_url, "1")
-    started += [fast, gateway]
+    fast_url, gateway_url = _pair(0.0, True, 1, started)
     direct, _ = asyncio.run(latencies(fast_url, body, 500, 1))
     hedged, _ = asyncio.run(latencies(gateway_url, body, 500, 1))
     out["overhead_p50_ms"] = 1e3 * (np.median(hedged) - np.median(direct))
@@ -117,12 +123,7 @@ def _measure(requests: int, started: list[subprocess.Popen[bytes]]) -> dict[str,
         f"gateway overhead per request (Best-of-1, instant upstream): p50 {out['overhead_p50_ms']:.2f} ms, "
         f"p99 {out['overhead_p99_ms']:.2f} ms; {out['hedged_requests_per_s']:.0f} hedged requests/s with 32 clients"
     )
-    for process in (gateway, fast):
-        process.kill()
-
-    slow, slow_url = spawn("--stub", "0.02", "0")
-    gateway, gateway_url = spawn("--gateway", slow_url, "8")
-    started += [slow, gateway]
+    slow_url, gateway_url = _pair(0.02, False, 8, started)
     _, direct_wall = asyncio.run(latencies(slow_url, body, requests, 32))
     _, through_wall = asyncio.run(latencies(gateway_url, {**body, "hedge": False}, requests, 32))
     out["passthrough_share"] = direct_wall / through_wall
@@ -131,16 +132,10 @@ def _measure(requests: int, started: list[subprocess.Popen[bytes]]) -> dict[str,
         f"pass-through throughput {100 * out['passthrough_share']:.0f}% of direct (target >= 90%); "
         f"Best-of-8 latency {out['best_of_8_latency_ratio']:.2f}x one request when the upstream ignores n (target <= 1.5x)"
     )
-    for process in (gateway, slow):
-        process.kill()
     # The same with a 100 ms upstream (a short generation): the gateway's fixed cost weighs less.
-    slow, slow_url = spawn("--stub", "0.1", "0")
-    gateway, gateway_url = spawn("--gateway", slow_url, "8")
-    started += [slow, gateway]
+    slow_url, gateway_url = _pair(0.1, False, 8, started)
     out["best_of_8_latency_ratio_100ms"] = _best_of_8_ratio(slow_url, gateway_url, body, 30)
     print(f"with a 100 ms upstream: Best-of-8 latency {out['best_of_8_latency_ratio_100ms']:.2f}x one request")
-    for process in (gateway, slow):
-        process.kill()
     return out
 
 
