@@ -19,14 +19,11 @@ from ._jsonable import jsonable
 from ._limits import require_memory
 from .arrays import FloatArray
 from .mechanisms import POOL_TAIL_TOLERANCE as POOL_TAIL_TOLERANCE
-from .mechanisms import BestOfN, Mechanism, make, names
+from .mechanisms import BestOfN, Mechanism, make
 from .mechanisms import Estimator as Estimator
-from .mechanisms.toolkit import average_over_ties
+from .mechanisms.toolkit import NEGLIGIBLE_MASS, average_over_ties
 from .pools import Pools, build_pools
 from .table import RewardTable, TableError
-
-#: The registered mechanism names (``"bon"``, ``"sbon"``, ...), for messages and choices.
-MECHANISM_NAMES = names()
 
 
 def as_pools(table: RewardTable | Pools, proxy: str | None = None) -> Pools:
@@ -209,11 +206,6 @@ def bootstrap_weights(n_prompts: int, replicates: int, seed: int | None) -> Floa
     return rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=replicates).astype(float)
 
 
-#: Positions whose cumulative selection probability stays below this for every parameter of a
-#: block are skipped: they change a mean by less than this times the largest |reward|.
-_NEGLIGIBLE = 1e-17
-
-
 def rank_probabilities(
     template: Mechanism, thetas: FloatArray, m: int, estimator: Estimator, derivative: bool = False
 ) -> tuple[int, FloatArray]:
@@ -239,7 +231,7 @@ def rank_probabilities(
             values[row, own - start :] = deployment_probabilities(template, float(theta), m, derivative, own)[0]
         return start, values
     coarse = np.linspace(0.0, 1.0, 129)
-    negligible = template.cdf_many(thetas, coarse) <= _NEGLIGIBLE
+    negligible = template.cdf_many(thetas, coarse) <= NEGLIGIBLE_MASS
     last = np.where(negligible.any(axis=1), 128 - np.argmax(negligible[:, ::-1], axis=1), 0)
     start = int(np.floor(coarse[int(last.min())] * m)) if negligible[:, 0].all() else 0
     grid = np.arange(start, m + 1) / m

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 Estimator = Literal["plugin", "unbiased"]
 
+#: Positions whose total selection probability stays below this are skipped: they change a mean
+#: by less than this times the largest |reward|.
+NEGLIGIBLE_MASS = 1e-17
+
 
 class Mechanism(ABC):
     """A one-parameter, rank-based inference-time selection rule.
@@ -266,13 +270,14 @@ class Mechanism(ABC):
         return (pmf @ rows + tail * whole_pool)[None, :]
 
     def negligible_below(self, m: int) -> int:
-        """A position below which the deployment weights add up to less than 1e-17: with at
-        least c candidates, all fall below position s with probability <= (s/m)^c."""
+        """A position below which the deployment weights add up to less than
+        :data:`NEGLIGIBLE_MASS`: with at least c candidates, all fall below position s with
+        probability <= (s/m)^c."""
         counts = self.candidate_counts(m)
         if counts is None:
             return 0
         fewest = float(counts[0][0]) if counts[0].size else float(m)
-        return max(0, int(np.floor(m * 1e-17 ** (1.0 / max(fewest, 1.0)))) - 1)
+        return max(0, int(np.floor(m * NEGLIGIBLE_MASS ** (1.0 / max(fewest, 1.0)))) - 1)
 
     def raw_deployment_probabilities(
         self, sorted_scores: FloatArray, derivative: bool = False

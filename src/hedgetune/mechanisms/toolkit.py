@@ -2,6 +2,7 @@
 parameter validation and the vectorised selection kernels the built-in mechanisms use."""
 
 from ..arrays import FloatArray, IntArray
+from ._base import NEGLIGIBLE_MASS
 from ._numerics import check_parameter
 from ._selection import (
     argmax_random_ties,
@@ -13,6 +14,7 @@ from ._selection import (
 )
 
 __all__ = [
+    "NEGLIGIBLE_MASS",
     "FloatArray",
     "IntArray",
     "argmax_random_ties",
