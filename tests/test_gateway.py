@@ -315,6 +315,33 @@ def test_an_ensemble_policy_scores_like_the_table(tmp_path: Path) -> None:
     np.testing.assert_allclose(decision["scores"], expected, rtol=1e-12)
 
 
+def test_repeated_rewards_make_an_ensemble(tmp_path: Path) -> None:
+    """``--reward length --reward mean_logprob``: standardised across the request's candidates and
+    combined by the rule; with the policy's own members, the policy's recipe is used instead."""
+    from hedgetune.ensembles import ensemble_name
+
+    # The stub's three candidates: lengths 1, 3, 5 and mean token log-probs -0.1, -0.2, 0.
+    length, logprob = np.array([1.0, 3.0, 5.0]), np.array([-0.1, -0.2, 0.0])
+    z = [(v - v.mean()) / v.std() for v in (length, logprob)]
+    prompt = {"model": "m", "prompt": "x"}
+    for rule, k, expected in [("min", 1.0, np.minimum(*z)), ("mean-std", 2.0, (z[0] + z[1]) / 2 - 2.0 * np.abs(z[0] - z[1]) / 2)]:
+        with _client(Upstream(), _policy("bon", 3), reward=["length", "mean_logprob"], ensemble=rule, ensemble_k=k) as client:
+            decision = client.post("/v1/completions", json=prompt).json()["hedgetune"]
+        np.testing.assert_allclose(decision["scores"], expected, rtol=1e-12)
+        assert decision["chosen"] == int(np.argmax(expected)) and decision["proxy"] == ensemble_name(["length", "mean_logprob"], rule, k)
+    with _client(Upstream(), _policy("bon", 3), reward=["length", "mean_logprob"]) as client:  # default: mean
+        np.testing.assert_allclose(client.post("/v1/completions", json=prompt).json()["hedgetune"]["scores"], (z[0] + z[1]) / 2)
+    recipe = {"ensemble": ["length", "mean_logprob"], "rule": "mean", "k": 1.0, "centres": [2.0, -1.0], "scales": [4.0, 0.5]}
+    policy = Policy(mechanism="bon", theta=3, proxy="ensemble_mean(length,mean_logprob)", ensemble=recipe)
+    with _client(Upstream(), policy, reward=["length", "mean_logprob"]) as client:
+        scores = client.post("/v1/completions", json=prompt).json()["hedgetune"]["scores"]
+    np.testing.assert_allclose(scores, ((length - 2.0) / 4.0 + (logprob + 1.0) / 0.5) / 2, rtol=1e-12)
+    for bad, message in [(dict(reward=["length", "length"]), "once"), (dict(reward=["length"], ensemble="mean"), "two rewards"),
+                         (dict(reward=["length", "judge"], ensemble="max"), "rule must be")]:
+        with pytest.raises(ValueError, match=message):
+            make_app("http://upstream", _policy("bon", 3), **bad)  # type: ignore[arg-type]
+
+
 def test_the_decision_log_becomes_a_calibration_table(tmp_path: Path) -> None:
     """Closing the loop: log decisions, label them, build a table, re-tune on it."""
     from click.testing import CliRunner
@@ -365,6 +392,65 @@ def test_an_upstream_that_hangs_or_drops_the_connection(fault: Exception) -> Non
         assert reply.status_code == 502 and type(fault).__name__ in reply.json()["error"]["message"]
         assert "hedgetune_upstream_errors_total" in client.get("/metrics").text
     assert len(calls) == 3 * 3  # the n-request and the two fill-ins, each tried 1 + 2 times
+
+
+class _RawUpstream:
+    """A real TCP server on loopback that misbehaves at the HTTP level: it answers 503, sends
+    bytes that are not JSON, closes the connection without a reply, or never answers."""
+
+    def __init__(self, fault: str) -> None:
+        import asyncio
+        import threading
+
+        self.fault, self.calls = fault, 0
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def start() -> None:
+            self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+            self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+            ready.set()
+
+        threading.Thread(target=lambda: (self.loop.run_until_complete(start()), self.loop.run_forever()), daemon=True).start()
+        ready.wait(10)
+
+    async def handle(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+            await reader.readexactly(length[0] if length else 0)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        self.calls += 1
+        if self.fault == "hang":
+            await asyncio.sleep(30)
+        elif self.fault in ("503", "garbage"):
+            status, body = (b"503 Service Unavailable", b"busy") if self.fault == "503" else (b"200 OK", b"{not json")
+            writer.write(b"HTTP/1.1 " + status + b"\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        writer.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+
+
+@pytest.mark.parametrize("fault, named", [("hang", "timeout"), ("close", "ServerDisconnected"), ("503", "HTTP 503"), ("garbage", "malformed JSON")])
+def test_the_real_client_against_a_misbehaving_upstream(fault: str, named: str) -> None:
+    """The same faults over real sockets, through the gateway's own (aiohttp) client: retried,
+    then a 502 that names the failure; nothing hangs, nothing crashes."""
+    upstream = _RawUpstream(fault)
+    app = make_app(upstream.url, _policy("bon", 2), limits=Limits(backoff_s=0.0, retries=1, timeout_s=0.5))
+    try:
+        with TestClient(app) as client:
+            reply = client.post("/v1/chat/completions", json=CHAT)
+            assert reply.status_code == 502 and reply.json()["error"]["type"] == "upstream_error"
+            assert named in reply.json()["error"]["message"]
+            assert client.get("/v1/models").status_code == 502
+        assert upstream.calls >= 3 * 2 if fault != "close" else upstream.calls >= 3  # retried
+    finally:
+        upstream.stop()
 
 
 def test_trained_reward_heads_are_saved_and_served(tmp_path: Path) -> None:

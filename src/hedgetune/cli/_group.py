@@ -24,6 +24,7 @@ _EXTRAS = {
     "starlette": "gateway",
     "uvicorn": "gateway",
     "httpx": "gateway",
+    "aiohttp": "gateway",
 }
 
 

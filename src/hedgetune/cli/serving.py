@@ -10,6 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
+from ..ensembles import RULES
 from ..mechanisms import Mechanism
 from ._common import (
     InputError,
@@ -111,7 +112,16 @@ if __name__ == "__main__":
     "--policy", "policy_path", type=click.Path(dir_okay=False), default=None,
     help="A policy from `hedgetune tune --save-policy` (without one, requests choose with \"hedge\").",
 )
-@click.option("--reward", default=None, help="The proxy that scores candidates (default: the policy's).")
+@click.option(
+    "--reward", multiple=True,
+    help="The proxy that scores candidates (default: the policy's). Repeat it for an ensemble.",
+)
+@click.option(
+    "--ensemble", type=click.Choice(RULES), default=None,
+    help="How repeated --reward combine (default: the policy's recipe when its members match, else mean).",
+)
+@click.option("--ensemble-k", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="The std penalty k of --ensemble mean-std.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--upstream-api-key-env", default=None, help="Environment variable holding the upstream's API key.")
@@ -127,7 +137,9 @@ if __name__ == "__main__":
 def gateway(
     upstream: str,
     policy_path: str | None,
-    reward: str | None,
+    reward: tuple[str, ...],
+    ensemble: str | None,
+    ensemble_k: float,
     host: str,
     port: int,
     upstream_api_key_env: str | None,
@@ -161,6 +173,8 @@ def gateway(
         upstream,
         policy_path,
         reward,
+        ensemble=ensemble,
+        ensemble_k=ensemble_k,
         limits=limits,
         api_key=secret(upstream_api_key_env),
         token=secret(token_env),

@@ -17,18 +17,21 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..ensembles import RULES
 from ..mechanisms import Mechanism, lookup, make
 from ..mechanisms.registry import option_names
 from .log import DecisionLog
 from .policy import Policy
 from .requests import RequestError, check_body, parse_body
 from .scoring import EnsembleScorer, Scorer, choice_logprobs, choice_text, make_scorer
+from .upstream import AiohttpUpstream, HttpxUpstream, Upstream, UpstreamUnreachable
 
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
@@ -111,8 +114,10 @@ class GatewayError(Exception):
 def make_app(
     upstream: str,
     policy: Policy | str | os.PathLike[str] | None = None,
-    reward: str | None = None,
+    reward: str | Sequence[str] | None = None,
     *,
+    ensemble: str | None = None,
+    ensemble_k: float = 1.0,
     limits: Limits | None = None,
     api_key: str | None = None,
     token: str | None = None,
@@ -128,10 +133,12 @@ def make_app(
     token clients must present. ``policy`` is a :class:`Policy` or the path of a policy file, which
     is then reloaded when it changes (between requests, so none is dropped; a broken file keeps the
     last good policy and counts a reload error). ``reward`` names the proxy (default: the policy's,
-    an ensemble included). ``transport`` replaces the HTTP transport to the upstream (tests).
+    an ensemble included); several names make an ensemble combined by ``ensemble`` (mean, min,
+    mean-std with ``ensemble_k``), standardised as the policy's recipe says when its members are
+    the same, else across each request's candidates (:class:`~.scoring.EnsembleScorer`). ``transport``, an ``httpx`` transport, replaces the aiohttp client to
+    the upstream (tests script an upstream with ``httpx.MockTransport``).
     ``log_dir`` appends every decision to Parquet shards there (:mod:`hedgetune.gateway.log`).
     """
-    import httpx
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -141,7 +148,7 @@ def make_app(
     base = upstream.rstrip("/")
     base = base[:-3] if base.endswith("/v1") else base
     metrics = Metrics()
-    state = _PolicyState(policy, reward)
+    state = _PolicyState(policy, reward, ensemble, ensemble_k)
     # Whether the upstream was seen to return fewer choices than the n it was asked for (as
     # `transformers serve` does): then the candidates are requested one by one, concurrently.
     upstream_ignores_n = {kind: False for kind in ROUTES}
@@ -150,8 +157,10 @@ def make_app(
     slots = asyncio.Semaphore(limits.max_concurrency)
     waiting = 0
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    client = httpx.AsyncClient(
-        base_url=base, headers=headers, timeout=limits.timeout_s, transport=transport
+    client: Upstream = (
+        AiohttpUpstream(base, headers, limits.timeout_s)
+        if transport is None
+        else HttpxUpstream(base, headers, limits.timeout_s, transport)
     )
 
     def error_response(exc: GatewayError) -> JSONResponse:
@@ -166,19 +175,20 @@ def make_app(
             if attempt:
                 await asyncio.sleep(limits.backoff_s * 2 ** (attempt - 1))
             try:
-                reply = await client.post(path, json=body)
-            except httpx.HTTPError as exc:
+                status, content = await client.post(path, body)
+            except UpstreamUnreachable as exc:
                 metrics.upstream_errors += 1
-                last = f"{type(exc).__name__}"
+                last = str(exc)
                 continue
-            if reply.status_code == 429 or reply.status_code >= 500:
+            if status == 429 or status >= 500:
                 metrics.upstream_errors += 1
-                last = f"HTTP {reply.status_code}"
+                last = f"HTTP {status}"
                 continue
-            if reply.status_code >= 400:  # the client's mistake: report it, do not retry
-                raise GatewayError(reply.status_code, f"the upstream refused the request: {_excerpt(reply.text)}")
+            text = content.decode("utf-8", "replace")
+            if status >= 400:  # the client's mistake: report it, do not retry
+                raise GatewayError(status, f"the upstream refused the request: {_excerpt(text)}")
             try:
-                data = reply.json()
+                data = json.loads(text)
             except ValueError:
                 metrics.upstream_errors += 1
                 last = "malformed JSON"
@@ -309,27 +319,18 @@ def make_app(
     async def passthrough(kind: str, body: dict[str, Any], stream: bool) -> Response:
         if not stream:
             return JSONResponse(await call_upstream(ROUTES[kind], body))
-        request = client.build_request("POST", ROUTES[kind], json=body)
         try:
-            reply = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            status, chunks = await client.stream(ROUTES[kind], body)
+        except UpstreamUnreachable as exc:
             metrics.upstream_errors += 1
-            raise GatewayError(502, f"the upstream failed: {type(exc).__name__}", "upstream_error") from None
-
-        async def relay() -> Any:
-            try:
-                async for chunk in reply.aiter_raw():
-                    yield chunk
-            finally:
-                await reply.aclose()
-
-        return StreamingResponse(relay(), status_code=reply.status_code, media_type="text/event-stream")
+            raise GatewayError(502, f"the upstream failed: {exc}", "upstream_error") from None
+        return StreamingResponse(chunks, status_code=status, media_type="text/event-stream")
 
     async def models(request: Request) -> Response:
         try:
-            reply = await client.get("/v1/models")
-            return JSONResponse(reply.json(), status_code=reply.status_code)
-        except (httpx.HTTPError, ValueError):
+            status, content = await client.get("/v1/models")
+            return JSONResponse(json.loads(content), status_code=status)
+        except (UpstreamUnreachable, ValueError):
             metrics.upstream_errors += 1
             return error_response(GatewayError(502, "the upstream's model list is unavailable", "upstream_error"))
 
@@ -349,7 +350,7 @@ def make_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
         yield
-        await client.aclose()
+        await client.close()
         if log is not None:
             log.flush()
 
@@ -370,9 +371,22 @@ def make_app(
 class _PolicyState:
     """The policy being served, its mechanism and scorer; reloaded from its file when it changes."""
 
-    def __init__(self, policy: Policy | str | os.PathLike[str] | None, reward: str | None) -> None:
+    def __init__(
+        self,
+        policy: Policy | str | os.PathLike[str] | None,
+        reward: str | Sequence[str] | None,
+        ensemble: str | None = None,
+        ensemble_k: float = 1.0,
+    ) -> None:
         self.path = None if policy is None or isinstance(policy, Policy) else Path(policy)
-        self.reward = reward
+        self.rewards = (reward,) if isinstance(reward, str) else tuple(reward or ())
+        self.ensemble, self.ensemble_k = ensemble, ensemble_k
+        if len(set(self.rewards)) < len(self.rewards):
+            raise ValueError(f"each reward may be named once, got {list(self.rewards)}")
+        if ensemble is not None and len(self.rewards) < 2:
+            raise ValueError("an ensemble rule needs at least two rewards")
+        if ensemble is not None and ensemble not in RULES:
+            raise ValueError(f"the ensemble rule must be one of {RULES}, got {ensemble!r}")
         self.stamp: tuple[int, int] | None = None
         loaded = Policy.load(self.path) if self.path is not None else policy
         assert loaded is None or isinstance(loaded, Policy)
@@ -391,8 +405,14 @@ class _PolicyState:
         served = None if policy is None else policy.mechanism_at_theta()
         if served is not None:
             _check_servable(served)
-        if self.reward is not None:
-            scorer: Scorer | EnsembleScorer = Scorer(self.reward)
+        recipe = None if policy is None else policy.ensemble
+        if len(self.rewards) == 1:
+            scorer: Scorer | EnsembleScorer = Scorer(self.rewards[0])
+        elif self.rewards and recipe and list(recipe.get("ensemble", ())) == list(self.rewards) and self.ensemble is None:
+            scorer = make_scorer(policy.proxy, recipe)  # type: ignore[union-attr]
+        elif self.rewards:
+            members = tuple(Scorer(name) for name in self.rewards)
+            scorer = EnsembleScorer(members, self.ensemble or "mean", self.ensemble_k)
         elif policy is not None:
             scorer = make_scorer(policy.proxy, policy.ensemble)
         else:

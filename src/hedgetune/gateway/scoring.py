@@ -99,14 +99,20 @@ class Scorer:
 
 @dataclass(frozen=True)
 class EnsembleScorer:
-    """Several proxies combined as the calibration table combined them (same rule, same
-    standardisation constants, recorded in the policy)."""
+    """Several proxies as one: each member standardised, then combined by ``rule`` (mean, min,
+    mean - k std across members).
+
+    With ``centres`` and ``scales`` (from a policy tuned on an ensemble column) each member is
+    standardised exactly as in the calibration table. Without them (``--reward a --reward b`` and
+    no matching recipe) each member is standardised across the request's own candidates,
+    z = (s - mean) / std; a member that gives every candidate the same score contributes 0.
+    """
 
     members: tuple[Scorer, ...]
     rule: str
     k: float
-    centres: tuple[float, ...]
-    scales: tuple[float, ...]
+    centres: tuple[float, ...] | None = None
+    scales: tuple[float, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -122,7 +128,15 @@ class EnsembleScorer:
         from ..ensembles import ensemble_scores
 
         values = {m.name: m.score(prompt, responses, token_logprobs) for m in self.members}
-        return ensemble_scores(values, self.rule, self.k, self.centres, self.scales)
+        if self.centres is not None and self.scales is not None:
+            return ensemble_scores(values, self.rule, self.k, self.centres, self.scales)
+        stacked = np.stack(list(values.values()))
+        spread = stacked.std(axis=1, keepdims=True)
+        z = np.divide(stacked - stacked.mean(axis=1, keepdims=True), spread, out=np.zeros_like(stacked), where=spread > 0)
+        return ensemble_scores(
+            {name: z_row for name, z_row in zip(values, z, strict=True)}, self.rule, self.k,
+            [0.0] * len(values), [1.0] * len(values),
+        )
 
 
 def make_scorer(name: str, ensemble: dict[str, Any] | None = None) -> Scorer | EnsembleScorer:
