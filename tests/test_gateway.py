@@ -110,6 +110,11 @@ def test_override_and_pass_through() -> None:
         assert "hedge" not in upstream.calls[-1]
         bad = client.post("/v1/chat/completions", json={**CHAT, "hedge": {"mechanism": "tilted", "beta": 1}})
         assert bad.status_code == 400 and "frontier" in bad.json()["error"]["message"]
+        # InferenceTimePessimism needs only the scores; RBoN-KL needs log-probabilities per candidate.
+        itp = client.post("/v1/chat/completions", json={**CHAT, "hedge": {"mechanism": "itp", "gamma": 1e6, "n": 4}}).json()
+        assert itp["hedgetune"]["candidates"] == 4 and itp["hedgetune"]["chosen"] == 3  # gamma -> inf: the best
+        bad = client.post("/v1/chat/completions", json={**CHAT, "hedge": {"mechanism": "rbon_kl", "beta": 1, "n": 4}})
+        assert bad.status_code == 400 and "mean_logprob" in bad.json()["error"]["message"]
 
 
 def test_official_openai_client_talks_to_the_gateway() -> None:

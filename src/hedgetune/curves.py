@@ -19,22 +19,33 @@ from ._jsonable import jsonable
 from ._limits import require_memory
 from .arrays import FloatArray
 from .mechanisms import POOL_TAIL_TOLERANCE as POOL_TAIL_TOLERANCE
-from .mechanisms import BestOfN, Mechanism, make
+from .mechanisms import BestOfN, Mechanism, SetRule, make
 from .mechanisms import Estimator as Estimator
 from .mechanisms.toolkit import NEGLIGIBLE_MASS, average_over_ties
-from .pools import Pools, build_pools
+from .pools import UNAVERAGED_TRUE, Pools, build_pools
 from .table import RewardTable, TableError
 
 
-def as_pools(table: RewardTable | Pools, proxy: str | None = None) -> Pools:
-    """The sorted pools of a table (or the pools themselves); a clear error for anything else."""
+def as_pools(table: RewardTable | Pools, proxy: str | None = None, template: Mechanism | None = None) -> Pools:
+    """The sorted pools of a table (or the pools themselves), with the columns ``template`` needs
+    besides the proxy; a clear error for anything else."""
+    extras = template.extras() if isinstance(template, SetRule) else ()
     if isinstance(table, Pools):
+        missing = [name for name in extras if any(name not in g.extras for g in table.groups)]
+        if missing:
+            raise TableError(f"these pools lack {missing}: build them with build_pools(table, extras={missing})")
         return table
     if not isinstance(table, RewardTable):
         raise TypeError(
             f"expected a RewardTable (see hedgetune.read_table) or its Pools, got {type(table).__name__}"
         )
-    return build_pools(table, proxy)
+    for name in extras:
+        if name != "pairwise_similarity" and name not in table.proxies:
+            raise TableError(
+                f"{template.display_name if template else 'this mechanism'} needs the column {name!r}; "
+                f"the table has {table.proxy_names} (pass column=... to name another)"
+            )
+    return build_pools(table, proxy, extras)
 
 
 def resolve_estimator(template: Mechanism, estimator: str) -> Estimator:
@@ -45,6 +56,11 @@ def resolve_estimator(template: Mechanism, estimator: str) -> Estimator:
         raise ValueError(f"estimator must be 'unbiased' or 'plugin', got {estimator!r}")
     if estimator == "unbiased" and not template.deployable:
         return "plugin"
+    if estimator == "plugin" and isinstance(template, SetRule):
+        raise ValueError(
+            f"{template.display_name} is estimated without replacement only (a U-statistic over the "
+            "pool's n-subsets): use estimator='unbiased'"
+        )
     return estimator  # type: ignore[return-value]
 
 
@@ -146,9 +162,12 @@ class Curve:
     reward_scale: float = 1.0
     supported_max: float = float("inf")
     template: Mechanism = field(default_factory=lambda: BestOfN(1), repr=False, compare=False)
+    monte_carlo_se: FloatArray | None = None
 
     def columns(self) -> dict[str, FloatArray]:
         tail = {} if self.pool_tail is None else {"pool_tail": self.pool_tail}
+        if self.monte_carlo_se is not None:
+            tail["monte_carlo_se"] = self.monte_carlo_se
         return {
             "theta": self.theta,
             "expected_samples": self.expected_samples,
@@ -196,6 +215,7 @@ class PoolSums:
     replicates: FloatArray | None  # (B, T) sums over resampled prompts
     dtrue: FloatArray | None = None
     dreplicates: FloatArray | None = None
+    mc_variance: FloatArray | None = None  # (T,) Monte Carlo variance of ``true`` (subset sampling)
 
 
 def bootstrap_weights(n_prompts: int, replicates: int, seed: int | None) -> FloatArray:
@@ -261,8 +281,24 @@ def pool_sums(
     dtrue = np.zeros(t) if derivative else None
     dreps = None if (weights is None or not derivative) else np.zeros((weights.shape[0], t))
     per_prompt = template.uses_raw_scores
+    mc_var = np.zeros(t) if isinstance(template, SetRule) else None
     for group in pools.groups:
         w_g = None if weights is None else weights[:, group.prompts]
+        if isinstance(template, SetRule):  # choices that depend on each drawn set (U-statistics)
+            quantiles = group.quantiles()
+            true_values = group.extras.get(UNAVERAGED_TRUE, group.true)
+            for k, (probs, variance) in enumerate(template.group_probabilities(group, thetas)):
+                values = np.einsum("pm,pm->p", probs, true_values)
+                true[k] += values.sum()
+                quant[k] += np.einsum("pm,pm->", probs, quantiles)
+                proxy[k] += np.einsum("pm,pm->", probs, group.proxy)
+                if reps is not None and w_g is not None:
+                    reps[:, k] += w_g @ values
+                if kl_pool:
+                    klp[k] += _pool_kl(probs).sum()
+                if variance is not None and mc_var is not None:
+                    mc_var[k] += variance.sum()
+            continue
         if per_prompt:  # softmax on raw scores: probabilities differ from prompt to prompt
             quantiles = group.quantiles()
             for k, theta in enumerate(thetas):
@@ -313,7 +349,7 @@ def pool_sums(
                         full = np.zeros((tied.size, group.m))
                         full[:, start:] = probs[j]
                         klp[k] += _pool_kl(average_over_ties(group.proxy[tied], full), group.m).sum()
-    return PoolSums(true, quant, proxy, klp, reps, dtrue, dreps)
+    return PoolSums(true, quant, proxy, klp, reps, dtrue, dreps, mc_var)
 
 
 def _raw_probabilities(
@@ -377,8 +413,8 @@ def curve(
     confidence : coverage of the band.
     seed : seed of the bootstrap.
     """
-    pools = as_pools(table, proxy)
     template = make_mechanism(mechanism, n=n, on=on)
+    pools = as_pools(table, proxy, template)
     estimator = resolve_estimator(template, estimator)
     grid = (
         default_thetas(template, pools, estimator=estimator)
@@ -446,6 +482,9 @@ def curve(
         reward_scale=pools.reward_scale,
         supported_max=template.supported_max(pools, estimator),
         template=template,
+        monte_carlo_se=None
+        if ev.mc_variance is None or not ev.mc_variance.any()
+        else np.sqrt(ev.mc_variance) / total,
     )
 
 

@@ -153,6 +153,14 @@ def from_arrow(
         for c in wanted
         if pa.types.is_list(table.schema.field(c).type) or pa.types.is_large_list(table.schema.field(c).type)
     ]
+    similarity = None
+    if "pairwise_similarity" in table.column_names and not list_cols:
+        field_type = table.schema.field("pairwise_similarity").type
+        if not (pa.types.is_list(field_type) or pa.types.is_large_list(field_type)):
+            raise TableError(f"column 'pairwise_similarity' must hold one list of numbers per response, got {field_type}")
+        if not (pa.types.is_floating(field_type.value_type) or pa.types.is_integer(field_type.value_type)):
+            raise TableError(f"column 'pairwise_similarity' must hold numbers, got lists of {field_type.value_type}")
+        similarity = table.column("pairwise_similarity").combine_chunks()
     if list_cols:  # wide form: one row per prompt, list columns of per-response values
         value_cols = [c for c in [*proxies, true_col, response_col] if c]
         not_lists = [c for c in value_cols if c not in list_cols]
@@ -201,7 +209,10 @@ def from_arrow(
         else np.asarray(table.column(response_col).to_numpy(zero_copy_only=False)),
         proxy=metadata.get("proxy") if metadata.get("proxy") in proxies else None,
         invalid=invalid,
-        provenance={k: v for k, v in metadata.get("provenance", {}).items() if k in [*proxies, true_col]},
+        provenance={
+            k: v for k, v in metadata.get("provenance", {}).items() if k in [*proxies, true_col, "pairwise_similarity"]
+        },
+        pairwise_similarity=similarity,
     )
 
 
@@ -290,6 +301,11 @@ def to_arrow(table: RewardTable) -> Any:
     columns.update({name: values for name, values in table.proxies.items()})
     if table.true_reward is not None:
         columns["true_reward"] = table.true_reward
+    if table.pairwise_similarity is not None:  # each response's similarities to its prompt's responses
+        sizes = np.repeat(table.pool_sizes, table.pool_sizes)
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32 if table.pairwise_similarity.size < 2**31 else np.int64)
+        make = pa.ListArray if bounds.dtype == np.int32 else pa.LargeListArray
+        columns["pairwise_similarity"] = make.from_arrays(pa.array(bounds), pa.array(table.pairwise_similarity))
     metadata = {
         "proxy": table.proxy,
         "proxies": table.proxy_names,
@@ -298,7 +314,7 @@ def to_arrow(table: RewardTable) -> Any:
         "provenance": dict(table.provenance),
         "dropped": table.dropped,
     }
-    arrow = pa.table({k: pa.array(v) for k, v in columns.items()})
+    arrow = pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in columns.items()})
     return arrow.replace_schema_metadata({_METADATA_KEY: json.dumps(metadata).encode()})
 
 

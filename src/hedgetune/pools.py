@@ -9,14 +9,19 @@ the same as giving every member the tie group's mean true reward.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .arrays import FloatArray, IntArray
 from .mechanisms.toolkit import average_over_ties
-from .table import RewardTable
+from .table import RewardTable, TableError
+
+#: Key in :attr:`SizeGroup.extras` of the true rewards before averaging within proxy ties (a
+#: mechanism that also looks at covariates can tell tied-proxy responses apart).
+UNAVERAGED_TRUE = "true_reward"
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,9 @@ class SizeGroup:
     proxy: FloatArray  #: (P_m, m) raw proxy rewards, ascending per row
     true: FloatArray  #: (P_m, m) true rewards in the same order, averaged within tie groups
     has_ties: NDArray[np.bool_]  #: (P_m,) whether the row has tied proxies
+    #: Other per-response columns a mechanism asked for, in the same order: (P_m, m) for a proxy
+    #: column (a covariate such as ``length``), (P_m, m, m) for ``"pairwise_similarity"``.
+    extras: Mapping[str, FloatArray] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -72,9 +80,18 @@ class Pools:
         return max(float(np.abs(g.true).max()) for g in self.groups)
 
 
-def build_pools(table: RewardTable, proxy: str | None = None) -> Pools:
-    """Sort every prompt's pool once by the chosen proxy (``table.proxy`` by default)."""
+def build_pools(table: RewardTable, proxy: str | None = None, extras: Sequence[str] = ()) -> Pools:
+    """Sort every prompt's pool once by the chosen proxy (``table.proxy`` by default); ``extras``
+    names other columns to carry along in the same order (proxy columns used as covariates, or
+    ``"pairwise_similarity"``)."""
     scores = table.proxy_values(proxy)
+    covariates = {name: table.proxy_values(name) for name in extras if name != "pairwise_similarity"}
+    if "pairwise_similarity" in extras and table.pairwise_similarity is None:
+        raise TableError(
+            "this mechanism needs pairwise similarities between each prompt's responses: the table has "
+            "no 'pairwise_similarity' column (see `hedgetune score --pairwise-similarity` or RewardTable.from_long(pairwise_similarity=...))"
+        )
+    block_starts = np.concatenate([[0], np.cumsum(table.pool_sizes**2)])[:-1]
     true = table.require_true_reward()
     sizes = table.pool_sizes
     groups = []
@@ -88,9 +105,20 @@ def build_pools(table: RewardTable, proxy: str | None = None) -> Pools:
         order = np.argsort(raw, axis=1)  # tie order is irrelevant: tie groups are averaged below
         sorted_proxy = np.take_along_axis(raw, order, axis=1)
         sorted_true = np.take_along_axis(gold, order, axis=1)
-        del order
+        extra = {}
+        for name, values in covariates.items():
+            rows = table.offsets[prompts][:, None] + np.arange(m)[None, :]
+            extra[name] = np.take_along_axis(values[rows], order, axis=1)
+        if "pairwise_similarity" in extras:
+            assert table.pairwise_similarity is not None
+            cells = block_starts[prompts][:, None] + np.arange(m * m)[None, :]
+            blocks = table.pairwise_similarity[cells].reshape(-1, m, m)
+            blocks = np.take_along_axis(blocks, order[:, :, None], axis=1)
+            extra["pairwise_similarity"] = np.take_along_axis(blocks, order[:, None, :], axis=2)
+        if extras:  # mechanisms that look past the proxy see each response's own true reward
+            extra[UNAVERAGED_TRUE] = sorted_true.copy()
         ties = np.any(sorted_proxy[:, 1:] == sorted_proxy[:, :-1], axis=1)
         if ties.any():
             sorted_true[ties] = average_over_ties(sorted_proxy[ties], sorted_true[ties])
-        groups.append(SizeGroup(int(m), prompts, sorted_proxy, sorted_true, ties))
+        groups.append(SizeGroup(int(m), prompts, sorted_proxy, sorted_true, ties, extra))
     return Pools(tuple(groups), table.n_prompts, proxy or table.proxy)

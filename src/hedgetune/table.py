@@ -47,6 +47,9 @@ class RewardTable:
     proxy : the name of the proxy used when none is named.
     provenance : column name -> how it was produced (model, version, command).
     dropped : how many responses were dropped as invalid when the table was built.
+    pairwise_similarity : optional pairwise similarities between the responses of each prompt (e.g. the
+        cosine of their embeddings, for RBoN-WD): each prompt's m x m block, row-major, responses
+        in table order, the blocks concatenated (length ``sum(m**2)``); see :meth:`similarity_block`.
     """
 
     prompt_ids: NDArray[Any]
@@ -57,6 +60,7 @@ class RewardTable:
     proxy: str = ""
     provenance: Mapping[str, str] = field(default_factory=dict)
     dropped: int = 0
+    pairwise_similarity: FloatArray | None = None
 
     def __post_init__(self) -> None:
         if not self.proxies:
@@ -79,6 +83,7 @@ class RewardTable:
         proxy: str | None = None,
         invalid: InvalidPolicy = "raise",
         provenance: Mapping[str, str] | None = None,
+        pairwise_similarity: Sequence[ArrayLike] | None = None,
     ) -> RewardTable:
         """Build from one row per response.
 
@@ -91,6 +96,9 @@ class RewardTable:
         table and says how many responses are affected; ``"drop"`` removes those responses, warns
         with the count and records it in :attr:`dropped`. Either way, a prompt left with fewer than
         two responses is refused, since a pool of one cannot rank anything.
+
+        ``pairwise_similarity``, if given, holds one sequence per response: its similarity to every response
+        of the same prompt, in the order those responses appear here (RBoN-WD needs it).
         """
         ids = _as_1d(prompt_ids, "prompt_ids")
         n = ids.size
@@ -108,6 +116,11 @@ class RewardTable:
         for values in [*named.values(), *([] if true is None else [true])]:
             bad |= ~np.isfinite(values)
         dropped = int(bad.sum())
+        if dropped and pairwise_similarity is not None and invalid == "drop":
+            raise TableError(
+                f"{dropped} responses have NaN or infinite rewards; with a pairwise_similarity column they cannot "
+                "be dropped (the other responses' similarity lists refer to them): clean the table first"
+            )
         if dropped:
             where = ", ".join(
                 f"{name}: {int((~np.isfinite(v)).sum())}"
@@ -176,6 +189,7 @@ class RewardTable:
             proxy=proxy or next(iter(named)),
             provenance=dict(provenance or {}),
             dropped=dropped,
+            pairwise_similarity=None if pairwise_similarity is None else _similarity_blocks(pairwise_similarity, order, counts),
         )
 
     @classmethod
@@ -306,6 +320,10 @@ class RewardTable:
         sizes = self.pool_sizes[index]
         rows = concatenated_ranges(self.offsets[index], sizes)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
+        similarity = None
+        if self.pairwise_similarity is not None:
+            block_starts = np.concatenate([[0], np.cumsum(self.pool_sizes**2)])[:-1]
+            similarity = self.pairwise_similarity[concatenated_ranges(block_starts[index], sizes**2)]
         return RewardTable(
             prompt_ids=self.prompt_ids[index],
             offsets=offsets,
@@ -315,7 +333,16 @@ class RewardTable:
             proxy=self.proxy,
             provenance=self.provenance,
             dropped=self.dropped,
+            pairwise_similarity=similarity,
         )
+
+    def similarity_block(self, prompt: int) -> FloatArray:
+        """The ``m x m`` similarities between the responses of the prompt at position ``prompt``."""
+        if self.pairwise_similarity is None:
+            raise TableError("the table has no pairwise_similarity column")
+        m = int(self.pool_sizes[prompt])
+        start = int((self.pool_sizes[:prompt] ** 2).sum())
+        return self.pairwise_similarity[start : start + m * m].reshape(m, m)
 
     def prompt_of_response(self) -> NDArray[Any]:
         """The prompt id of every response, in storage order."""
@@ -358,6 +385,46 @@ class RewardTable:
             f"RewardTable({self.n_prompts} prompts, {self.n_responses} responses, "
             f"proxies={self.proxy_names}, true_reward={'yes' if self.true_reward is not None else 'no'})"
         )
+
+
+def _similarity_blocks(lists: Any, order: IntArray, counts: IntArray) -> FloatArray:
+    """One similarity list per response (input order) -> each prompt's m x m block, flattened.
+
+    ``lists`` is a sequence of 1-D arrays, or a ``pyarrow`` list array (read without a Python loop).
+    """
+    if len(lists) != order.size:
+        raise TableError(f"pairwise_similarity has {len(lists)} entries for {order.size} responses")
+    if hasattr(lists, "offsets") and hasattr(lists, "flatten"):  # pyarrow ListArray
+        if lists.null_count:
+            raise TableError(f"pairwise_similarity has {lists.null_count} missing lists")
+        bounds = np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.intp)
+        values = np.asarray(lists.flatten().to_numpy(zero_copy_only=False), dtype=float)
+        starts, sizes = bounds[:-1] - bounds[0], np.diff(bounds)
+        lengths = sizes[order]
+        ok = np.array_equal(lengths, np.repeat(counts, counts))
+        flat = values[concatenated_ranges(starts[order], lengths)] if ok else values
+        return _checked_similarity(flat, lengths, counts)
+    try:
+        rows = [np.asarray(lists[int(i)], dtype=float) for i in order]
+    except (TypeError, ValueError):
+        raise TableError("pairwise_similarity must hold one list of numbers per response") from None
+    lengths = np.array([r.size if r.ndim == 1 else -1 for r in rows])
+    return _checked_similarity(np.concatenate(rows) if rows else np.zeros(0), lengths, counts)
+
+
+def _checked_similarity(flat: FloatArray, lengths: IntArray, counts: IntArray) -> FloatArray:
+    expected = np.repeat(counts, counts)
+    wrong = np.flatnonzero(lengths != expected)
+    if wrong.size:
+        raise TableError(
+            f"{wrong.size} responses have a pairwise_similarity list whose length is not their prompt's pool size "
+            f"(e.g. {lengths[wrong[0]]} entries for a pool of {expected[wrong[0]]})"
+        )
+    if not np.all(np.isfinite(flat)):
+        raise TableError(f"pairwise_similarity has {int((~np.isfinite(flat)).sum())} NaN or infinite values")
+    if flat.size and float(np.abs(flat).max()) > MAX_MAGNITUDE:
+        raise TableError(f"pairwise_similarity has values beyond +-{MAX_MAGNITUDE:g}: rescale it")
+    return flat
 
 
 def concatenated_ranges(starts: IntArray, lengths: IntArray) -> IntArray:

@@ -29,7 +29,7 @@ from .curves import (
 )
 from .diagnose import classify
 from .mechanisms import BestOfN, Mechanism
-from .pools import Pools, build_pools
+from .pools import Pools
 from .table import RewardTable, TableError
 
 Residual = Literal["exact", "score"]
@@ -248,12 +248,12 @@ def tune(
     ``conservative_theta`` when it is small or the proxy may not help: it leaves the policy at the
     reference unless a gain is sure at the chosen level.
     """
-    pools = as_pools(table, proxy)
+    template = make_mechanism(mechanism, n=n, on=on)
+    pools = as_pools(table, proxy, template)
     if pools.n_prompts < 2:
         raise TableError(
             f"tuning needs at least two prompts (the bootstrap resamples prompts), got {pools.n_prompts}"
         )
-    template = make_mechanism(mechanism, n=n, on=on)
     estimator = resolve_estimator(template, estimator)
     if residual not in ("exact", "score"):
         raise ValueError(f"residual must be 'exact' or 'score', got {residual!r}")
@@ -276,10 +276,15 @@ def tune(
     # the best taken (no derivative exists). Otherwise a grid, then Brent's method on the exact
     # residual. Soft Best-of-n costs a quadrature per parameter (per prompt on raw scores): a
     # coarser grid, still refined by Brent's method.
-    exhaustive = integer and estimator == "unbiased"
-    if exhaustive:  # Best-of-n's grid on whole numbers (refined over the integers below)
+    # A mechanism without a derivative (an argmax jumping with the parameter) is maximised on the
+    # grid too, refined on a finer grid around the best point.
+    exhaustive = (integer and estimator == "unbiased") or not template.has_derivative
+    if exhaustive and integer:  # Best-of-n's grid on whole numbers (refined over the integers below)
         grid = np.unique(np.round(_grid(lo, hi, template)))
         grid = grid[grid <= hi]
+    elif exhaustive:
+        points = _GRID_POINTS // 2 if template.needs_quadrature else _GRID_POINTS
+        grid = _grid(lo, hi, template, points, scale=template.default_top(pools))
     else:
         expensive = template.uses_raw_scores or (template.needs_quadrature and estimator == "unbiased")
         points = _GRID_POINTS // 3 if expensive else _GRID_POINTS
@@ -299,7 +304,13 @@ def tune(
         return exact_residual(p, t, th, estimator) if residual == "exact" else score_residual(p, t, th)
 
     theta, iterations = float(grid[best]), 0
-    if exhaustive and 0 < best < grid.size - 1 and grid[best + 1] - grid[best - 1] > 2:
+    if exhaustive and not integer and 0 < best < grid.size - 1:
+        between = np.linspace(grid[best - 1], grid[best + 1], 17)[1:-1]
+        values = pool_sums(pools, template, between, estimator, kl_pool=False).true / total
+        finer = int(np.flatnonzero(values >= values.max() - flat_tol)[0])
+        if values[finer] > f_grid[best] + flat_tol:
+            theta, iterations = float(between[finer]), 1
+    if exhaustive and integer and 0 < best < grid.size - 1 and grid[best + 1] - grid[best - 1] > 2:
         between = np.arange(grid[best - 1] + 1, grid[best + 1])
         values = pool_sums(pools, template, between, estimator, kl_pool=False).true / total
         top = int(np.flatnonzero(values >= values.max() - flat_tol)[0])
@@ -604,8 +615,8 @@ def evaluate(
     template = make_mechanism(mechanism, n=tune_kwargs.pop("n", None), on=tune_kwargs.pop("on", None))
     for r in range(repeats):
         order = rng.permutation(table.n_prompts)
-        calibration = build_pools(table.subset(np.sort(order[:n_cal])), proxy)
-        held_out = build_pools(table.subset(np.sort(order[n_cal:])), proxy)
+        calibration = as_pools(table.subset(np.sort(order[:n_cal])), proxy, template)
+        held_out = as_pools(table.subset(np.sort(order[n_cal:])), proxy, template)
         fit = tune(
             calibration,
             template,

@@ -239,6 +239,10 @@ def _make_backend(
 @click.option(
     "--partial", is_flag=True, help="Score an unfinished run's finished prompts (else it is refused)."
 )
+@click.option(
+    "--pairwise-similarity", is_flag=True,
+    help="Also store the MiniLM cosine similarity between each prompt's responses (for -m rbon_wd).",
+)
 @force_option
 @user_errors
 def score(
@@ -249,6 +253,7 @@ def score(
     judge_model: str,
     out: str,
     partial: bool,
+    pairwise_similarity: bool,
     force: bool,
 ) -> None:
     """Score a generation run: proxy columns and the verifier's true reward, with provenance."""
@@ -266,6 +271,7 @@ def score(
         None if truth == "none" else truth,
         reward_models=reward_models,
         judge_model=judge_model,
+        pairwise_similarity=pairwise_similarity,
     )
     write_table(table, out)
     click.echo(f"{table} -> {out}")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..ensembles import RULES
-from ..mechanisms import Mechanism, lookup, make
+from ..mechanisms import Mechanism, SetRule, lookup, make
 from ..mechanisms.registry import option_names
 from .log import DecisionLog
 from .policy import Policy
@@ -436,6 +436,11 @@ class _PolicyState:
 def _check_servable(mechanism: Mechanism) -> None:
     if not mechanism.deployable:
         raise ValueError(f"{mechanism.display_name} is a frontier, not a sampler: it cannot be served")
+    if isinstance(mechanism, SetRule) and mechanism.extras():
+        raise ValueError(
+            f"{mechanism.display_name} needs {list(mechanism.extras())} for each candidate, which the gateway "
+            "does not compute: serve bon, bop, sbon or itp"
+        )
     if mechanism.options.get("on") == "quantile":
         raise ValueError("the gateway scores raw proxies: serve Soft Best-of-n with on='raw'")
 

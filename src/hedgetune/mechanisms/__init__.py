@@ -9,9 +9,12 @@ mechanism is one new file and one line below.
 """
 
 from ._base import Estimator, Mechanism
+from ._set_rules import SetRule
 from .best_of_n import BestOfN
 from .best_of_poisson import POOL_TAIL_TOLERANCE, BestOfPoisson
+from .pessimism import InferenceTimePessimism
 from .registry import lookup, make, names, register, unregister
+from .regularised_bon import LengthRegularisedBoN, RegularisedBoNKL, RegularisedBoNWD
 from .soft_best_of_n import SoftBestOfN
 from .tilted import Tilted
 
@@ -19,13 +22,22 @@ register(BestOfN)
 register(SoftBestOfN)
 register(BestOfPoisson)
 register(Tilted)
+register(InferenceTimePessimism)
+register(RegularisedBoNKL)
+register(RegularisedBoNWD)
+register(LengthRegularisedBoN)
 
 __all__ = [
     "POOL_TAIL_TOLERANCE",
     "BestOfN",
     "BestOfPoisson",
     "Estimator",
+    "InferenceTimePessimism",
+    "LengthRegularisedBoN",
     "Mechanism",
+    "RegularisedBoNKL",
+    "RegularisedBoNWD",
+    "SetRule",
     "SoftBestOfN",
     "Tilted",
     "lookup",

