@@ -248,3 +248,18 @@ def test_pairwise_similarity_is_checked_and_subset() -> None:
     shuffled = ht.RewardTable.from_long([1, 0, 1, 0], [5.0, 1.0, 6.0, 2.0], pairwise_similarity=[[1, 0.5], [1, 0.2], [0.5, 1], [0.2, 1]])
     np.testing.assert_array_equal(shuffled.similarity_block(0), [[1, 0.5], [0.5, 1]])
     assert math.isclose(shuffled.similarity_block(1)[0, 1], 0.2)
+
+
+def test_the_command_line_names_the_covariate_and_the_base(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    ht.write_table(hedge_table(prompts=20, m=6, seed=9), path)
+    runner = CliRunner()
+    out = runner.invoke(main, ["tune", str(path), "-m", "rbon_len", "--n", "4", "--column", "mean_logprob", "--bootstrap", "20"])
+    assert out.exit_code == 0, out.output
+    assert "column=mean_logprob" in out.output and "Best-of-n (beta = 0)" in out.output and "KL on the pool" in out.output
+    out = runner.invoke(main, ["tune", str(path), "-m", "rbon_kl", "--column", "nope"])
+    assert out.exit_code == 2 and "'nope'" in out.output and "Traceback" not in out.output
+    out = runner.invoke(main, ["tune", str(path), "-m", "bop", "--column", "length"])
+    assert out.exit_code == 2 and "--column applies to -m rbon_kl, rbon_len only" in out.output
+    out = runner.invoke(main, ["select", "-m", "rbon_kl", "--n", "2", "--theta", "1"], input="0.1 0.5\n")
+    assert out.exit_code == 2 and "in Python" in out.output

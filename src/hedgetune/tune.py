@@ -365,7 +365,7 @@ def tune(
     mech = template.with_theta(theta)
     kl_pool = float(pool_sums(pools, template, np.array([theta]), estimator).kl_pool[0]) / total
     conservative_value = _curve_value(pools, template, conservative, estimator)
-    recommended, rule = _recommend(theta, conservative, lo, weights is not None)
+    recommended, rule = _recommend(theta, conservative, lo, weights is not None, template.base_name)
     return TuneResult(
         mechanism=template.name,
         parameter=template.parameter,
@@ -401,7 +401,9 @@ def tune(
     )
 
 
-def _recommend(point: float, conservative: float, reference: float, bootstrapped: bool) -> tuple[float, str]:
+def _recommend(
+    point: float, conservative: float, reference: float, bootstrapped: bool, base: str = "reference"
+) -> tuple[float, str]:
     """The safe default: leave the reference only when a gain is sure, and then go all the way to
     the point estimate.
 
@@ -410,12 +412,12 @@ def _recommend(point: float, conservative: float, reference: float, bootstrapped
     to (the conservative parameter itself stops short of the peak, giving up part of the gain).
     """
     if not bootstrapped:
-        return reference, "reference: without a bootstrap no gain can be shown to be sure"
+        return reference, f"{base}: without a bootstrap no gain can be shown to be sure"
     if point == conservative:
         return point, "the point estimate and the conservative rule agree"
     if conservative == reference:
-        return reference, "reference: no gain over it is sure at the conservative level"
-    return point, "point estimate: a gain over the reference is sure at the conservative level"
+        return reference, f"{base}: no gain over it is sure at the conservative level"
+    return point, f"point estimate: a gain over the {base} is sure at the conservative level"
 
 
 def _regime(

@@ -13,10 +13,9 @@ import click
 import numpy as np
 
 from .._jsonable import jsonable
-from ..curves import make_mechanism
 from ..ensembles import RULES, with_ensemble
 from ..io import read_table
-from ..mechanisms import lookup, names
+from ..mechanisms import lookup, make, names
 from ..mechanisms.registry import option_names
 from ..table import RewardTable, TableError
 
@@ -183,7 +182,7 @@ def mechanism_options(fn: F) -> F:
             "sbon_n",
             type=click.IntRange(min=1),
             default=None,
-            help="Soft Best-of-n: candidates per prompt (default 4).",
+            help="Candidates per prompt of Soft Best-of-n (default 4) and of itp, rbon_kl, rbon_wd, rbon_len (default 8).",
         ),
         click.option(
             "--on",
@@ -192,17 +191,25 @@ def mechanism_options(fn: F) -> F:
             default=None,
             help="Soft Best-of-n: softmax on raw scores (default) or on within-pool quantiles.",
         ),
+        click.option(
+            "--column",
+            "covariate",
+            default=None,
+            help="rbon_kl / rbon_len: the table column of log-probabilities (default mean_logprob) or lengths (default length).",
+        ),
     ]
 
     @functools.wraps(fn)
-    def with_mechanism(mechanism: str, sbon_n: int | None, sbon_on: str | None, **kwargs: Any) -> Any:
+    def with_mechanism(
+        mechanism: str, sbon_n: int | None, sbon_on: str | None, covariate: str | None, **kwargs: Any
+    ) -> Any:
         cls = lookup(mechanism)
-        for option, value in (("n", sbon_n), ("on", sbon_on)):
+        for option, value in (("n", sbon_n), ("on", sbon_on), ("column", covariate)):
             if value is not None and option not in option_names(cls):
                 users = [name for name in names() if option in option_names(lookup(name))]
-                raise click.UsageError(f"--{option} applies to -m {' or '.join(users)} only, not to -m {mechanism}")
+                raise click.UsageError(f"--{option} applies to -m {', '.join(users)} only, not to -m {mechanism}")
         try:
-            template = make_mechanism(mechanism, n=sbon_n, on=sbon_on)
+            template = make(mechanism, n=sbon_n, on=sbon_on, column=covariate)
         except USER_ERRORS as exc:
             raise InputError(str(exc)) from None
         return fn(template=template, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -281,13 +282,15 @@ def tune_cmd(
     )
     if r.regime_note:
         click.echo(f"  note: {r.regime_note}")
+    base = r.template.base_name
     click.echo(
-        f"  true reward {r.true_reward:.4f} [{r.true_reward_ci[0]:.4f}, {r.true_reward_ci[1]:.4f}]; reference "
-        f"{r.reference_true_reward:.4f}; un-hedged ({r.parameter} = {r.unhedged_theta:.4g}) {r.unhedged_true_reward:.4f}"
+        f"  true reward {r.true_reward:.4f} [{r.true_reward_ci[0]:.4f}, {r.true_reward_ci[1]:.4f}]; {base} "
+        f"({r.parameter} = {r.reference_theta:.4g}) {r.reference_true_reward:.4f}; un-hedged ({r.parameter} = "
+        f"{r.unhedged_theta:.4g}) {r.unhedged_true_reward:.4f}"
     )
+    kl = f"KL {r.kl:.3f} nats (pool {r.kl_pool:.3f})" if math.isfinite(r.kl) else f"KL on the pool {r.kl_pool:.3f} nats"
     click.echo(
-        f"  KL {r.kl:.3f} nats (pool {r.kl_pool:.3f}); {r.expected_samples:.3g} samples per prompt; "
-        f"conservative {r.parameter} = {r.conservative_theta:.4g}"
+        f"  {kl}; {r.expected_samples:.3g} samples per prompt; conservative {r.parameter} = {r.conservative_theta:.4g}"
     )
 
 

@@ -58,6 +58,9 @@ class Mechanism(ABC):
     #: Whether its pool probabilities cost a quadrature per parameter (tuning then uses fewer
     #: grid points before refining).
     needs_quadrature: ClassVar[bool] = False
+    #: What the mechanism is at ``reference_theta``, in sentences ("reference"; "Best-of-n" for a
+    #: family that never reaches the reference policy).
+    base_name: ClassVar[str] = "reference"
     #: Whether the curve has a derivative in the parameter that HedgeTune can find the root of;
     #: without one (an argmax that jumps with the parameter) tuning maximises on a grid.
     has_derivative: ClassVar[bool] = True

@@ -201,6 +201,11 @@ class SetRule(Mechanism):
                 yield self.with_theta(float(theta))._per_candidate_probabilities(group.proxy, extras), None
             return
         total = special.comb(m, self.n, exact=True)
+        width = self.n * (self.n if "pairwise_similarity" in extras else 1)
+        require_memory(
+            8.0 * 4 * rows * min(total, MONTE_CARLO_SUBSETS if total > EXACT_SUBSETS else total) * width,
+            f"{self.display_name}'s drawn sets for {rows} prompts",
+        )
         if total <= EXACT_SUBSETS:
             subsets = np.array(list(itertools.combinations(range(m), self.n)), dtype=np.intp)
             index = np.broadcast_to(subsets, (rows, *subsets.shape))

@@ -34,6 +34,8 @@ def _column_name(column: Any, default: str) -> str:
 class _CovariateBoN(SetRule):
     """The argmax of ``proxy + sign * beta * covariate``: exact at any pool size."""
 
+    base_name: ClassVar[str] = "Best-of-n"
+
     per_candidate: ClassVar[bool] = True
     needs_quadrature: ClassVar[bool] = False
     parameter: ClassVar[str] = "beta"
@@ -135,6 +137,7 @@ class RegularisedBoNWD(SetRule):
     beta: float
     n: int = 8
 
+    base_name: ClassVar[str] = "Best-of-n"
     name: ClassVar[str] = "rbon_wd"
     display_name: ClassVar[str] = "RBoN-WD"
     parameter: ClassVar[str] = "beta"
