@@ -28,6 +28,7 @@ from .curves import (
     supported_max,
 )
 from .diagnose import classify
+from .extrapolate import Extrapolation, extrapolate
 from .mechanisms import BestOfN, Mechanism
 from .pools import Pools
 from .table import RewardTable, TableError
@@ -51,6 +52,10 @@ class TuneResult:
 
     ``recommended_theta`` is the safe default: the reference unless the conservative rule finds a
     sure gain, and then the point estimate (``recommended_rule`` says which and why).
+
+    ``extrapolation`` is set when the curve still rises at ``supported_max``: Gao et al.'s model
+    fitted to the supported curve, with its predicted peak past the data, or why it was not
+    offered (:class:`hedgetune.extrapolate.Extrapolation`; a model, never a measurement).
     """
 
     mechanism: str
@@ -84,12 +89,14 @@ class TuneResult:
     recommended_true_reward: float = float("nan")
     recommended_rule: str = ""
     template: Mechanism = field(repr=False, compare=False, default_factory=lambda: BestOfN(1))
+    extrapolation: Extrapolation | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON values, one key per field (``None`` for NaN or infinity); the mechanism as
         its name and options."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "template"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("template", "extrapolation")}
         out["options"] = self.template.options
+        out["extrapolation"] = None if self.extrapolation is None else self.extrapolation.to_dict()
         return jsonable(out)
 
     def mechanism_at(self, theta: float | None = None) -> Mechanism:
@@ -362,6 +369,14 @@ def tune(
         rep_top = at.replicates[:, 2] / weights.sum(axis=1)
         noise = float(np.std(rep_values - rep_top, ddof=1))
     regime, note = _regime(f_grid, theta, f_theta, f_top, noise, flat_tol, template, pool_limited, hi)
+    extrapolation = None
+    if note.startswith("still rising") and not template.uses_raw_scores and template.deployable:
+        reps = refs = None
+        if weights is not None and sums.replicates is not None and at.replicates is not None:
+            reps = sums.replicates / weights.sum(axis=1, keepdims=True)
+            refs = at.replicates[:, 1] / weights.sum(axis=1)
+        rewards = (min(float(g.true.min()) for g in pools.groups), max(float(g.true.max()) for g in pools.groups))
+        extrapolation = extrapolate(template, grid, f_grid, f_ref, hi, reps, refs, confidence, rewards)
     mech = template.with_theta(theta)
     kl_pool = float(pool_sums(pools, template, np.array([theta]), estimator).kl_pool[0]) / total
     conservative_value = _curve_value(pools, template, conservative, estimator)
@@ -398,6 +413,7 @@ def tune(
         recommended_true_reward=f_theta if recommended == theta else f_ref,
         recommended_rule=rule,
         template=template,
+        extrapolation=extrapolation,
     )
 
 

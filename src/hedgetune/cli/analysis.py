@@ -282,6 +282,8 @@ def tune_cmd(
     )
     if r.regime_note:
         click.echo(f"  note: {r.regime_note}")
+    if r.extrapolation is not None:
+        click.echo(f"  {r.extrapolation.sentence(r.parameter)}")
     base = r.template.base_name
     click.echo(
         f"  true reward {r.true_reward:.4f} [{r.true_reward_ci[0]:.4f}, {r.true_reward_ci[1]:.4f}]; {base} "

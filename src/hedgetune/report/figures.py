@@ -116,6 +116,11 @@ def hacking_curve(c: Curve, tuned: TuneResult | None = None, *, title: str = "")
         )
         lo, hi = tuned.theta_ci
         ax.axvspan(max(lo, np.nanmin(x)), hi, color="black", alpha=0.07)
+        extra = tuned.extrapolation
+        if extra is not None and extra.accepted:  # past the data: a model, drawn dashed and labelled
+            ax.plot(extra.theta, extra.true_reward, color=color, lw=1.5, ls="--",
+                    label=f"extrapolated (Gao et al. 2022 fit): peak near {c.parameter} = {extra.peak_theta:.3g}")
+            ax.axvline(tuned.supported_max, color="grey", lw=0.8, ls=":", label="largest supported by the pools")
     ax.set_xscale("log")
     ax.set_xlabel(f"{c.parameter} (log scale)")
     ax.set_ylabel("expected true reward", color=color)
