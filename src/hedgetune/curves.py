@@ -8,7 +8,7 @@ the curve is exact for the pools, and its uncertainty over prompts comes from a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -22,7 +22,7 @@ from .mechanisms import POOL_TAIL_TOLERANCE as POOL_TAIL_TOLERANCE
 from .mechanisms import BestOfN, Mechanism, SetRule, make
 from .mechanisms import Estimator as Estimator
 from .mechanisms.toolkit import NEGLIGIBLE_MASS, average_over_ties
-from .pools import UNAVERAGED_TRUE, Pools, build_pools
+from .pools import UNAVERAGED_TRUE, Pools, SizeGroup, build_pools
 from .table import RewardTable, TableError
 
 
@@ -284,10 +284,10 @@ def pool_sums(
     mc_var = np.zeros(t) if isinstance(template, SetRule) else None
     for group in pools.groups:
         w_g = None if weights is None else weights[:, group.prompts]
-        if isinstance(template, SetRule):  # choices that depend on each drawn set (U-statistics)
+        if per_prompt:  # probabilities that differ from prompt to prompt (raw scores, drawn sets)
             quantiles = group.quantiles()
-            true_values = group.extras.get(UNAVERAGED_TRUE, group.true)
-            for k, (probs, variance) in enumerate(template.group_probabilities(group, thetas)):
+            per_theta = _per_prompt_probabilities(template, group, thetas, estimator, derivative)
+            for k, (probs, slopes, variance, true_values) in enumerate(per_theta):
                 values = np.einsum("pm,pm->p", probs, true_values)
                 true[k] += values.sum()
                 quant[k] += np.einsum("pm,pm->", probs, quantiles)
@@ -298,21 +298,8 @@ def pool_sums(
                     klp[k] += _pool_kl(probs).sum()
                 if variance is not None and mc_var is not None:
                     mc_var[k] += variance.sum()
-            continue
-        if per_prompt:  # softmax on raw scores: probabilities differ from prompt to prompt
-            quantiles = group.quantiles()
-            for k, theta in enumerate(thetas):
-                probs, slopes = _raw_probabilities(template, float(theta), group.proxy, estimator, derivative)
-                values = np.einsum("pm,pm->p", probs, group.true)
-                true[k] += values.sum()
-                quant[k] += np.einsum("pm,pm->", probs, quantiles)
-                proxy[k] += np.einsum("pm,pm->", probs, group.proxy)
-                if reps is not None and w_g is not None:
-                    reps[:, k] += w_g @ values
-                if kl_pool:
-                    klp[k] += _pool_kl(probs).sum()
                 if dtrue is not None and slopes is not None:
-                    dvalues = np.einsum("pm,pm->p", slopes, group.true)
+                    dvalues = np.einsum("pm,pm->p", slopes, true_values)
                     dtrue[k] += dvalues.sum()
                     if dreps is not None and w_g is not None:
                         dreps[:, k] += w_g @ dvalues
@@ -350,6 +337,22 @@ def pool_sums(
                         full[:, start:] = probs[j]
                         klp[k] += _pool_kl(average_over_ties(group.proxy[tied], full), group.m).sum()
     return PoolSums(true, quant, proxy, klp, reps, dtrue, dreps, mc_var)
+
+
+def _per_prompt_probabilities(
+    template: Mechanism, group: SizeGroup, thetas: FloatArray, estimator: Estimator, derivative: bool
+) -> Iterator[tuple[FloatArray, FloatArray | None, FloatArray | None, FloatArray]]:
+    """For each parameter: each prompt's position probabilities ``(P_m, m)``, their derivative (or
+    ``None``), the Monte Carlo variance of each prompt's value (or ``None`` when exact) and the true
+    rewards to weigh them with."""
+    if isinstance(template, SetRule):  # choices that depend on each drawn set (U-statistics)
+        true_values = group.extras.get(UNAVERAGED_TRUE, group.true)
+        for probs, variance in template.group_probabilities(group, thetas):
+            yield probs, None, variance, true_values
+        return
+    for theta in thetas:
+        probs, slopes = _raw_probabilities(template, float(theta), group.proxy, estimator, derivative)
+        yield probs, slopes, None, group.true
 
 
 def _raw_probabilities(

@@ -22,10 +22,11 @@ HedgeTune maximises these curves on a grid (:attr:`Mechanism.has_derivative` is 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -33,7 +34,7 @@ from scipy import special
 
 from .._limits import require_memory
 from ._base import Mechanism
-from ._numerics import FloatArray
+from ._numerics import FloatArray, check_parameter
 from ._pool_weights import subset_maximum_weights
 from ._selection import IntArray, average_over_ties, sample_from_weights
 
@@ -73,6 +74,23 @@ class SetRule(Mechanism):
         ``(..., n)`` (a covariate) or ``(..., n, n)`` (similarities); the result is ``(..., n)``."""
 
     # ----------------------------------------------------------------- the protocol
+    # Subclasses are dataclasses with a field named after their ``parameter`` and a field ``n``.
+    def __post_init__(self) -> None:
+        value = check_parameter(getattr(self, self.parameter), self.parameter, low=0.0)
+        object.__setattr__(self, self.parameter, value)
+        object.__setattr__(self, "n", check_candidates(self.n))
+
+    @classmethod
+    def template(cls, n: int | None = None) -> Self:  # type: ignore[override]
+        return cls(**{cls.parameter: 0.0, "n": 8 if n is None else n})
+
+    @property
+    def theta(self) -> float:
+        return float(getattr(self, self.parameter))
+
+    def with_theta(self, theta: float) -> Self:
+        return dataclasses.replace(self, **{self.parameter: theta})  # type: ignore[type-var]
+
     @property
     def options(self) -> dict[str, Any]:
         return {"n": self.n}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ._numerics import FloatArray, check_parameter
-from ._set_rules import SetRule, check_candidates, typical_spread
+from ._numerics import FloatArray
+from ._set_rules import SetRule, typical_spread
 
 if TYPE_CHECKING:
     from ..pools import Pools
@@ -45,21 +45,6 @@ class InferenceTimePessimism(SetRule):
     name: ClassVar[str] = "itp"
     display_name: ClassVar[str] = "InferenceTimePessimism"
     parameter: ClassVar[str] = "gamma"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "gamma", check_parameter(self.gamma, "gamma", low=0.0))
-        object.__setattr__(self, "n", check_candidates(self.n))
-
-    @classmethod
-    def template(cls, n: int | None = None) -> Self:  # type: ignore[override]
-        return cls(0.0, 8 if n is None else n)
-
-    @property
-    def theta(self) -> float:
-        return self.gamma
-
-    def with_theta(self, theta: float) -> InferenceTimePessimism:
-        return InferenceTimePessimism(theta, self.n)
 
     def extras(self) -> tuple[str, ...]:
         return ()

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
-from ._numerics import FloatArray, check_parameter
-from ._set_rules import SetRule, argmax_share, check_candidates, typical_spread
+from ._numerics import FloatArray
+from ._set_rules import SetRule, argmax_share, typical_spread
 
 if TYPE_CHECKING:
     from ..pools import Pools
@@ -47,20 +47,12 @@ class _CovariateBoN(SetRule):
     column: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "beta", check_parameter(self.beta, "beta", low=0.0))
-        object.__setattr__(self, "n", check_candidates(self.n))
+        super().__post_init__()
         object.__setattr__(self, "column", _column_name(self.column, self.default_column))
 
     @classmethod
     def template(cls, n: int | None = None, column: str | None = None) -> Self:  # type: ignore[override]
         return cls(0.0, 8 if n is None else n, _column_name(column, cls.default_column))  # type: ignore[call-arg]
-
-    @property
-    def theta(self) -> float:
-        return self.beta
-
-    def with_theta(self, theta: float) -> Self:
-        return type(self)(theta, self.n, self.column)  # type: ignore[call-arg]
 
     @property
     def options(self) -> dict[str, Any]:
@@ -141,21 +133,6 @@ class RegularisedBoNWD(SetRule):
     name: ClassVar[str] = "rbon_wd"
     display_name: ClassVar[str] = "RBoN-WD"
     parameter: ClassVar[str] = "beta"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "beta", check_parameter(self.beta, "beta", low=0.0))
-        object.__setattr__(self, "n", check_candidates(self.n))
-
-    @classmethod
-    def template(cls, n: int | None = None) -> Self:  # type: ignore[override]
-        return cls(0.0, 8 if n is None else n)
-
-    @property
-    def theta(self) -> float:
-        return self.beta
-
-    def with_theta(self, theta: float) -> RegularisedBoNWD:
-        return RegularisedBoNWD(theta, self.n)
 
     def extras(self) -> tuple[str, ...]:
         return ("pairwise_similarity",)
