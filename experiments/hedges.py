@@ -10,9 +10,10 @@ gets (the default, unbiased estimator), on:
   log-probabilities: Tulu-2-DPO-13B's are not in the source and the model cannot run here);
 * the bundled SmolLM2 chain-sum table (32 per prompt; mean token log-probabilities; no pairwise
   similarities: the generation run's texts are not bundled);
-* two synthetic shapes with every input: "length bias" (the proxy rewards length, the truth
-  penalises it; typical answers are better) and "heavy-tailed errors" (rare huge proxy errors;
-  covariates carry no signal).
+* two synthetic shapes with every input, both hacked within their 24 samples: "length bias" (the
+  proxy rewards length linearly, the truth penalises a length far from typical, quadratically;
+  texts of similar length are similar) and "heavy-tailed errors" (Student-t(1.2) proxy errors;
+  the covariates carry no signal).
 
 For each: the peak true reward HedgeTune finds on the whole table, its parameter, the KL at the
 peak (analytic where it exists, else the pool divergence ``kl_pool``), candidates drawn per prompt,
@@ -45,13 +46,13 @@ def synthetic(shape: str, prompts: int = 300, m: int = 24, seed: int = 0) -> ht.
     quality = rng.normal(size=ids.size)
     length = np.exp(rng.normal(5.0, 0.5, ids.size))
     z_len = (np.log(length) - 5.0) / 0.5
-    if shape == "length bias":
-        proxies = {f"rm{k}": quality + 0.8 * z_len + rng.normal(0, 0.7, ids.size) for k in range(3)}
-        true = quality - 0.3 * z_len
+    if shape == "length bias":  # the proxy loves length; the truth wants a typical length
+        proxies = {f"rm{k}": quality + 1.5 * z_len + rng.normal(0, 0.7, ids.size) for k in range(3)}
+        true = quality - 0.4 * z_len**2
         logprob = -1.0 + 0.4 * quality + rng.normal(0, 0.4, ids.size)
-        embeddings = np.column_stack([quality, rng.normal(0, 0.8, (ids.size, 4))])
+        embeddings = np.column_stack([z_len, rng.normal(0, 0.8, (ids.size, 4))])  # similar lengths, similar texts
     else:  # heavy-tailed errors: rare huge proxy errors, uninformative covariates
-        proxies = {f"rm{k}": quality + 0.3 * rng.standard_t(1.5, ids.size) for k in range(3)}
+        proxies = {f"rm{k}": quality + rng.standard_t(1.2, ids.size) for k in range(3)}
         true = quality
         logprob = -1.0 + rng.normal(0, 0.4, ids.size)
         embeddings = rng.normal(size=(ids.size, 5))

@@ -136,7 +136,7 @@ def test_itp_choice_probabilities_match_the_rejection_sampler() -> None:
             assert got.sum() == pytest.approx(1.0, abs=1e-12)
 
 
-def test_monte_carlo_subsets_agree_with_enumeration(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_monte_carlo_subsets_agree_with_enumeration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     table = hedge_table(prompts=20, m=8, seed=3)
     exact = ht.curve(table, InferenceTimePessimism(0.0, 4), [0.5, 2.0], bootstrap=0)
     monkeypatch.setattr(_set_rules, "EXACT_SUBSETS", 0)
@@ -144,6 +144,10 @@ def test_monte_carlo_subsets_agree_with_enumeration(monkeypatch: pytest.MonkeyPa
     assert sampled.monte_carlo_se is not None and np.all(sampled.monte_carlo_se > 0)
     assert np.all(np.abs(sampled.true_reward - exact.true_reward) < 4.5 * sampled.monte_carlo_se)
     assert "monte_carlo_se" in sampled.to_pandas().columns
+    path = Path(str(tmp_path)) / "t.parquet"
+    ht.write_table(table, path)
+    out = CliRunner().invoke(main, ["curve", str(path), "-m", "itp", "--n", "4", "--bootstrap", "10"])
+    assert out.exit_code == 0 and "MC s.e." in out.output
 
 
 def test_per_candidate_rules_are_exact_on_large_pools() -> None:

@@ -192,12 +192,19 @@ def curve_cmd(
     click.echo(
         f"{c.parameter:>10} {'samples':>8} {'true':>9} {'95% band':>19} {'proxy q':>8} {'KL':>7} {'pool KL':>8}"
         + (f" {'beyond pool':>11}" if tail is not None else "")
+        + (f" {'MC s.e.':>8}" if c.monte_carlo_se is not None else "")
     )
     for k in range(c.theta.size):
         click.echo(
             f"{c.theta[k]:>10.4g} {c.expected_samples[k]:>8.3g} {c.true_reward[k]:>9.4f} "
             f"[{c.true_reward_low[k]:>8.4f},{c.true_reward_high[k]:>8.4f}] {c.proxy_quantile[k]:>8.3f} "
             f"{c.kl[k]:>7.3f} {c.kl_pool[k]:>8.3f}" + (f" {tail[k]:>11.2%}" if tail is not None else "")
+            + (f" {c.monte_carlo_se[k]:>8.4f}" if c.monte_carlo_se is not None else "")
+        )
+    if c.monte_carlo_se is not None:
+        click.echo(
+            "MC s.e.: the standard error of 'true' from sampling the pools' n-subsets (too many to enumerate); "
+            "the band is over prompts."
         )
     if tail is not None:
         click.echo(
