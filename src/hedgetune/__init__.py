@@ -12,6 +12,7 @@ from .diagnose import Diagnosis, diagnose
 from .ensembles import EnsembleTuning, tune_ensemble, with_ensemble
 from .io import read_table, write_table
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
+from .streaming import StreamedPools, scan_table
 from .table import RewardTable, TableError
 from .tune import OutOfSample, TuneResult, evaluate, tune, tune_by_group
 
@@ -27,6 +28,7 @@ __all__ = [
     "OutOfSample",
     "RewardTable",
     "SoftBestOfN",
+    "StreamedPools",
     "TableError",
     "Tilted",
     "TuneResult",
@@ -35,6 +37,7 @@ __all__ = [
     "diagnose",
     "evaluate",
     "read_table",
+    "scan_table",
     "synthetic",
     "tune",
     "tune_by_group",

@@ -23,6 +23,7 @@ from .mechanisms import BestOfN, Mechanism, SetRule, make
 from .mechanisms import Estimator as Estimator
 from .mechanisms.toolkit import NEGLIGIBLE_MASS, average_over_ties
 from .pools import UNAVERAGED_TRUE, Pools, SizeGroup, build_pools
+from .streaming import StreamedPools
 from .table import RewardTable, TableError
 
 
@@ -30,6 +31,10 @@ def as_pools(table: RewardTable | Pools, proxy: str | None = None, template: Mec
     """The sorted pools of a table (or the pools themselves), with the columns ``template`` needs
     besides the proxy; a clear error for anything else."""
     extras = template.extras() if isinstance(template, SetRule) else ()
+    if isinstance(table, StreamedPools):  # read from disk a chunk at a time: ask for the columns
+        if proxy is not None and proxy != table.proxy_name:
+            raise ValueError(f"this streamed table ranks by {table.proxy_name!r}: scan it with proxy={proxy!r}")
+        return table.with_extras(extras) if set(extras) - set(table.extras) else table
     if isinstance(table, Pools):
         missing = [name for name in extras if any(name not in g.extras for g in table.groups)]
         if missing:
@@ -456,10 +461,11 @@ def curve(
     analytic = np.array([_analytic_kl(mech) for mech in mechs])
     tail = None
     if estimator == "unbiased":
+        sizes = pools.size_counts()
         tail = np.array(
-            [sum(g.size * template.pool_tail(float(th), g.m) for g in pools.groups) / total for th in grid]
+            [sum(count * template.pool_tail(float(th), m) for m, count in sizes) / total for th in grid]
         )
-    reference = sum(float(g.true.mean(axis=1).sum()) for g in pools.groups) / total
+    reference = pools.reference_sum() / total
     return Curve(
         mechanism=template.name,
         parameter=template.parameter,

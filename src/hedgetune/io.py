@@ -27,7 +27,10 @@ FORMATS = ("parquet", "csv", "jsonl", "npz")
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """The table format implied by a file name (``.gz`` allowed for CSV and JSONL)."""
+    """The table format implied by a file name (``.gz`` allowed for CSV and JSONL); a folder is a
+    Parquet dataset (its ``*.parquet`` files, as the pipeline writes)."""
+    if Path(path).is_dir():
+        return "parquet"
     name = Path(path).name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
@@ -89,6 +92,12 @@ def _read_arrow(path: str | os.PathLike[str], fmt: str) -> Any:
 
     if fmt not in ("parquet", "csv", "jsonl"):
         raise TableError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    if Path(path).is_dir():
+        if fmt != "parquet":
+            raise TableError(f"{str(path)!r} is a folder: only a folder of Parquet files can be read")
+        from .streaming import parquet_files
+
+        return _concat_parquet(parquet_files(path))
     with open(path, "rb") as handle:
         head = handle.read(4)
     if fmt != "parquet" and head == b"PAR1":
@@ -111,6 +120,21 @@ def _read_arrow(path: str | os.PathLike[str], fmt: str) -> Any:
         return pajson.read_json(path)
     except (pa.ArrowException, OSError, EOFError) as exc:
         raise TableError(f"cannot read {str(path)!r} as {fmt}: {_one_line(str(exc))}") from None
+
+
+def _concat_parquet(files: Sequence[Path]) -> Any:
+    """The files of a Parquet folder as one table (schemas must agree; the first file's hedgetune
+    metadata is kept)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parts = [pq.read_table(file) for file in files]
+        metadata = parts[0].schema.metadata
+        joined = pa.concat_tables([p.replace_schema_metadata(None) for p in parts])
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        raise TableError(f"cannot read the Parquet folder: {_one_line(str(exc))}") from None
+    return joined.replace_schema_metadata(metadata)
 
 
 def _one_line(message: str, limit: int = 160) -> str:

@@ -9,7 +9,7 @@ the same as giving every member the tie group's mean true reward.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,9 +60,10 @@ class SizeGroup:
 
 @dataclass(frozen=True)
 class Pools:
-    """A table's prompts as sorted pools, grouped by pool size."""
+    """A table's prompts as sorted pools, grouped by pool size. Consumers only iterate ``groups``
+    (:class:`hedgetune.StreamedPools` yields them from disk, a chunk at a time)."""
 
-    groups: tuple[SizeGroup, ...]
+    groups: Iterable[SizeGroup]
     n_prompts: int
     proxy_name: str
 
@@ -78,6 +79,20 @@ class Pools:
     def reward_scale(self) -> float:
         """The largest |true reward|: differences far below it are rounding, not signal."""
         return max(float(np.abs(g.true).max()) for g in self.groups)
+
+    @property
+    def reward_range(self) -> tuple[float, float]:
+        """The smallest and largest true reward."""
+        groups = list(self.groups)
+        return min(float(g.true.min()) for g in groups), max(float(g.true.max()) for g in groups)
+
+    def size_counts(self) -> list[tuple[int, int]]:
+        """``(pool size m, number of prompts)`` for every pool size."""
+        return [(g.m, g.size) for g in self.groups]
+
+    def reference_sum(self) -> float:
+        """The sum over prompts of the pool's mean true reward (the reference policy's)."""
+        return sum(float(g.true.mean(axis=1).sum()) for g in self.groups)
 
 
 def build_pools(table: RewardTable, proxy: str | None = None, extras: Sequence[str] = ()) -> Pools:

@@ -31,6 +31,7 @@ from .diagnose import classify
 from .extrapolate import Extrapolation, extrapolate
 from .mechanisms import BestOfN, Mechanism
 from .pools import Pools
+from .streaming import StreamedPools
 from .table import RewardTable, TableError
 
 Residual = Literal["exact", "score"]
@@ -375,8 +376,7 @@ def tune(
         if weights is not None and sums.replicates is not None and at.replicates is not None:
             reps = sums.replicates / weights.sum(axis=1, keepdims=True)
             refs = at.replicates[:, 1] / weights.sum(axis=1)
-        rewards = (min(float(g.true.min()) for g in pools.groups), max(float(g.true.max()) for g in pools.groups))
-        extrapolation = extrapolate(template, grid, f_grid, f_ref, hi, reps, refs, confidence, rewards)
+        extrapolation = extrapolate(template, grid, f_grid, f_ref, hi, reps, refs, confidence, pools.reward_range)
     mech = template.with_theta(theta)
     kl_pool = float(pool_sums(pools, template, np.array([theta]), estimator).kl_pool[0]) / total
     conservative_value = _curve_value(pools, template, conservative, estimator)
@@ -602,7 +602,7 @@ class OutOfSample:
 
 
 def evaluate(
-    table: RewardTable,
+    table: RewardTable | StreamedPools,
     mechanism: str | Mechanism,
     *,
     calibration_fraction: float = 0.5,
@@ -615,8 +615,10 @@ def evaluate(
 
     ``tune_kwargs`` go to :func:`tune` (``n``, ``on``, ``proxy``, budgets, ...).
     """
-    if not isinstance(table, RewardTable):
-        raise TypeError(f"expected a RewardTable (see hedgetune.read_table), got {type(table).__name__}")
+    if not isinstance(table, RewardTable | StreamedPools):
+        raise TypeError(
+            f"expected a RewardTable (see hedgetune.read_table) or hedgetune.scan_table, got {type(table).__name__}"
+        )
     if not 0 < calibration_fraction < 1:
         raise ValueError(f"calibration_fraction must lie in (0, 1), got {calibration_fraction}")
     if repeats < 1:

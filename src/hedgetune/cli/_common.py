@@ -7,7 +7,7 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import click
 import numpy as np
@@ -17,6 +17,7 @@ from ..ensembles import RULES, with_ensemble
 from ..io import read_table
 from ..mechanisms import lookup, make, names
 from ..mechanisms.registry import option_names
+from ..streaming import scan_table
 from ..table import RewardTable, TableError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,10 +57,21 @@ class InputError(click.ClickException):
     exit_code = 2
 
 
-def table_options(fn: F) -> F:
-    """The options every command that reads a table shares."""
+@overload
+def table_options(fn: F) -> F: ...
+
+
+@overload
+def table_options(fn: None = None, *, streamable: bool = False) -> Callable[[F], F]: ...
+
+
+def table_options(fn: F | None = None, *, streamable: bool = False) -> Any:
+    """The options every command that reads a table shares; ``streamable`` commands also take
+    ``--stream N`` (read a Parquet file or folder N prompts at a time: tables larger than memory)."""
+    if fn is None:
+        return functools.partial(table_options, streamable=streamable)
     options = [
-        click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False)),
+        click.argument("table_path", metavar="TABLE", type=click.Path()),
         click.option(
             "--format",
             "fmt",
@@ -105,6 +117,17 @@ def table_options(fn: F) -> F:
             help="The std penalty k of --ensemble mean-std; 'auto' (tune only) tunes it with HedgeTune.",
         ),
     ]
+    if streamable:
+        options.append(
+            click.option(
+                "--stream",
+                "stream_prompts",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Read the table (a Parquet file or a folder of them) this many prompts at a time "
+                "instead of all at once: for tables larger than memory; same results.",
+            )
+        )
     takes_auto = "ensemble_auto" in inspect.signature(fn).parameters
 
     @functools.wraps(fn)
@@ -119,9 +142,23 @@ def table_options(fn: F) -> F:
         proxy_name: str | None,
         ensemble: str | None,
         ensemble_k: str,
+        stream_prompts: int | None = None,
         **kwargs: Any,
     ) -> Any:
         auto = ensemble_k.strip().lower() == "auto"
+        if stream_prompts is not None:
+            if ensemble is not None or group_col is not None or (fmt not in (None, "parquet")) or proxy_col:
+                raise click.UsageError(
+                    "--stream reads a hedgetune Parquet file or folder as it is: it does not combine with "
+                    "--ensemble, --group-col, --proxy-col or another --format"
+                )
+            try:
+                streamed = scan_table(table_path, proxy_name, chunk_prompts=stream_prompts)
+            except (*USER_ERRORS, OSError) as exc:
+                raise InputError(str(exc)) from None
+            if takes_auto:
+                kwargs["ensemble_auto"] = False
+            return fn(table=streamed, table_path=table_path, **kwargs)
         if auto and (ensemble != "mean-std" or not takes_auto):
             raise click.UsageError("--ensemble-k auto needs --ensemble mean-std, and works with tune only")
         if ensemble is not None and proxy_name is not None:

@@ -136,7 +136,7 @@ def info(
 
 # ------------------------------------------------------------------------------------ curve
 @main.command("curve")
-@table_options
+@table_options(streamable=True)
 @mechanism_options
 @analysis_options
 @click.option("--thetas", default=None, help="Comma-separated parameter values (default: a grid).")
@@ -216,7 +216,7 @@ def curve_cmd(
 
 
 @main.command("tune")
-@table_options
+@table_options(streamable=True)
 @mechanism_options
 @analysis_options
 @budget_options
@@ -277,7 +277,7 @@ def tune_cmd(
     if save_policy:
         from ..gateway.policy import Policy
 
-        Policy.from_tune(r, table_path, table).save(save_policy)
+        Policy.from_tune(r, table_path, table if isinstance(table, RewardTable) else None).save(save_policy)
         click.echo(f"policy: {save_policy} ({r.parameter} = {r.recommended_theta:.4g}, the recommended value)", err=True)
     if as_json:
         emit_json(r.to_dict())
@@ -312,7 +312,7 @@ def _tune_line(r: Any) -> str:
 
 # ------------------------------------------------------------------------------------ evaluate
 @main.command("evaluate")
-@table_options
+@table_options(streamable=True)
 @mechanism_options
 @analysis_options
 @budget_options

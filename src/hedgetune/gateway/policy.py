@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write_text
-from .._digest import file_digest
+from .._digest import file_digest, folder_digest
 from ..mechanisms import Mechanism, make
 
 #: Keys a policy file must hold, and their JSON types.
@@ -81,7 +81,7 @@ class Policy:
         }
         if table_path is not None:
             source["table"] = str(table_path)
-            source["table_sha256"] = file_digest(table_path)
+            source["table_sha256"] = folder_digest(table_path) if Path(table_path).is_dir() else file_digest(table_path)
         ensemble = None
         if table is not None and result.proxy in table.provenance:
             try:

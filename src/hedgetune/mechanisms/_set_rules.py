@@ -229,9 +229,12 @@ class SetRule(Mechanism):
             index = np.broadcast_to(subsets, (rows, *subsets.shape))
             exact = True
         else:
-            rng = np.random.default_rng([seed, m, self.n])
-            require_memory(8.0 * rows * MONTE_CARLO_SUBSETS * m, f"{MONTE_CARLO_SUBSETS} subsets per prompt")
-            index = np.argsort(rng.random((rows, MONTE_CARLO_SUBSETS, m)), axis=2)[:, :, : self.n]
+            # Seeded per prompt (by its position in the table), so that the draws do not depend on
+            # how prompts are grouped (by pool size, or in chunks read from disk).
+            index = np.empty((rows, MONTE_CARLO_SUBSETS, self.n), dtype=np.intp)
+            for row, prompt in enumerate(group.prompts):
+                rng = np.random.default_rng([seed, int(prompt), m, self.n])
+                index[row] = np.argsort(rng.random((MONTE_CARLO_SUBSETS, m)), axis=1)[:, : self.n]
             exact = False
         k = index.shape[1]
         take = np.arange(rows)[:, None, None]

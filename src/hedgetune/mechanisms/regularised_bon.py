@@ -142,7 +142,7 @@ class RegularisedBoNWD(SetRule):
         return argmax_share(scores + self.beta * closeness)
 
     def default_top(self, pools: Pools) -> float:
-        spread = max(
-            float(np.sqrt(np.mean(np.var(g.extras["pairwise_similarity"].mean(axis=-1), axis=1)))) for g in pools.groups
-        )
+        # The typical within-prompt spread of the mean similarity to the pool, pooled over prompts.
+        squares = sum(float(np.var(g.extras["pairwise_similarity"].mean(axis=-1), axis=1).sum()) for g in pools.groups)
+        spread = float(np.sqrt(squares / pools.n_prompts))
         return 100.0 * typical_spread(pools) / (spread if spread > 0 else 1.0)

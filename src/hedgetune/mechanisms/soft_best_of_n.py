@@ -271,7 +271,9 @@ class SoftBestOfN(Mechanism):
     def default_top(self, pools: Pools) -> float:
         """beta = 500 per unit of the scores' spread on raw scores, 500 on quantiles."""
         if self.on == "raw":
-            spread = float(np.mean([g.proxy.std(axis=1).mean() for g in pools.groups])) or 1.0
+            # The mean over prompts (not over size groups: the answer must not depend on how the
+            # prompts are grouped, e.g. in chunks read from disk).
+            spread = float(sum(g.proxy.std(axis=1).sum() for g in pools.groups)) / pools.n_prompts or 1.0
             return 500.0 / spread
         return 500.0
 
