@@ -122,9 +122,7 @@ def generate_on_ray(
             if progress:
                 progress(stats)
             submit(actor)
-    finally:
-        for ref in running:
-            ray.cancel(ref, force=True)
+    finally:  # killing the actors ends their chunks in flight; finished shards are already written
         for actor in actors:
             ray.kill(actor)
     stats.seconds = time.perf_counter() - start
