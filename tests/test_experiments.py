@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 import hedgetune as ht
@@ -80,3 +81,15 @@ def test_real_data_experiment(tmp_path: Path) -> None:
             assert entry["bon"]["regime"] in {"increasing", "decreasing", "rise-then-fall", "fall-then-rise", "flat"}
             assert "tuned" in entry["bop_out_of_sample"]
     assert list(tmp_path.glob("real_*_out_of_sample.png"))
+
+
+def test_hedges_experiment(tmp_path: Path) -> None:
+    results = _load("hedges").run(tmp_path, quick=True)
+    rows = results["datasets"]["synthetic: length bias"]
+    by_name = {r["hedge"]: r for r in rows}
+    assert {"RBoN-KL (n=8)", "RBoN-WD (n=8)", "InferenceTimePessimism (n=8)", "ensemble mean + Best-of-n"} <= set(by_name)
+    assert all(np.isfinite(r["held_out_gain"]) and np.isfinite(r["peak_true_reward"]) for r in rows)
+    # The synthetic proxy's error is its taste for length: penalising length must beat ignoring it.
+    assert by_name["length-regularised BoN (n=8)"]["held_out_gain"] > by_name["Best-of-n, n <= 8 (the set rules' budget)"]["held_out_gain"]
+    assert "RBoN-KL (n=8)" not in {r["hedge"] for r in results["datasets"]["AlpacaEval (rm_300p_flip0)"]}  # no log-probs
+    assert (tmp_path / "hedges.md").is_file()
