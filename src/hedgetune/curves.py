@@ -312,7 +312,11 @@ def pool_sums(
         # Rank-based: the same probabilities for every prompt of the group, so only the sums over
         # prompts of each sorted position's true reward, quantile and proxy are needed.
         g_all, q_all, s_all = group.true.sum(axis=0), group.quantile_sum(), group.proxy.sum(axis=0)
-        resampled_all = None if w_g is None else w_g @ group.true  # (B, m)
+        # The replicates: either resample the positions' sums once, (B, P) @ (P, m), then weigh them
+        # per parameter, or value each prompt per parameter, (P, m) @ (m, T), then resample those.
+        # Same numbers; the cheaper order wins (the second when parameters are fewer than replicates).
+        by_prompt = w_g is not None and group.size * t * (group.m + w_g.shape[0]) < w_g.shape[0] * group.m * (group.size + t)
+        resampled_all = None if (w_g is None or by_prompt) else w_g @ group.true  # (B, m)
         tied = np.flatnonzero(group.has_ties)
         untied = group.size - tied.size
         step = max(1, _CHUNK_ELEMENTS // group.m)
@@ -326,6 +330,8 @@ def pool_sums(
             proxy[block] += probs @ s_sum
             if reps is not None and resampled_true is not None:
                 reps[:, block] += resampled_true @ probs.T
+            elif reps is not None and by_prompt and w_g is not None:
+                reps[:, block] += w_g @ (group.true[:, start:] @ probs.T)
             if dtrue is not None:
                 dstart, dprobs = rank_probabilities(
                     template, thetas[block], group.m, estimator, derivative=True
@@ -333,6 +339,8 @@ def pool_sums(
                 dtrue[block] += dprobs @ g_all[dstart:]
                 if dreps is not None and resampled_all is not None:
                     dreps[:, block] += resampled_all[:, dstart:] @ dprobs.T
+                elif dreps is not None and by_prompt and w_g is not None:
+                    dreps[:, block] += w_g @ (group.true[:, dstart:] @ dprobs.T)
             if kl_pool:
                 if untied:
                     klp[block] += untied * _pool_kl(probs, group.m)
@@ -441,18 +449,18 @@ def curve(
                 f"({pools.min_size}); got {template.parameter} up to {grid.max():g}"
             )
     weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
-    ev = pool_sums(pools, template, grid, estimator, weights)
+    # With a band, the reference rides along as one more parameter (its replicates pair the gains):
+    # one pass over the pools, not two.
+    extended = grid if weights is None else np.append(grid, template.reference_theta)
+    ev = pool_sums(pools, template, extended, estimator, weights)
+    size = grid.size
     total = pools.n_prompts
-    mean_true = ev.true / total
+    mean_true = ev.true[:size] / total
     if ev.replicates is not None:
-        replicates = ev.replicates / total
+        replicates = ev.replicates[:, :size] / total
         alpha = (1 - confidence) / 2
         low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
-        reference_reps = pool_sums(
-            pools, template, np.array([template.reference_theta]), weights=weights, kl_pool=False
-        )
-        assert reference_reps.replicates is not None
-        gains = replicates - reference_reps.replicates / total
+        gains = replicates - ev.replicates[:, size:] / total
         gain_low, gain_high = np.quantile(gains, [alpha, 1 - alpha], axis=0)
     else:
         replicates, low, high = None, np.full_like(mean_true, np.nan), np.full_like(mean_true, np.nan)
@@ -477,10 +485,10 @@ def curve(
         true_reward=mean_true,
         true_reward_low=low,
         true_reward_high=high,
-        proxy_quantile=ev.quantile / total,
-        proxy_reward=ev.proxy / total,
+        proxy_quantile=ev.quantile[:size] / total,
+        proxy_reward=ev.proxy[:size] / total,
         kl=analytic,
-        kl_pool=ev.kl_pool / total,
+        kl_pool=ev.kl_pool[:size] / total,
         reference_true_reward=reference,
         n_prompts=total,
         confidence=confidence,
@@ -492,8 +500,8 @@ def curve(
         supported_max=template.supported_max(pools, estimator),
         template=template,
         monte_carlo_se=None
-        if ev.mc_variance is None or not ev.mc_variance.any()
-        else np.sqrt(ev.mc_variance) / total,
+        if ev.mc_variance is None or not ev.mc_variance[:size].any()
+        else np.sqrt(ev.mc_variance[:size]) / total,
     )
 
 
