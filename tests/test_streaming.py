@@ -93,6 +93,16 @@ def test_streamed_tuning_and_evaluation_equal_the_in_memory_ones(
     np.testing.assert_allclose(eb.oracle, ea.oracle, rtol=1e-11)
 
 
+def test_prompts_straddling_read_batches(folder: tuple[Path, ht.RewardTable]) -> None:
+    """Batches of 5 rows split almost every prompt (pools of 5-12) across batches."""
+    root, table = folder
+    streamed = ht.StreamedPools(root, batch_rows=5, chunk_prompts=3)
+    assert streamed.n_prompts == table.n_prompts and streamed.size_counts() == ht.curves.as_pools(table).size_counts()
+    a, b = ht.curve(table, "bop", bootstrap=20), ht.curve(streamed, "bop", bootstrap=20)
+    np.testing.assert_allclose(b.true_reward, a.true_reward, rtol=1e-12)
+    np.testing.assert_allclose(b.true_reward_low, a.true_reward_low, rtol=1e-12)
+
+
 def test_monte_carlo_subsets_do_not_depend_on_the_chunks(folder: tuple[Path, ht.RewardTable], monkeypatch: pytest.MonkeyPatch) -> None:
     """Sampled subsets are seeded per prompt: streaming draws the very same ones."""
     from hedgetune.mechanisms import _set_rules
