@@ -217,10 +217,21 @@ def test_every_hedge_runs_through_the_library(name: str, tmp_path: Path) -> None
     for args in (
         ["curve", str(path), "-m", name, "--n", "4", "--bootstrap", "20", "--json"],
         ["tune", str(path), "-m", name, "--n", "4", "--bootstrap", "20", "--json"],
+        ["evaluate", str(path), "-m", name, "--n", "4", "--bootstrap", "20", "--repeats", "2", "--json"],
     ):
         out = runner.invoke(main, args)
         assert out.exit_code == 0, (args, out.output)
         json.loads(out.stdout)
+    mechanism = result.mechanism_at()
+    wanted = {"mean_logprob": np.zeros((3, 4)), "length": np.ones((3, 4)), "pairwise_similarity": np.ones((3, 4, 4))}
+    chosen = mechanism.select(np.random.default_rng(0).random((3, 4)), rng=0, extras={k: wanted[k] for k in mechanism.extras()})
+    assert chosen.shape == (3,) and np.all((chosen >= 0) & (chosen < 4))
+
+    from hedgetune.report.analysis import analyse, write_report
+
+    analysis = analyse(table, "contract", mechanisms={name: (name, {"n": 4})}, repeats=2, bootstrap=20)
+    page = write_report([analysis], tmp_path / "report")
+    assert page.is_file() and result.template.display_name in page.read_text()
 
 
 def test_missing_columns_are_named() -> None:

@@ -87,6 +87,15 @@ def test_every_mechanism_runs_through_the_whole_library(
     assert page.is_file() and result.template.display_name in page.read_text()
 
 
+def test_every_registered_mechanism_has_a_contract_test() -> None:
+    """A mechanism registered without passing through a contract test is a defect: the rank-based
+    ones run above, the set rules (which need covariates) in tests/test_hedges.py."""
+    from test_hedges import HEDGES
+
+    covered = {"bon", "sbon", "bop", "tilted", "bog", *HEDGES}  # bog: the one-file example, while registered
+    assert set(names()) <= covered, sorted(set(names()) - covered)
+
+
 def test_the_example_mechanism_is_exact(geometric: type[Mechanism]) -> None:
     """Best-of-Geometric's CDF against simulation of its sampler, its pdf and score against
     differences of the CDF, and its deployment weights against enumeration of fresh draws."""
