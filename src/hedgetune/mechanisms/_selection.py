@@ -126,11 +126,16 @@ def sample_softmax(scores: FloatArray, beta: float, rng: np.random.Generator) ->
     rows_per_block = max(1, min(_BLOCK_ROWS // 2, _BLOCK_ELEMENTS // width))
     for start in range(0, scores.shape[0], rows_per_block):
         block = scores[start : start + rows_per_block]
-        weights = block - _row_max(block)[:, None]
+        row_max = block.max(axis=1)  # NaN exactly in the rows with a missing candidate
+        has_nan = bool(np.isnan(row_max).any())
+        if has_nan:
+            row_max = _row_max(block)
+        weights = block - row_max[:, None]
         with np.errstate(invalid="ignore"):  # beta = 0 times an infinite gap cannot occur: finite scores
             weights *= beta
         np.exp(weights, out=weights)
-        np.nan_to_num(weights, nan=0.0, copy=False)
+        if has_nan:  # a missing candidate gets weight 0 (a pass saved when none is missing)
+            np.nan_to_num(weights, nan=0.0, copy=False)
         cumulative = weights @ upper if upper is not None else np.cumsum(weights, axis=1)
         stop = start + block.shape[0]
         choice[start:stop] = _invert_cumulative(cumulative, weights, uniform[start:stop])
