@@ -250,3 +250,35 @@ def test_local_reward_model_and_trained_proxies(tmp_path: Path, backend: Transfo
     served = Scorer(str(heads / "rm_4p_flip0.json")).score(prompt, texts, [[]] * len(texts))
     # Equal up to float32 batching of the embedding model (other batch, other padding): ~1e-5.
     np.testing.assert_allclose(served, trained.proxy_values("rm_4p_flip0")[: len(texts)], rtol=1e-4, atol=1e-6)
+
+
+def test_score_writes_pairwise_similarities(tmp_path: Path) -> None:
+    """`hedgetune score --pairwise-similarity`: each response's MiniLM cosine to every response of
+    its prompt, as RBoN-WD reads it; checked against the embeddings computed here."""
+    from dataclasses import dataclass
+
+    from hedgetune.pipeline.alpacaeval import embed, minilm_model
+    from hedgetune.pipeline.generate import Sample
+
+    @dataclass
+    class Fixed:
+        model: str = "fixed"
+        name: str = "fixed"
+
+        def generate_many(self, prompts: list[Prompt], n: int, seeds: list[int]) -> list[list[Sample]]:
+            words = ["four", "the answer is 4", "4", "five apples", "I do not know"]
+            return [[Sample(f"{words[(k + i) % 5]}", [-0.5, -0.2]) for k in range(n)] for i, _ in enumerate(prompts)]
+
+    prompts = [Prompt("a", "2 + 2 =", "4"), Prompt("b", "1 + 3 =", "4")]
+    generate(prompts, Fixed(), tmp_path / "run", n=3, seed=0)  # type: ignore[arg-type]
+    out = CliRunner().invoke(main, ["score", str(tmp_path / "run"), "--pairwise-similarity", "--out", str(tmp_path / "t.parquet")])
+    assert out.exit_code == 0, out.output
+    table = ht.read_table(tmp_path / "t.parquet")
+    generations = read_generations(tmp_path / "run")
+    vectors = embed(minilm_model(), generations.column("response").to_pylist())
+    for p in range(table.n_prompts):
+        block = table.similarity_block(p)
+        rows = vectors[3 * p : 3 * p + 3]
+        np.testing.assert_allclose(block, rows @ rows.T, atol=1e-6)
+    assert "all-MiniLM-L6-v2" in table.provenance["pairwise_similarity"]
+    assert np.isfinite(ht.curve(table, "rbon_wd", n=2, bootstrap=0).true_reward).all()
