@@ -337,3 +337,14 @@ def test_recommended_experiment_meets_its_safety_target(tmp_path: Path) -> None:
             assert row["recommended_below_reference"] <= 0.002, label
         elif label.startswith("synthetic"):
             assert row["recommended_share_of_oracle"] >= 0.95, label
+
+
+def test_evaluate_with_smaller_held_out_pools() -> None:
+    """Regression (found by the property tests): pools of 3 on the calibration side and of 2 on the
+    held-out side; Best-of-n tuned to n = 3 could not be valued on the held-out pools. Both halves
+    must support the parameter tuned, so the search stops at the smaller side's limit."""
+    ids = np.repeat(np.arange(4), [3, 2, 3, 2])
+    table = ht.RewardTable.from_long(ids, np.arange(10.0), np.full(10, 1e-30))
+    for seed in range(4):
+        result = ht.evaluate(table, "bon", repeats=2, bootstrap=10, seed=seed)
+        assert np.all(result.tuned_theta <= 3) and np.all(np.isfinite(result.tuned))

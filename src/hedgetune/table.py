@@ -112,10 +112,16 @@ class RewardTable:
         if invalid not in ("raise", "drop"):
             raise ValueError(f"invalid must be 'raise' or 'drop', got {invalid!r}")
 
-        bad = np.zeros(n, dtype=bool)
-        for values in [*named.values(), *([] if true is None else [true])]:
-            bad |= ~np.isfinite(values)
-        dropped = int(bad.sum())
+        columns = [*named.values(), *([] if true is None else [true])]
+        # One pass per column when all is well (a finite sum); the row-by-row check only otherwise.
+        bad = None
+        with np.errstate(over="ignore"):  # a sum that overflows takes the row-by-row check below
+            clean = all(np.isfinite(values.sum()) for values in columns)
+        if not clean:
+            bad = np.zeros(n, dtype=bool)
+            for values in columns:
+                bad |= ~np.isfinite(values)
+        dropped = 0 if bad is None else int(bad.sum())
         if dropped and pairwise_similarity is not None and invalid == "drop":
             raise TableError(
                 f"{dropped} responses have NaN or infinite rewards; with a pairwise_similarity column they cannot "
@@ -133,6 +139,7 @@ class RewardTable:
                     "pass invalid='drop' to drop those responses"
                 )
             warnings.warn(f"dropped {dropped} responses with NaN or infinite rewards ({where})", stacklevel=2)
+            assert bad is not None
             keep = ~bad
             ids = ids[keep]
             named = {k: v[keep] for k, v in named.items()}
@@ -141,21 +148,35 @@ class RewardTable:
             response_ids = None if response_ids is None else _as_1d(response_ids, "response_ids")[keep]
 
         for name, values in [*named.items(), *([] if true is None else [("true_reward", true)])]:
-            largest = float(np.abs(values).max()) if values.size else 0.0
+            largest = max(float(values.max()), -float(values.min())) if values.size else 0.0
             if largest > MAX_MAGNITUDE:
                 raise TableError(
                     f"{name} has values as large as {largest:.3g}; rewards must lie within "
                     f"+-{MAX_MAGNITUDE:g} so that sums and variances over a table stay finite: rescale it"
                 )
 
-        # Group rows by prompt, prompts in order of first appearance; stable within a prompt.
-        uniques, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-        rank_of_unique = np.argsort(np.argsort(first, kind="stable"), kind="stable")
-        prompt_index = rank_of_unique[inverse]
-        order = np.argsort(prompt_index, kind="stable")
-        counts = np.bincount(prompt_index, minlength=uniques.size)
+        # Group rows by prompt, prompts in order of first appearance; stable within a prompt. Rows
+        # already grouped (each prompt's rows together, as files and 2-D arrays come) keep their
+        # order: one comparison pass instead of sorting every row's id.
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        order: IntArray | None
+        if np.unique(ids[starts]).size == starts.size:
+            order = None
+            counts = np.diff(np.r_[starts, ids.size])
+            prompt_order = ids[starts]
+            prompt_index = np.repeat(np.arange(starts.size), counts)
+        else:
+            uniques, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+            rank_of_unique = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+            prompt_index = rank_of_unique[inverse]
+            order = np.argsort(prompt_index, kind="stable")
+            counts = np.bincount(prompt_index, minlength=uniques.size)
+            prompt_order = uniques[np.argsort(rank_of_unique)]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
-        prompt_order = uniques[np.argsort(rank_of_unique)]
+
+        def reordered(values: NDArray[Any]) -> NDArray[Any]:
+            """The column in table order; always a copy, so the table never aliases the caller's arrays."""
+            return np.array(values, copy=True) if order is None else values[order]
 
         small = counts < 2
         if small.any():
@@ -174,7 +195,7 @@ class RewardTable:
 
         group_per_prompt = None
         if group_col is not None:
-            sorted_groups = group_col[order]
+            sorted_groups = reordered(group_col)
             group_per_prompt = sorted_groups[offsets[:-1]]
             mixed = np.repeat(group_per_prompt, counts) != sorted_groups
             if mixed.any():
@@ -183,13 +204,15 @@ class RewardTable:
         return cls(
             prompt_ids=prompt_order,
             offsets=offsets,
-            proxies={k: v[order] for k, v in named.items()},
-            true_reward=None if true is None else true[order],
+            proxies={k: reordered(v) for k, v in named.items()},
+            true_reward=None if true is None else reordered(true),
             groups=group_per_prompt,
             proxy=proxy or next(iter(named)),
             provenance=dict(provenance or {}),
             dropped=dropped,
-            pairwise_similarity=None if pairwise_similarity is None else _similarity_blocks(pairwise_similarity, order, counts),
+            pairwise_similarity=None
+            if pairwise_similarity is None
+            else _similarity_blocks(pairwise_similarity, np.arange(ids.size) if order is None else order, counts),
         )
 
     @classmethod
@@ -234,15 +257,20 @@ class RewardTable:
             for values in named.values():
                 missing &= np.isnan(values)
             keep = ~missing.ravel()
+            full = bool(keep.all())  # no padding: pass flat views (from_long copies once)
+
+            def flat(values: NDArray[Any]) -> NDArray[Any]:
+                return values.ravel() if full else values.ravel()[keep]
+
             if kwargs.get("groups") is not None:  # one group per prompt (row)
                 groups = _as_1d(kwargs["groups"], "groups")
                 if groups.size != prompts:
                     raise TableError(f"groups has {groups.size} entries for {prompts} prompts (rows)")
-                kwargs["groups"] = np.repeat(groups, samples)[keep]
+                kwargs["groups"] = flat(np.repeat(groups, samples))
             return cls.from_long(
-                np.repeat(ids, samples)[keep],
-                {k: v.ravel()[keep] for k, v in named.items()},
-                None if true_2d is None else true_2d.ravel()[keep],
+                flat(np.repeat(ids, samples)),
+                {k: flat(v) for k, v in named.items()},
+                None if true_2d is None else flat(true_2d),
                 **kwargs,
             )
         if len(shape) == 1:

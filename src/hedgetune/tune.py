@@ -637,15 +637,22 @@ def evaluate(
         order = rng.permutation(table.n_prompts)
         calibration = as_pools(table.subset(np.sort(order[:n_cal])), proxy, template)
         held_out = as_pools(table.subset(np.sort(order[n_cal:])), proxy, template)
+        # Both halves must stand for the parameter: a Best-of-n tuned on pools of 3 cannot be
+        # valued without replacement on held-out pools of 2, so the search stops at the smaller limit.
+        kwargs = dict(tune_kwargs)
+        used = resolve_estimator(template, estimator)
+        both = min(supported_max(template, calibration, used), supported_max(template, held_out, used))
+        if np.isfinite(both):
+            kwargs["max_theta"] = min(both, kwargs.get("max_theta") or np.inf)
         fit = tune(
             calibration,
             template,
             estimator=estimator,
             bootstrap=bootstrap,
             seed=None if seed is None else seed + r,
-            **tune_kwargs,
+            **kwargs,
         )
-        oracle = tune(held_out, template, estimator=estimator, bootstrap=0, **tune_kwargs)
+        oracle = tune(held_out, template, estimator=estimator, bootstrap=0, **kwargs)
         points = np.array(
             [
                 fit.theta,

@@ -1,0 +1,49 @@
+"""Building and reading calibration tables: ``RewardTable.from_arrays`` on 800 prompts x 12,600
+candidates against ``np.sort`` of the matrix (target <= 0.5x), and ``read_table`` of that table as
+Parquet (10 M rows) against ``pyarrow.parquet.read_table`` of the same file (target <= 2x), best of
+3, with peak memory (tracemalloc) as a share of the table's columns.
+
+Run: ``.venv/bin/python benchmarks/bench_tables.py``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from _timing import best_time
+
+import hedgetune as ht
+
+
+def main(prompts: int = 800, m: int = 12_600) -> dict[str, float]:
+    pa.set_memory_pool(pa.system_memory_pool())
+    rng = np.random.default_rng(0)
+    proxy = rng.normal(size=(prompts, m))
+    true = proxy + rng.normal(size=(prompts, m))
+    size = float(proxy.nbytes + true.nbytes)
+    sort = best_time(lambda: np.sort(proxy, axis=1), repeats=3)
+    build = best_time(lambda: ht.RewardTable.from_arrays(proxy, true), repeats=3)
+    tracemalloc.start()
+    ht.RewardTable.from_arrays(proxy, true)
+    build_peak = tracemalloc.get_traced_memory()[1] / size
+    tracemalloc.stop()
+    out = {"from_arrays / sort": build / sort, "from_arrays peak / table": build_peak}
+    print(f"{prompts} x {m:,} ({size / 2**20:.0f} MiB): np.sort {sort:.3f} s")
+    print(f"  RewardTable.from_arrays   {build:.3f} s = {build / sort:.2f}x sort; peak {build_peak:.2f}x the table")
+    with tempfile.TemporaryDirectory() as root:
+        path = Path(root) / "t.parquet"
+        ht.write_table(ht.RewardTable.from_arrays(proxy, true), path)
+        raw = best_time(lambda: pq.read_table(path), repeats=3)
+        ours = best_time(lambda: ht.read_table(path), repeats=3)
+        out["read_table / pyarrow"] = ours / raw
+        print(f"  read_table (Parquet)      {ours:.3f} s = {ours / raw:.2f}x pyarrow.parquet.read_table ({raw:.3f} s)")
+    return out
+
+
+if __name__ == "__main__":
+    main()
