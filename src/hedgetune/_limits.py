@@ -40,3 +40,11 @@ def require_count(value: float, name: str) -> None:
     """Raise ``ValueError`` when a number of candidates cannot be represented."""
     if value > MAX_COUNT:
         raise ValueError(f"{name} = {value:g} is too large to draw (at most {MAX_COUNT} candidates)")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the system reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

@@ -20,6 +20,7 @@ from ._jsonable import jsonable
 from .arrays import FloatArray
 from .curves import (
     Estimator,
+    PoolSums,
     as_pools,
     bootstrap_weights,
     make_mechanism,
@@ -204,13 +205,6 @@ def exact_residual(pools: Pools, template: Mechanism, theta: float, estimator: E
     return float(sums.dtrue[0]) / pools.n_prompts
 
 
-def _curve_value(pools: Pools, template: Mechanism, theta: float, estimator: Estimator = "plugin") -> float:
-    return (
-        float(pool_sums(pools, template, np.array([theta]), estimator, kl_pool=False).true[0])
-        / pools.n_prompts
-    )
-
-
 # ----------------------------------------------------------------------------------------- tune
 def tune(
     table: RewardTable | Pools,
@@ -311,6 +305,24 @@ def tune(
     def residual_fn(p: Pools, t: Mechanism, th: float) -> float:
         return exact_residual(p, t, th, estimator) if residual == "exact" else score_residual(p, t, th)
 
+    # Everything reported at one parameter (value, replicates, pool KL) comes from one pass; grid
+    # points are read off the grid's pass. Soft Best-of-n on raw scores pays a quadrature per prompt
+    # for each pass, so none is repeated.
+    passes: dict[float, PoolSums] = {}
+
+    def at_point(th: float) -> tuple[float, FloatArray | None, PoolSums | None]:
+        """The curve at ``th`` and its bootstrap replicates (means over resampled prompts)."""
+        hit = np.flatnonzero(grid == th)
+        if hit.size:
+            k = int(hit[0])
+            reps = None if sums.replicates is None or weights is None else sums.replicates[:, k] / weights.sum(axis=1)
+            return float(f_grid[k]), reps, None
+        if th not in passes:
+            passes[th] = pool_sums(pools, template, np.array([th]), estimator, weights=weights)
+        one = passes[th]
+        reps = None if one.replicates is None or weights is None else one.replicates[:, 0] / weights.sum(axis=1)
+        return float(one.true[0]) / total, reps, one
+
     theta, iterations = float(grid[best]), 0
     if exhaustive and not integer and 0 < best < grid.size - 1:
         between = np.linspace(grid[best - 1], grid[best + 1], 17)[1:-1]
@@ -327,32 +339,33 @@ def tune(
     if not exhaustive:
         assert sums.dtrue is not None
         rho_grid = sums.dtrue / total
+        known = residual == "exact"  # the grid's residuals are the exact residual's values
         if 0 < best < grid.size - 1:
-            theta, iterations = _refine(pools, template, residual_fn, grid, rho_grid, best)
+            theta, iterations = _refine(pools, template, residual_fn, grid, rho_grid, best, known)
         elif best == 0 and grid.size > 1 and rho_grid[0] > 0 > rho_grid[1]:
             # A peak between the reference and the first grid point.
             theta, iterations = _refine(
-                pools, template, residual_fn, np.r_[grid[0], grid[:2]], rho_grid[[0, 0, 1]], 1
+                pools, template, residual_fn, np.r_[grid[0], grid[:2]], rho_grid[[0, 0, 1]], 1, known
             )
         # Keep the refinement only for a real gain over the grid's best (never move for rounding).
-        if theta != grid[best] and _curve_value(pools, template, theta, estimator) <= f_grid[best] + flat_tol:
+        if theta != grid[best] and at_point(theta)[0] <= f_grid[best] + flat_tol:
             theta = float(grid[best])
         if integer:
             candidates = sorted(c for c in {np.floor(theta), np.ceil(theta)} if lo <= c <= hi)
-            theta = (
-                max(candidates, key=lambda c: _curve_value(pools, template, c, estimator))
-                if candidates
-                else float(np.floor(hi))
-            )
+            theta = max(candidates, key=lambda c: at_point(c)[0]) if candidates else float(np.floor(hi))
 
-    at = pool_sums(pools, template, np.array([theta, lo, hi]), estimator, weights=weights)
-    f_theta, f_ref, f_top = (float(v) / total for v in at.true)
+    f_theta, rep_values, theta_pass = at_point(theta)
+    f_ref, rep_ref, _ = at_point(lo)
+    f_top, rep_top, _ = at_point(hi)
+    if theta_pass is None:  # a grid point: its pool KL was not computed with the grid
+        theta_pass = passes[theta] = pool_sums(pools, template, np.array([theta]), estimator)
     alpha = (1 - confidence) / 2
     theta_ci: tuple[float, float] = (theta, theta)
     value_ci: tuple[float, float] = (f_theta, f_theta)
     conservative = lo
     noise = 0.0
-    if weights is not None and sums.replicates is not None and at.replicates is not None:
+    rep_curves = None
+    if weights is not None and sums.replicates is not None and rep_values is not None and rep_top is not None:
         rep_curves = sums.replicates / weights.sum(axis=1, keepdims=True)
         if exhaustive:
             rep_thetas = grid[np.argmax(rep_curves, axis=1)]
@@ -362,24 +375,20 @@ def tune(
         if integer:
             rep_thetas = np.round(rep_thetas)
         theta_ci = (float(np.quantile(rep_thetas, alpha)), float(np.quantile(rep_thetas, 1 - alpha)))
-        rep_values = at.replicates[:, 0] / weights.sum(axis=1)
         value_ci = (float(np.quantile(rep_values, alpha)), float(np.quantile(rep_values, 1 - alpha)))
         candidates_mask = (grid == np.round(grid)) if integer else np.ones(grid.size, dtype=bool)
         conservative = _conservative_theta(grid, f_grid, rep_curves, lo, conservative_level, candidates_mask)
         # The bootstrap standard error of the drop from the peak to the top of the range.
-        rep_top = at.replicates[:, 2] / weights.sum(axis=1)
         noise = float(np.std(rep_values - rep_top, ddof=1))
     regime, note = _regime(f_grid, theta, f_theta, f_top, noise, flat_tol, template, pool_limited, hi)
     extrapolation = None
     if note.startswith("still rising") and not template.uses_raw_scores and template.deployable:
-        reps = refs = None
-        if weights is not None and sums.replicates is not None and at.replicates is not None:
-            reps = sums.replicates / weights.sum(axis=1, keepdims=True)
-            refs = at.replicates[:, 1] / weights.sum(axis=1)
-        extrapolation = extrapolate(template, grid, f_grid, f_ref, hi, reps, refs, confidence, pools.reward_range)
+        extrapolation = extrapolate(
+            template, grid, f_grid, f_ref, hi, rep_curves, rep_ref, confidence, pools.reward_range
+        )
     mech = template.with_theta(theta)
-    kl_pool = float(pool_sums(pools, template, np.array([theta]), estimator).kl_pool[0]) / total
-    conservative_value = _curve_value(pools, template, conservative, estimator)
+    kl_pool = float(theta_pass.kl_pool[0]) / total
+    conservative_value = at_point(conservative)[0]
     recommended, rule = _recommend(theta, conservative, lo, weights is not None, template.base_name)
     return TuneResult(
         mechanism=template.name,
@@ -504,15 +513,35 @@ def _conservative_theta(
 
 
 def _refine(
-    pools: Pools, template: Mechanism, residual_fn: Any, grid: FloatArray, rho_grid: FloatArray, best: int
+    pools: Pools,
+    template: Mechanism,
+    residual_fn: Any,
+    grid: FloatArray,
+    rho_grid: FloatArray,
+    best: int,
+    known: bool = False,
 ) -> tuple[float, int]:
-    """Brent's root of the residual in the grid bracket around the grid maximiser."""
+    """Brent's root of the residual in the grid bracket around the grid maximiser (``known``: the
+    grid's values ``rho_grid`` are the residual's, so the bracket's ends are not recomputed).
+
+    The root is found to a relative 1e-10 in the parameter: the curve is flat at its peak, so that
+    moves the value by about 1e-20, far below its rounding.
+    """
     a, b = float(grid[best - 1]), float(grid[best + 1])
-    fa, fb = residual_fn(pools, template, a), residual_fn(pools, template, b)
+    if known:
+        fa, fb = float(rho_grid[best - 1]), float(rho_grid[best + 1])
+    else:
+        fa, fb = residual_fn(pools, template, a), residual_fn(pools, template, b)
     if not (fa > 0 > fb):  # the score form may not bracket where the exact one does
         return float(grid[best]), 2
+    ends = {a: fa, b: fb}  # Brent starts by evaluating both ends: hand it the values known
     root, info = optimize.brentq(
-        lambda th: residual_fn(pools, template, th), a, b, xtol=1e-12, rtol=1e-12, full_output=True
+        lambda th: ends[th] if th in ends else residual_fn(pools, template, th),
+        a,
+        b,
+        xtol=1e-12,
+        rtol=1e-10,
+        full_output=True,
     )
     return float(root), int(info.iterations)
 

@@ -1,0 +1,347 @@
+"""Compiled kernels for Soft Best-of-n over the n-subsets of a pool (Numba, the ``fast`` extra).
+
+Same quantity as :func:`hedgetune.mechanisms._subsets.soft_best_of_n_subsets` (its docstring has
+the formula), computed with far fewer operations by exploiting where each item matters. With
+``c_j = beta (s_max - s_j) >= 0`` (the item's centre), ``a_j = e^(-c_j)`` and ``x_j = exp(-t a_j)``:
+
+``P_i = (n/m) int_0^inf a_i x_i E_i(t) dt``,
+
+``E_i`` the mean over the (n-1)-subsets of the other items of the product of their ``x``.
+
+**Quadrature** (:func:`_row`). At a node ``t`` every item is in one of three states:
+
+* *dead*, ``t a_j >= e^3.6``: ``x_j < 1.3e-16``, so no subset that holds it contributes;
+* *free*, ``t a_j < 1e-14 / n``: ``x_j`` is taken as 1, which changes any ``P_i`` by under 1e-14
+  (at most n - 1 such factors per subset, and the item's own kernel below there integrates to
+  under ``1e-14 / n``);
+* *active*, in between: at large ``beta`` only a few items.
+
+Only active items enter the elementary symmetric recurrences (normalised: ``p_k`` is the mean over
+k-subsets, a convex update per item); free and dead items enter through the counts
+``C(a, k) C(b, n-1-k) / C(m-1, n-1)`` that join the items on either side. The nodes: around each
+item's kernel, ``log t`` in ``[c_j - log n + log 2, c_j + 3.6]``, 12-point Gauss-Legendre on cells
+of width up to 2 in ``y = log t``; the stretches between these zones (and below the first) are
+single 8-point Gauss-Legendre panels in ``t`` itself, where every item is dead or so slow
+(``t a_j n <= 2``) that the integrand is a smooth function of ``t``.
+
+**Near subsets** (:func:`_row_by_subsets`). An item more than ``L = log(n / 1e-15)`` above item ``i``
+leaves it a softmax weight under ``e^-L`` in any subset that holds both; one more than ``L``
+below weighs under ``e^-L`` against it. So ``P_i`` is a sum over the subsets of the items within
+``L`` of ``c_i``, the others only counted: exact to 1e-15 relative, no quadrature, and cheap when
+items are far apart (large ``beta``). Each pool takes whichever route is cheaper.
+
+Derivatives in beta are carried in forward mode (``da_j/dbeta = a_j g_j``, ``g_j = dz_j/dbeta``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_LOG_RHO = math.log(2.0)  # t-panels hold every live item to t * n * a_j <= 2
+_DEAD_LOG = 3.6  # t a_j >= e^3.6 = 36.6: x_j < 1.3e-16, dead
+_FREE_TOLERANCE = 1e-14  # t a_j < 1e-14 / n: free (changes any P_i by under 1e-14)
+
+
+@numba.njit(cache=True, nogil=True)
+def _nodes(
+    c: np.ndarray, n: int, xt: np.ndarray, wt: np.ndarray, xy: np.ndarray, wy: np.ndarray, cell: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The row's quadrature nodes in ascending order: ``log t`` and the weight of ``t a x`` (the
+    weight of ``dy``, or of ``dt`` divided by ``t``). Gauss-Legendre rules on [0, 1]: ``(xt, wt)``
+    for the panels in ``t``, ``(xy, wy)`` for the cells of width up to ``cell`` in ``y``."""
+    m = c.size
+    log_n = math.log(n)
+    zone = _DEAD_LOG - _LOG_RHO + log_n  # width of one item's zone
+    capacity = m * (xt.size + (int(zone / cell) + 2) * xy.size)
+    log_ts = np.empty(capacity)
+    weights = np.empty(capacity)
+    count = 0
+    log_prev = -math.inf
+    k = 0
+    while k < m:
+        lo = c[k] - log_n + _LOG_RHO
+        hi = c[k] + _DEAD_LOG
+        k += 1
+        while k < m and c[k] - log_n + _LOG_RHO <= hi:
+            hi = max(hi, c[k] + _DEAD_LOG)
+            k += 1
+        # A panel in t from the previous zone (or 0) up to this zone, in log space: t itself can
+        # pass e^709 (centres reach 800 per item); only t a_j = e^(log t - c_j) is ever formed.
+        ratio = math.exp(log_prev - lo)  # t_prev / t_hi, 0 for the first panel
+        if ratio < 1.0:
+            for j in range(xt.size):
+                frac = ratio + (1.0 - ratio) * xt[j]  # t / t_hi
+                log_ts[count] = lo + math.log(frac)
+                weights[count] = (1.0 - ratio) * wt[j] / frac
+                count += 1
+        cells = math.ceil((hi - lo) / cell)
+        step = (hi - lo) / cells
+        for i in range(cells):
+            for j in range(xy.size):
+                log_ts[count] = lo + (i + xy[j]) * step
+                weights[count] = step * wy[j]
+                count += 1
+        log_prev = hi
+    return log_ts, weights, count
+
+
+@numba.njit(cache=True, nogil=True)
+def _row(
+    c: np.ndarray,
+    g: np.ndarray,
+    n: int,
+    lf: np.ndarray,
+    log_ts: np.ndarray,
+    weights: np.ndarray,
+    count: int,
+    derivative: bool,
+    probs: np.ndarray,
+    dprobs: np.ndarray,
+) -> None:
+    """One pool: ``c`` ascending centres (the top item first), ``g`` their beta-directions; adds
+    ``P_i`` and ``dP_i/dbeta`` into ``probs`` and ``dprobs``."""
+    m = c.size
+    d = n - 1
+    free_log = math.log(_FREE_TOLERANCE / n)
+    lc_all = lf[m - 1] - lf[d] - lf[m - 1 - d]
+    pre = np.zeros((m + 1, n))
+    dpre = np.zeros((m + 1, n))
+    suf = np.zeros((m + 1, n))
+    dsuf = np.zeros((m + 1, n))
+    ta = np.empty(m)
+    xs = np.empty(m)
+    first = np.empty(m)  # C(a, lo_k) C(b, d - lo_k) / C(m - 1, d) per active item
+    down = np.empty(m)  # a_(j+1) / a_j = e^(c_j - c_(j+1)) <= 1
+    for j in range(m - 1):
+        down[j] = math.exp(c[j] - c[j + 1])
+    down[m - 1] = 0.0
+    pre[0, :] = 1.0
+    dead = 0
+    end = 0
+    filled_dead = -1
+    filled_end = -1
+    for node in range(count):
+        log_t = log_ts[node]
+        while dead < m and c[dead] <= log_t - _DEAD_LOG:
+            dead += 1
+        while end < m and c[end] < log_t - free_log:
+            end += 1
+        width = end - dead
+        free = m - end
+        if width == 0 or free + width < n:  # nothing active, or every n-subset holds a dead item
+            continue
+        ta[0] = math.exp(log_t - c[dead])
+        xs[0] = math.exp(-ta[0])
+        for idx in range(1, width):  # t a_j down the active items by the ratio of neighbours
+            ta[idx] = ta[idx - 1] * down[dead + idx - 1]
+            xs[idx] = math.exp(-ta[idx])
+        # Prefix means: the free items and active items 0..idx-1 (entries past a set's size are
+        # never read).
+        for idx in range(width):
+            cnt = free + idx + 1
+            inv = 1.0 / cnt
+            x = xs[idx]
+            dx = -ta[idx] * g[dead + idx] * x
+            pre[idx + 1, 0] = 1.0
+            for k in range(1, min(n, cnt + 1)):
+                take = k * inv
+                keep = 1.0 - take
+                # k = cnt: the product of all, and entry k of the smaller set does not exist
+                below = pre[idx, k] if k < cnt else 0.0
+                pre[idx + 1, k] = keep * below + take * x * pre[idx, k - 1]
+                if derivative:
+                    dbelow = dpre[idx, k] if k < cnt else 0.0
+                    dpre[idx + 1, k] = keep * dbelow + take * (dx * pre[idx, k - 1] + x * dpre[idx, k - 1])
+        # Suffix means: active items idx+1..width-1.
+        last = width - 1
+        suf[last, 0] = 1.0
+        for idx in range(last, 0, -1):
+            cnt = width - idx
+            inv = 1.0 / cnt
+            x = xs[idx]
+            dx = -ta[idx] * g[dead + idx] * x
+            suf[idx - 1, 0] = 1.0
+            for k in range(1, min(n, cnt + 1)):
+                take = k * inv
+                keep = 1.0 - take
+                below = suf[idx, k] if k < cnt else 0.0
+                suf[idx - 1, k] = keep * below + take * x * suf[idx, k - 1]
+                if derivative:
+                    dbelow = dsuf[idx, k] if k < cnt else 0.0
+                    dsuf[idx - 1, k] = keep * dbelow + take * (dx * suf[idx, k - 1] + x * dsuf[idx, k - 1])
+        fresh = dead != filled_dead or end != filled_end
+        filled_dead = dead
+        filled_end = end
+        w = weights[node]
+        for idx in range(width):
+            q = dead + idx
+            a = free + idx  # the others in the prefix (free and earlier active items)
+            b = last - idx  # the others in the suffix
+            lo_k = d - b if d > b else 0
+            hi_k = a if a < d else d
+            if lo_k > hi_k:
+                continue
+            # C(a, k) C(b, d - k) / C(m - 1, d): the first from log-factorials (it depends only on
+            # (dead, end), which neighbouring nodes mostly share), the rest by neighbours' ratio.
+            if fresh:
+                first[idx] = math.exp(
+                    lf[a] - lf[lo_k] - lf[a - lo_k] + lf[b] - lf[d - lo_k] - lf[b - d + lo_k] - lc_all
+                )
+            coef = first[idx]
+            e = 0.0
+            de = 0.0
+            for k in range(lo_k, hi_k + 1):
+                e += coef * pre[idx, k] * suf[idx, d - k]
+                if derivative:
+                    de += coef * (dpre[idx, k] * suf[idx, d - k] + pre[idx, k] * dsuf[idx, d - k])
+                coef *= (a - k) * (d - k) / ((k + 1.0) * (b - d + k + 1.0))
+            kern = w * ta[idx] * xs[idx]
+            probs[q] += kern * e
+            if derivative:
+                dprobs[q] += kern * (g[q] * (1.0 - ta[idx]) * e + de)
+    scale = n / m
+    for q in range(m):
+        probs[q] *= scale
+        dprobs[q] *= scale
+
+
+#: Enumerating subsets is chosen when it visits fewer than this many subsets per (node x item) of
+#: the quadrature (a node's work per item is a few recurrences of length n).
+_QUADRATURE_COST = 3.0
+_NEAR_TOLERANCE = 1e-15  # items further apart than log(n / 1e-15) in centre do not interact
+
+
+@numba.njit(cache=True, nogil=True)
+def _near_windows(c: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """For each item, the items within ``log(n / 1e-15)`` of its centre: ``[lo, hi)``; and the
+    number of subsets that enumerating them visits (``sum_r C(K, r)``, ``r <= n - 1``, ``K`` the
+    window's size less one), capped at 1e12."""
+    m = c.size
+    near = math.log(n / _NEAR_TOLERANCE)
+    lo = np.empty(m, dtype=np.int64)
+    hi = np.empty(m, dtype=np.int64)
+    a = 0
+    b = 0
+    visits = 0.0
+    for i in range(m):
+        while c[a] <= c[i] - near:
+            a += 1
+        while b < m and c[b] < c[i] + near:
+            b += 1
+        lo[i] = a
+        hi[i] = b
+        k = b - a - 1
+        term = 1.0
+        total = 1.0
+        for r in range(1, min(n - 1, k) + 1):
+            term *= (k - r + 1) / r
+            total += term
+        visits = min(visits + total, 1e12)
+    return lo, hi, visits
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_by_subsets(
+    c: np.ndarray,
+    g: np.ndarray,
+    n: int,
+    lf: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    derivative: bool,
+    probs: np.ndarray,
+    dprobs: np.ndarray,
+) -> None:
+    """One pool by enumerating, for each item ``i``, the subsets of the items near it.
+
+    An item more than ``L = log(n / 1e-15)`` above ``i`` in a subset leaves ``i`` a softmax weight
+    under ``e^-L``: such subsets count as zero. Items more than ``L`` below weigh under ``e^-L`` each
+    against ``i``: they only count subsets (``F`` of them). So
+
+    ``P_i = sum_(T subset of the near items, |T| <= n-1) C(F, n-1-|T|) / C(m, n) / (1 + sum_(j in T) r_j)``
+
+    with ``r_j = a_j / a_i = e^(c_i - c_j)``, and ``dr_j/dbeta = r_j (g_j - g_i)``. Exact up to the
+    dropped weights (relative 1e-15), with no quadrature; cheap when few items are near each other
+    (large beta).
+    """
+    m = c.size
+    d = n - 1
+    lc_total = lf[m] - lf[n] - lf[m - n]
+    coef = np.empty(n)
+    ratios = np.empty(m)
+    dratios = np.empty(m)
+    sums = np.empty(n + 1)
+    dsums = np.empty(n + 1)
+    nxt = np.empty(n + 1, dtype=np.int64)
+    for i in range(m):
+        free = m - hi[i]
+        k = 0
+        for j in range(lo[i], hi[i]):
+            if j != i:
+                ratios[k] = math.exp(c[i] - c[j])
+                dratios[k] = ratios[k] * (g[j] - g[i])
+                k += 1
+        for r in range(n):  # C(F, d - r) / C(m, n) for a subset of r near items
+            coef[r] = math.exp(lf[free] - lf[d - r] - lf[free - d + r] - lc_total) if d - r <= free else 0.0
+        # Depth-first over increasing index sequences: each subset's sum extends its parent's (no
+        # cancellation).
+        total = coef[0]
+        dtotal = 0.0
+        depth = 0
+        sums[0] = 0.0
+        dsums[0] = 0.0
+        nxt[0] = 0
+        while True:
+            if depth < d and nxt[depth] < k:
+                j = nxt[depth]
+                nxt[depth] = j + 1
+                sums[depth + 1] = sums[depth] + ratios[j]
+                dsums[depth + 1] = dsums[depth] + dratios[j]
+                depth += 1
+                nxt[depth] = j + 1
+                inv = 1.0 / (1.0 + sums[depth])
+                total += coef[depth] * inv
+                if derivative:
+                    dtotal -= coef[depth] * dsums[depth] * inv * inv
+            elif depth == 0:
+                break
+            else:
+                depth -= 1
+        probs[i] = total
+        dprobs[i] = dtotal
+
+
+@numba.njit(cache=True, nogil=True)
+def fill_rows(
+    centres: np.ndarray,
+    directions: np.ndarray,
+    n: int,
+    lf: np.ndarray,
+    rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    cell: float,
+    derivative: bool,
+    method: int,
+    probs: np.ndarray,
+    dprobs: np.ndarray,
+    start: int,
+    stop: int,
+) -> None:
+    """Rows ``start..stop-1`` of ascending centres (``(R, m)``, the top item first): each item's
+    probability under Soft Best-of-n averaged over the n-subsets, and its beta-derivative (left
+    at zero without ``derivative``), written into ``probs`` and ``dprobs`` (zeros on entry).
+    ``lf[k] = log k!`` for ``k <= m``; ``rules``: Gauss-Legendre nodes and weights on [0, 1] of the
+    panels in t and of the cells (width up to ``cell``) in y. ``method``: 1 the quadrature, 2 the
+    enumeration of near subsets, 0 the cheaper of the two for each pool. Releases the GIL, so
+    threads can fill disjoint blocks of rows at once."""
+    m = centres.shape[1]
+    xt, wt, xy, wy = rules
+    for r in range(start, stop):
+        log_ts, weights, count = _nodes(centres[r], n, xt, wt, xy, wy, cell)
+        lo, hi, visits = _near_windows(centres[r], n)
+        if method == 2 or (method == 0 and visits <= _QUADRATURE_COST * count * m):
+            _row_by_subsets(centres[r], directions[r], n, lf, lo, hi, derivative, probs[r], dprobs[r])
+        else:
+            _row(centres[r], directions[r], n, lf, log_ts, weights, count, derivative, probs[r], dprobs[r])
