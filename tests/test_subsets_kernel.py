@@ -114,3 +114,4 @@ def test_kernel_is_finite_and_normalised_over_the_whole_tuning_range() -> None:
             assert np.isfinite(probs).all() and np.isfinite(slopes).all()
             np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-12)
             np.testing.assert_allclose(slopes.sum(axis=1), 0.0, atol=1e-9 * max(1.0, float(beta)))
+

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import itertools
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from types import ModuleType
 from typing import Literal
 
 import numpy as np
 from scipy import special
 
-from .._limits import available_cores
+from .._limits import available_cores, require_memory
+from ._compiled import load
 from ._numerics import FloatArray, gauss_legendre
 from ._softmax_cells import softmax_exponents, union_of_cells
 
@@ -118,15 +118,10 @@ def _leave_one_out_means(
     return out, dout
 
 
-@cache
 def compiled_kernel() -> ModuleType | None:
     """The Numba kernel (:mod:`._subsets_compiled`), or ``None`` when Numba is not installed
-    (``pip install hedgetune[fast]``). Imported on first use: Numba takes about 0.5 s to import."""
-    try:
-        from . import _subsets_compiled
-    except ImportError:
-        return None
-    return _subsets_compiled
+    (``pip install hedgetune[fast]``)."""
+    return load("_subsets_compiled")
 
 
 #: The compiled kernel's rules: 8-point Gauss-Legendre on the panels in t, 12-point on cells of
@@ -150,6 +145,8 @@ def _run_kernel(
         )
 
     workers = max(1, min(available_cores(), rows // 8))
+    # Per thread: four (m + 1) x n recurrence tables and about 70 quadrature nodes per candidate.
+    require_memory(workers * (4.0 * (m + 1) * n + 80.0 * m), f"Soft Best-of-n over {n}-subsets of pools of {m}")
     edges = np.linspace(0, rows, 4 * workers + 1).astype(int)  # a few blocks per thread, for balance
     blocks = [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
     if workers == 1:
