@@ -115,3 +115,17 @@ def test_kernel_is_finite_and_normalised_over_the_whole_tuning_range() -> None:
             np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-12)
             np.testing.assert_allclose(slopes.sum(axis=1), 0.0, atol=1e-9 * max(1.0, float(beta)))
 
+
+
+def test_whole_pool_shortcut_equals_the_general_routes() -> None:
+    """n = m: the only subset is the pool, so the estimator is the softmax itself (a shortcut that
+    skips the quadrature); checked against the kernel's general routes, value and derivative."""
+    scores = np.sort(np.random.default_rng(9).standard_normal((5, 12)), axis=1)
+    scores[1, 3:6] = scores[1, 3]
+    for beta in (0.4, 7.0, 900.0):
+        probs, slopes = soft_best_of_n_subsets(scores, beta, 12, derivative=True)
+        assert slopes is not None
+        for method in (QUADRATURE, SUBSETS):
+            general, general_slopes = kernel(scores, beta, 12, method)
+            np.testing.assert_allclose(probs, general, atol=1e-13)
+            np.testing.assert_allclose(slopes, general_slopes, atol=1e-10 * max(1.0, np.abs(slopes).max()))

@@ -180,6 +180,11 @@ def soft_best_of_n_subsets(
     if n == 1 or beta == 0.0:
         return np.full((rows, m), 1.0 / m), (np.zeros((rows, m)) if derivative else None)
     z, gap = softmax_exponents(sorted_scores, beta)  # z_j = beta d_j, d_j = s_j - s_max <= 0
+    if n == m:  # the only subset is the pool: the softmax itself, dP_i = P_i (g_i - sum_j P_j g_j)
+        weights = np.exp(z)
+        whole = weights / weights.sum(axis=1, keepdims=True)
+        slope = whole * (gap - np.einsum("rm,rm->r", whole, gap)[:, None]) if derivative else None
+        return whole, slope
     kernel = None if engine == "numpy" else compiled_kernel()
     if engine == "compiled" and kernel is None:
         raise ImportError("engine='compiled' needs Numba: pip install 'hedgetune[fast]'")
