@@ -64,9 +64,6 @@ def main(prompts: int = 800, m: int = 39, raw_sbon: bool = True) -> dict[str, fl
         template = make_mechanism(name, **kwargs)
         seconds = best_time(lambda: ht.tune(table, name, bootstrap=1000, **kwargs), repeats=3)  # noqa: B023
         out[label] = seconds
-        if template.uses_raw_scores:  # its plug-in curve is a NumPy quadrature per prompt: no baseline
-            print(f"  {label:<22} {seconds:6.2f} s")
-            continue
         # One plug-in curve evaluation: the true reward at 60 parameter values, no bootstrap.
         grid = default_thetas(template, pools)
         baseline = best_time(lambda: pool_sums(pools, template, grid, kl_pool=False), repeats=3)  # noqa: B023

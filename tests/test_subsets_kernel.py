@@ -16,6 +16,7 @@ from test_estimators import enumerate_subsets
 from hedgetune.mechanisms import _subsets
 from hedgetune.mechanisms._softmax_cells import softmax_exponents
 from hedgetune.mechanisms._subsets import soft_best_of_n_subsets
+from hedgetune.mechanisms.soft_best_of_n import soft_best_of_n_on_pool
 
 pytest.importorskip("numba", reason="the compiled kernel needs the 'fast' extra (numba)")
 
@@ -129,3 +130,44 @@ def test_whole_pool_shortcut_equals_the_general_routes() -> None:
             general, general_slopes = kernel(scores, beta, 12, method)
             np.testing.assert_allclose(probs, general, atol=1e-13)
             np.testing.assert_allclose(slopes, general_slopes, atol=1e-10 * max(1.0, np.abs(slopes).max()))
+
+
+# ------------------------------------------------------------------ with replacement (plug-in)
+def enumerate_draws(scores: np.ndarray, beta: float, n: int) -> np.ndarray:
+    """Selection probability of each item over every ordered draw of n items with replacement."""
+    m = scores.size
+    draws = np.array(np.meshgrid(*[np.arange(m)] * n, indexing="ij")).reshape(n, -1).T
+    probs = np.zeros(m)
+    for draw in draws:
+        weights = np.exp(beta * (scores[draw] - scores[draw].max()))
+        np.add.at(probs, draw, weights / weights.sum())
+    return probs / len(draws)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_plugin_equals_enumeration_of_draws(seed: int) -> None:
+    rng = np.random.default_rng(200 + seed)
+    m = int(rng.integers(2, 7))
+    n = int(rng.integers(2, 5))
+    scores = np.sort(np.round(rng.standard_normal(m), 1))
+    for beta in (0.01, 0.7, 9.0, 300.0, 1e5):
+        probs, slopes = soft_best_of_n_on_pool(scores[None], beta, n, derivative=True, engine="compiled")
+        assert probs[0] == pytest.approx(enumerate_draws(scores, beta, n), abs=1e-12)
+        h = 1e-5 * beta
+        numeric = (enumerate_draws(scores, beta + h, n) - enumerate_draws(scores, beta - h, n)) / (2 * h)
+        assert slopes is not None
+        assert slopes[0] == pytest.approx(numeric, abs=1e-6 * max(1.0, np.abs(numeric).max()))
+
+
+@pytest.mark.parametrize("beta", [0.05, 1.0, 8.0, 30.0, 120.0, 600.0])
+def test_compiled_plugin_agrees_with_numpy(beta: float) -> None:
+    rng = np.random.default_rng(4)
+    scores = np.sort(rng.standard_normal((6, 40)), axis=1)
+    scores[0, 10:13] = scores[0, 10]
+    expected, expected_slopes = soft_best_of_n_on_pool(scores, beta, 8, derivative=True, engine="numpy")
+    probs, slopes = soft_best_of_n_on_pool(scores, beta, 8, derivative=True, engine="compiled")
+    assert expected_slopes is not None and slopes is not None
+    np.testing.assert_allclose(probs, expected, atol=1e-12)
+    np.testing.assert_allclose(slopes, expected_slopes, atol=1e-10 * max(1.0, np.abs(expected_slopes).max()))
+    with pytest.raises(ValueError, match="engine must be"):
+        soft_best_of_n_on_pool(scores, beta, 8, engine="gpu")  # type: ignore[arg-type]

@@ -130,9 +130,17 @@ _CELL_WIDTH, _CELL_ORDER = 2.0, 12
 
 
 def _run_kernel(
-    kernel: ModuleType, centres: FloatArray, directions: FloatArray, n: int, derivative: bool, method: int = 0
+    kernel: ModuleType,
+    centres: FloatArray,
+    directions: FloatArray,
+    n: int,
+    derivative: bool,
+    method: int = 0,
+    replacement: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
-    """The compiled kernel over blocks of rows, one thread per available core (it releases the GIL)."""
+    """The compiled kernel over blocks of rows, one thread per available core (it releases the
+    GIL); ``replacement``: the pools resampled with replacement (the plug-in) instead of their
+    n-subsets."""
     rows, m = centres.shape
     rules = (*gauss_legendre(8), *gauss_legendre(_CELL_ORDER))
     log_factorials = special.gammaln(np.arange(m + 1) + 1.0)
@@ -140,9 +148,14 @@ def _run_kernel(
     dprobs = np.zeros((rows, m))
 
     def block(bounds: tuple[int, int]) -> None:
-        kernel.fill_rows(
-            centres, directions, n, log_factorials, rules, _CELL_WIDTH, derivative, method, probs, dprobs, *bounds
-        )
+        if replacement:
+            kernel.fill_rows_with_replacement(
+                centres, directions, n, rules, _CELL_WIDTH, derivative, probs, dprobs, *bounds
+            )
+        else:
+            kernel.fill_rows(
+                centres, directions, n, log_factorials, rules, _CELL_WIDTH, derivative, method, probs, dprobs, *bounds
+            )
 
     workers = max(1, min(available_cores(), rows // 8))
     # Per thread: four (m + 1) x n recurrence tables and about 70 quadrature nodes per candidate.

@@ -345,3 +345,80 @@ def fill_rows(
             _row_by_subsets(centres[r], directions[r], n, lf, lo, hi, derivative, probs[r], dprobs[r])
         else:
             _row(centres[r], directions[r], n, lf, log_ts, weights, count, derivative, probs[r], dprobs[r])
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_with_replacement(
+    c: np.ndarray,
+    g: np.ndarray,
+    n: int,
+    log_ts: np.ndarray,
+    weights: np.ndarray,
+    count: int,
+    derivative: bool,
+    probs: np.ndarray,
+    dprobs: np.ndarray,
+) -> None:
+    """One pool resampled with replacement (the plug-in): ``P_i = (n/m) int a_i x_i phi^(n-1) dt``
+    with ``phi = (1/m) sum_j x_j``, on the same nodes and with the same dead and free items as
+    :func:`_row` (a free item's ``x`` changes ``phi^(n-1)`` by under 1e-14 relative)."""
+    m = c.size
+    free_log = math.log(_FREE_TOLERANCE / n)
+    ta = np.empty(m)
+    xs = np.empty(m)
+    down = np.empty(m)
+    for j in range(m - 1):
+        down[j] = math.exp(c[j] - c[j + 1])
+    down[m - 1] = 0.0
+    dead = 0
+    end = 0
+    for node in range(count):
+        log_t = log_ts[node]
+        while dead < m and c[dead] <= log_t - _DEAD_LOG:
+            dead += 1
+        while end < m and c[end] < log_t - free_log:
+            end += 1
+        width = end - dead
+        if width == 0:
+            continue
+        total = float(m - end)  # the free items, x = 1
+        dtotal = 0.0
+        for idx in range(width):
+            ta[idx] = math.exp(log_t - c[dead]) if idx == 0 else ta[idx - 1] * down[dead + idx - 1]
+            xs[idx] = math.exp(-ta[idx])
+            total += xs[idx]
+            dtotal -= ta[idx] * g[dead + idx] * xs[idx]
+        phi = total / m
+        power = phi ** (n - 1)
+        dpower = (n - 1) * phi ** (n - 2) * dtotal / m if derivative else 0.0
+        w = weights[node]
+        for idx in range(width):
+            q = dead + idx
+            kern = w * ta[idx] * xs[idx]
+            probs[q] += kern * power
+            if derivative:
+                dprobs[q] += kern * (g[q] * (1.0 - ta[idx]) * power + dpower)
+    scale = n / m
+    for q in range(m):
+        probs[q] *= scale
+        dprobs[q] *= scale
+
+
+@numba.njit(cache=True, nogil=True)
+def fill_rows_with_replacement(
+    centres: np.ndarray,
+    directions: np.ndarray,
+    n: int,
+    rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    cell: float,
+    derivative: bool,
+    probs: np.ndarray,
+    dprobs: np.ndarray,
+    start: int,
+    stop: int,
+) -> None:
+    """As :func:`fill_rows`, for Soft Best-of-n on each pool resampled with replacement."""
+    xt, wt, xy, wy = rules
+    for r in range(start, stop):
+        log_ts, weights, count = _nodes(centres[r], n, xt, wt, xy, wy, cell)
+        _row_with_replacement(centres[r], directions[r], n, log_ts, weights, count, derivative, probs[r], dprobs[r])

@@ -21,7 +21,7 @@ from ._numerics import (
 )
 from ._selection import IntArray, argmax_random_ties, sample_softmax
 from ._softmax_cells import softmax_exponents, union_of_cells
-from ._subsets import soft_best_of_n_subsets
+from ._subsets import Engine, _run_kernel, compiled_kernel, soft_best_of_n_subsets
 from .best_of_n import BestOfN
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ _BAND_BELOW, _BAND_ABOVE = 5.0, 37.0  # phi's terms are exactly 0 / 1 to double 
 
 
 def soft_best_of_n_on_pool(
-    sorted_scores: FloatArray, beta: float, n: int, derivative: bool = False
+    sorted_scores: FloatArray, beta: float, n: int, derivative: bool = False, engine: Engine = "auto"
 ) -> tuple[FloatArray, FloatArray | None]:
     """Soft Best-of-n run on finite pools (draws with replacement), exactly up to quadrature.
 
@@ -126,8 +126,12 @@ def soft_best_of_n_on_pool(
 
     (``1/x = int_0^inf e^(-sx) ds`` with ``t = log s``), integrated with 8-point Gauss-Legendre on
     the unit cells where some item's kernel lives. With ``derivative``, also ``dP_i/dbeta``.
+    ``engine`` as in :func:`._subsets.soft_best_of_n_subsets`: with Numba (``"auto"``) the
+    compiled kernel integrates on its own nodes, carrying only the items in transition.
     """
     rows, m = sorted_scores.shape
+    if engine not in ("auto", "compiled", "numpy"):
+        raise ValueError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
     if n == 1 or beta == 0.0:
         uniform = np.full((1, m), 1.0 / m)
         return uniform, (np.zeros((1, m)) if derivative else None)
@@ -135,6 +139,15 @@ def soft_best_of_n_on_pool(
     z, direction = softmax_exponents(sorted_scores, beta)  # z_i = beta (s_i - s_max) <= 0
     centres = np.ascontiguousarray(-z[:, ::-1])
     gap = np.ascontiguousarray(direction[:, ::-1])  # dz_i / dbeta
+    kernel = None if engine == "numpy" else compiled_kernel()
+    if engine == "compiled" and kernel is None:
+        raise ImportError("engine='compiled' needs Numba: pip install 'hedgetune[fast]'")
+    if kernel is not None:
+        values, slopes = _run_kernel(kernel, centres, gap, n, derivative, replacement=True)
+        return (
+            np.ascontiguousarray(values[:, ::-1]),
+            np.ascontiguousarray(slopes[:, ::-1]) if derivative else None,
+        )
     probs = np.zeros(rows * m)
     dprobs = np.zeros(rows * m) if derivative else None
     x, w = gauss_legendre(8)
