@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
+from scipy import special
 
 from .arrays import FloatArray
 from .table import RewardTable
@@ -79,7 +79,7 @@ def make_table(
     rng = np.random.default_rng(seed)
     if proxy_scores is None:
         proxy = rng.standard_normal((prompts, samples))
-        u = stats.norm.cdf(proxy)
+        u = special.ndtr(proxy)  # the standard normal CDF
     else:
         pool = np.sort(np.asarray(proxy_scores, dtype=float).ravel())
         if pool.size < 2 or not np.all(np.isfinite(pool)):
