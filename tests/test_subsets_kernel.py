@@ -171,3 +171,18 @@ def test_compiled_plugin_agrees_with_numpy(beta: float) -> None:
     np.testing.assert_allclose(slopes, expected_slopes, atol=1e-10 * max(1.0, np.abs(expected_slopes).max()))
     with pytest.raises(ValueError, match="engine must be"):
         soft_best_of_n_on_pool(scores, beta, 8, engine="gpu")  # type: ignore[arg-type]
+
+
+def test_the_numpy_fallback_says_it_is_slow_on_large_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    scores = np.sort(np.random.default_rng(3).standard_normal((300, 40)), axis=1)
+    monkeypatch.setattr(_subsets, "compiled_kernel", lambda: None)
+    with pytest.warns(_subsets.SlowPathWarning, match=r"pip install 'hedgetune\[fast\]'"):
+        soft_best_of_n_subsets(scores, 2.0, 4)
+    with pytest.warns(_subsets.SlowPathWarning):
+        soft_best_of_n_on_pool(scores, 2.0, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        soft_best_of_n_subsets(scores, 2.0, 4, engine="numpy")  # asked for: no warning
+        soft_best_of_n_subsets(scores[:3], 2.0, 4)  # small: no warning

@@ -21,7 +21,7 @@ from ._numerics import (
 )
 from ._selection import IntArray, argmax_random_ties, sample_softmax
 from ._softmax_cells import softmax_exponents, union_of_cells
-from ._subsets import Engine, _run_kernel, compiled_kernel, soft_best_of_n_subsets
+from ._subsets import Engine, _run_kernel, choose_kernel, soft_best_of_n_subsets
 from .best_of_n import BestOfN
 
 if TYPE_CHECKING:
@@ -139,9 +139,7 @@ def soft_best_of_n_on_pool(
     z, direction = softmax_exponents(sorted_scores, beta)  # z_i = beta (s_i - s_max) <= 0
     centres = np.ascontiguousarray(-z[:, ::-1])
     gap = np.ascontiguousarray(direction[:, ::-1])  # dz_i / dbeta
-    kernel = None if engine == "numpy" else compiled_kernel()
-    if engine == "compiled" and kernel is None:
-        raise ImportError("engine='compiled' needs Numba: pip install 'hedgetune[fast]'")
+    kernel = choose_kernel(engine, rows * m)
     if kernel is not None:
         values, slopes = _run_kernel(kernel, centres, gap, n, derivative, replacement=True)
         return (
