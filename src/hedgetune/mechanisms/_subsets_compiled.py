@@ -89,6 +89,29 @@ def _nodes(
 
 
 @numba.njit(cache=True, nogil=True)
+def _ratios_down(c: np.ndarray) -> np.ndarray:
+    """``a_(j+1) / a_j = e^(c_j - c_(j+1)) <= 1`` (0 past the last item): ``t a_j`` down a run of
+    items by products, one exponential per node instead of one per item."""
+    m = c.size
+    down = np.zeros(m)
+    for j in range(m - 1):
+        down[j] = math.exp(c[j] - c[j + 1])
+    return down
+
+
+@numba.njit(cache=True, nogil=True)
+def _advance(c: np.ndarray, log_t: float, free_log: float, dead: int, end: int) -> tuple[int, int]:
+    """Move the pointers to the node at ``log t`` (nodes come in ascending order): items below
+    ``dead`` are dead (``t a >= e^3.6``), items from ``end`` on are free (``t a < e^free_log``)."""
+    m = c.size
+    while dead < m and c[dead] <= log_t - _DEAD_LOG:
+        dead += 1
+    while end < m and c[end] < log_t - free_log:
+        end += 1
+    return dead, end
+
+
+@numba.njit(cache=True, nogil=True)
 def _row(
     c: np.ndarray,
     g: np.ndarray,
@@ -114,10 +137,7 @@ def _row(
     ta = np.empty(m)
     xs = np.empty(m)
     first = np.empty(m)  # C(a, lo_k) C(b, d - lo_k) / C(m - 1, d) per active item
-    down = np.empty(m)  # a_(j+1) / a_j = e^(c_j - c_(j+1)) <= 1
-    for j in range(m - 1):
-        down[j] = math.exp(c[j] - c[j + 1])
-    down[m - 1] = 0.0
+    down = _ratios_down(c)
     pre[0, :] = 1.0
     dead = 0
     end = 0
@@ -125,10 +145,7 @@ def _row(
     filled_end = -1
     for node in range(count):
         log_t = log_ts[node]
-        while dead < m and c[dead] <= log_t - _DEAD_LOG:
-            dead += 1
-        while end < m and c[end] < log_t - free_log:
-            end += 1
+        dead, end = _advance(c, log_t, free_log, dead, end)
         width = end - dead
         free = m - end
         if width == 0 or free + width < n:  # nothing active, or every n-subset holds a dead item
@@ -366,18 +383,12 @@ def _row_with_replacement(
     free_log = math.log(_FREE_TOLERANCE / n)
     ta = np.empty(m)
     xs = np.empty(m)
-    down = np.empty(m)
-    for j in range(m - 1):
-        down[j] = math.exp(c[j] - c[j + 1])
-    down[m - 1] = 0.0
+    down = _ratios_down(c)
     dead = 0
     end = 0
     for node in range(count):
         log_t = log_ts[node]
-        while dead < m and c[dead] <= log_t - _DEAD_LOG:
-            dead += 1
-        while end < m and c[end] < log_t - free_log:
-            end += 1
+        dead, end = _advance(c, log_t, free_log, dead, end)
         width = end - dead
         if width == 0:
             continue
