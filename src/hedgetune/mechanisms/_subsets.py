@@ -138,12 +138,17 @@ class SlowPathWarning(UserWarning):
 _WARN_FROM = 10_000
 
 
+def check_engine(engine: str) -> None:
+    """Raise ``ValueError`` unless ``engine`` is ``"auto"``, ``"compiled"`` or ``"numpy"``."""
+    if engine not in ("auto", "compiled", "numpy"):
+        raise ValueError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
+
+
 def choose_kernel(engine: Engine, size: int) -> ModuleType | None:
     """The compiled kernel to use for ``engine`` (``None``: the NumPy route), for an input of
     ``size`` scores. Without Numba, ``"compiled"`` raises ``ImportError`` and ``"auto"`` warns
     (:class:`SlowPathWarning`) once the input is large enough for the difference to be minutes."""
-    if engine not in ("auto", "compiled", "numpy"):
-        raise ValueError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
+    check_engine(engine)
     kernel = None if engine == "numpy" else compiled_kernel()
     if kernel is None and engine == "compiled":
         raise ImportError("engine='compiled' needs Numba: pip install 'hedgetune[fast]'")
@@ -158,7 +163,7 @@ def choose_kernel(engine: Engine, size: int) -> ModuleType | None:
     return kernel
 
 
-def _run_kernel(
+def run_kernel(
     kernel: ModuleType,
     centres: FloatArray,
     directions: FloatArray,
@@ -217,8 +222,7 @@ def soft_best_of_n_subsets(
     rows, m = sorted_scores.shape
     if not 1 <= n <= m:
         raise ValueError(f"the without-replacement estimator needs 1 <= n <= pool size {m}, got n = {n}")
-    if engine not in ("auto", "compiled", "numpy"):
-        raise ValueError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")  # before any shortcut
+    check_engine(engine)  # before any shortcut
     if n == 1 or beta == 0.0:
         return np.full((rows, m), 1.0 / m), (np.zeros((rows, m)) if derivative else None)
     z, gap = softmax_exponents(sorted_scores, beta)  # z_j = beta d_j, d_j = s_j - s_max <= 0
@@ -229,7 +233,7 @@ def soft_best_of_n_subsets(
         return whole, slope
     kernel = choose_kernel(engine, rows * m)
     if kernel is not None:
-        values, slopes = _run_kernel(
+        values, slopes = run_kernel(
             kernel, np.ascontiguousarray(-z[:, ::-1]), np.ascontiguousarray(gap[:, ::-1]), n, derivative
         )
         return np.ascontiguousarray(values[:, ::-1]), (np.ascontiguousarray(slopes[:, ::-1]) if derivative else None)

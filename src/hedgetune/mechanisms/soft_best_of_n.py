@@ -21,7 +21,7 @@ from ._numerics import (
 )
 from ._selection import IntArray, argmax_random_ties, sample_softmax
 from ._softmax_cells import softmax_exponents, union_of_cells
-from ._subsets import Engine, _run_kernel, choose_kernel, soft_best_of_n_subsets
+from ._subsets import Engine, check_engine, choose_kernel, run_kernel, soft_best_of_n_subsets
 from .best_of_n import BestOfN
 
 if TYPE_CHECKING:
@@ -130,8 +130,7 @@ def soft_best_of_n_on_pool(
     compiled kernel integrates on its own nodes, carrying only the items in transition.
     """
     rows, m = sorted_scores.shape
-    if engine not in ("auto", "compiled", "numpy"):
-        raise ValueError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
+    check_engine(engine)  # before any shortcut
     if n == 1 or beta == 0.0:
         uniform = np.full((1, m), 1.0 / m)
         return uniform, (np.zeros((1, m)) if derivative else None)
@@ -141,7 +140,7 @@ def soft_best_of_n_on_pool(
     gap = np.ascontiguousarray(direction[:, ::-1])  # dz_i / dbeta
     kernel = choose_kernel(engine, rows * m)
     if kernel is not None:
-        values, slopes = _run_kernel(kernel, centres, gap, n, derivative, replacement=True)
+        values, slopes = run_kernel(kernel, centres, gap, n, derivative, replacement=True)
         return (
             np.ascontiguousarray(values[:, ::-1]),
             np.ascontiguousarray(slopes[:, ::-1]) if derivative else None,
