@@ -348,3 +348,39 @@ def test_evaluate_with_smaller_held_out_pools() -> None:
     for seed in range(4):
         result = ht.evaluate(table, "bon", repeats=2, bootstrap=10, seed=seed)
         assert np.all(result.tuned_theta <= 3) and np.all(np.isfinite(result.tuned))
+
+
+def test_replicate_maximisers_from_values_alone_find_a_parabolas_vertex():
+    """Without residuals (raw-score Soft Best-of-n tunes on a value-only grid), each replicate's
+    maximiser is the vertex of the parabola through its grid argmax and neighbours: exact for
+    parabolic curves, within the grid's resolution for others, and the argmax at the grid's ends."""
+    from hedgetune.tune import _replicate_maximisers
+
+    grid = np.r_[0.0, np.geomspace(0.1, 100.0, 31)]
+    peaks = np.array([0.37, 3.3, 41.0, 80.0])
+    curves = -((grid[None, :] - peaks[:, None]) ** 2)
+    np.testing.assert_allclose(_replicate_maximisers(grid, curves, None), peaks, rtol=1e-12)
+    # A smooth non-parabolic curve (peak at 7): values alone agree with the exact residual's route.
+    smooth = np.log1p(grid) - grid / 8.0
+    slope = 1.0 / (1.0 + grid) - 1.0 / 8.0
+    from_values = _replicate_maximisers(grid, smooth[None, :], None)[0]
+    from_slopes = _replicate_maximisers(grid, smooth[None, :], slope[None, :])[0]
+    step = grid[np.searchsorted(grid, 7.0)] - grid[np.searchsorted(grid, 7.0) - 1]
+    assert abs(from_values - 7.0) < 0.05 * step and abs(from_slopes - 7.0) < 0.05 * step
+    # A maximum at either end of the grid stays there.
+    ends = np.vstack([-grid, grid])
+    np.testing.assert_array_equal(_replicate_maximisers(grid, ends, None), [grid[0], grid[-1]])
+
+
+def test_raw_soft_best_of_n_tunes_on_a_value_only_grid_to_the_residuals_root():
+    """On raw scores the grid carries values only; the answer is still the exact residual's root
+    (Brent on the derivative, which is zero there)."""
+    from hedgetune.tune import exact_residual
+
+    table = ht.synthetic.make_table("toy", 60, 12, noise=0.3, seed=0)
+    result = ht.tune(table, "sbon", n=4, bootstrap=50, seed=0)
+    assert result.regime == "rise-then-fall" and result.iterations > 0
+    residual = exact_residual(build_pools(table), ht.SoftBestOfN(4, 1.0), result.theta, "unbiased")
+    assert abs(residual) < 1e-9
+    lo, hi = result.theta_ci
+    assert result.search_range[0] <= lo <= result.theta <= hi <= result.search_range[1]

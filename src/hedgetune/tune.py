@@ -292,8 +292,12 @@ def tune(
         points = _GRID_POINTS // 3 if expensive else _GRID_POINTS
         grid = _grid(lo, hi, template, points, scale=template.default_top(pools))
     weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
+    # On raw scores each parameter's derivative costs about as much again as its value (a forward
+    # mode through every prompt's quadrature): the grid takes values only, and the residual is
+    # evaluated where Brent's method needs it (the bracket's ends and its iterations).
+    grid_slopes = not exhaustive and not template.uses_raw_scores
     sums = pool_sums(
-        pools, template, grid, estimator, weights=weights, kl_pool=False, derivative=not exhaustive
+        pools, template, grid, estimator, weights=weights, kl_pool=False, derivative=grid_slopes
     )
     total = pools.n_prompts
     f_grid = sums.true / total
@@ -337,16 +341,19 @@ def tune(
         if values[top] > f_grid[best] + flat_tol:
             theta, iterations = float(between[top]), 1
     if not exhaustive:
-        assert sums.dtrue is not None
-        rho_grid = sums.dtrue / total
-        known = residual == "exact"  # the grid's residuals are the exact residual's values
+        # The grid's residuals, where it computed them (the exact residual's values).
+        known = residual == "exact" and sums.dtrue is not None
+        rho_grid = sums.dtrue / total if sums.dtrue is not None else np.full(grid.size, np.nan)
         if 0 < best < grid.size - 1:
             theta, iterations = _refine(pools, template, residual_fn, grid, rho_grid, best, known)
-        elif best == 0 and grid.size > 1 and rho_grid[0] > 0 > rho_grid[1]:
+        elif best == 0 and grid.size > 1:
             # A peak between the reference and the first grid point.
-            theta, iterations = _refine(
-                pools, template, residual_fn, np.r_[grid[0], grid[:2]], rho_grid[[0, 0, 1]], 1, known
-            )
+            if not known:
+                rho_grid[:2] = [residual_fn(pools, template, float(th)) for th in grid[:2]]
+            if rho_grid[0] > 0 > rho_grid[1]:
+                theta, iterations = _refine(
+                    pools, template, residual_fn, np.r_[grid[0], grid[:2]], rho_grid[[0, 0, 1]], 1, True
+                )
         # Keep the refinement only for a real gain over the grid's best (never move for rounding).
         if theta != grid[best] and at_point(theta)[0] <= f_grid[best] + flat_tol:
             theta = float(grid[best])
@@ -370,7 +377,6 @@ def tune(
         if exhaustive:
             rep_thetas = grid[np.argmax(rep_curves, axis=1)]
         else:
-            assert sums.dreplicates is not None
             rep_thetas = _replicate_maximisers(grid, rep_curves, sums.dreplicates)
         if integer:
             rep_thetas = np.round(rep_thetas)
@@ -546,14 +552,27 @@ def _refine(
     return float(root), int(info.iterations)
 
 
-def _replicate_maximisers(grid: FloatArray, curves: FloatArray, residuals: FloatArray) -> FloatArray:
+def _replicate_maximisers(grid: FloatArray, curves: FloatArray, residuals: FloatArray | None) -> FloatArray:
     """Each replicate's maximiser: the grid argmax, refined by linear interpolation of the residual's
-    sign change next to it (the residual is the curve's exact derivative)."""
+    sign change next to it (the residual is the curve's exact derivative); without residuals, by
+    the vertex of the parabola through the argmax and its two neighbours (the same order of
+    accuracy: that parabola's slope is the linear interpolation of the derivative)."""
     rows = np.arange(curves.shape[0])
     best = np.argmax(curves, axis=1)
     theta = grid[best].astype(float)
     right = np.minimum(best + 1, grid.size - 1)
     left = np.maximum(best - 1, 0)
+    if residuals is None:
+        inner = (left < best) & (best < right)
+        x0, x1, x2 = grid[left], grid[best], grid[right]
+        f0, f1, f2 = curves[rows, left], curves[rows, best], curves[rows, right]
+        # The vertex: x1 - ((x1-x0)^2 (f1-f2) - (x2-x1)^2 (f1-f0)) / (2 ((x1-x0)(f1-f2) + (x2-x1)(f1-f0))).
+        # f1 is the largest of the three, so the denominator is >= 0 and the vertex lies in [x0, x2].
+        num = (x1 - x0) ** 2 * (f1 - f2) - (x2 - x1) ** 2 * (f1 - f0)
+        den = 2.0 * ((x1 - x0) * (f1 - f2) + (x2 - x1) * (f1 - f0))
+        ok = inner & (den > 0)
+        vertex = x1 - num / np.where(ok, den, 1.0)
+        return np.where(ok, np.clip(vertex, x0, x2), theta)
     r_best = residuals[rows, best]
     # Root between best and right when the residual is still positive at best, else left and best.
     use_right = (r_best > 0) & (right > best)

@@ -128,6 +128,8 @@ def compiled_kernel() -> ModuleType | None:
 #: The compiled kernel's rules: 8-point Gauss-Legendre on the panels in t, 12-point on cells of
 #: width 2 in y (within 4e-13 of exhaustive enumeration in the tests).
 _CELL_WIDTH, _CELL_ORDER = 2.0, 12
+_MAX_LANES = 16  # quadrature nodes per pass of the compiled kernel
+_LANE_BUDGET = 1 << 19  # table entries per thread (4 MiB) that lanes may use
 
 
 class SlowPathWarning(UserWarning):
@@ -188,12 +190,17 @@ def run_kernel(
             )
         else:
             kernel.fill_rows(
-                centres, directions, n, log_factorials, rules, _CELL_WIDTH, derivative, method, probs, dprobs, *bounds
+                centres, directions, n, log_factorials, rules, _CELL_WIDTH, derivative, method, lanes, probs, dprobs, *bounds
             )
 
     workers = max(1, min(available_cores(), rows // 8))
-    # Per thread: four (m + 1) x n recurrence tables and about 70 quadrature nodes per candidate.
-    require_memory(workers * (4.0 * (m + 1) * n + 80.0 * m), f"Soft Best-of-n over {n}-subsets of pools of {m}")
+    # Nodes share a pass as SIMD lanes while the four (m + 1) x n x lanes recurrence tables stay
+    # small (a few MB); large pools with large n get one lane, as much memory as before.
+    lanes = int(np.clip(_LANE_BUDGET // (4 * (m + 1) * n), 1, _MAX_LANES))
+    # Per thread: the recurrence tables and about 70 quadrature nodes per candidate.
+    require_memory(
+        workers * (4.0 * (m + 1) * n * lanes + 80.0 * m), f"Soft Best-of-n over {n}-subsets of pools of {m}"
+    )
     edges = np.linspace(0, rows, 4 * workers + 1).astype(int)  # a few blocks per thread, for balance
     blocks = [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
     if workers == 1:

@@ -111,6 +111,10 @@ def _advance(c: np.ndarray, log_t: float, free_log: float, dead: int, end: int) 
     return dead, end
 
 
+#: Neighbouring nodes within this many units of ``log t`` share one pass as SIMD lanes.
+_LANE_SPAN = 4.0
+
+
 @numba.njit(cache=True, nogil=True)
 def _row(
     c: np.ndarray,
@@ -123,76 +127,133 @@ def _row(
     derivative: bool,
     probs: np.ndarray,
     dprobs: np.ndarray,
+    lanes: int,
 ) -> None:
     """One pool: ``c`` ascending centres (the top item first), ``g`` their beta-directions; adds
-    ``P_i`` and ``dP_i/dbeta`` into ``probs`` and ``dprobs``."""
+    ``P_i`` and ``dP_i/dbeta`` into ``probs`` and ``dprobs``.
+
+    Up to ``lanes`` consecutive nodes (within ``_LANE_SPAN`` in ``log t``) go through the
+    recurrences together, one lane each (the innermost loops run over lanes and vectorise). Their
+    active items are the union of each node's: an item dead or free at some lanes only is computed
+    exactly there, which differs from dropping it by under 1e-14."""
     m = c.size
     d = n - 1
+    width_l = lanes
     free_log = math.log(_FREE_TOLERANCE / n)
     lc_all = lf[m - 1] - lf[d] - lf[m - 1 - d]
-    pre = np.zeros((m + 1, n))
-    dpre = np.zeros((m + 1, n))
-    suf = np.zeros((m + 1, n))
-    dsuf = np.zeros((m + 1, n))
-    ta = np.empty(m)
-    xs = np.empty(m)
-    first = np.empty(m)  # C(a, lo_k) C(b, d - lo_k) / C(m - 1, d) per active item
+    pre = np.zeros((m + 1, n, width_l))
+    suf = np.zeros((m + 1, n, width_l))
+    rows_d = m + 1 if derivative else 1
+    dpre = np.zeros((rows_d, n, width_l))
+    dsuf = np.zeros((rows_d, n, width_l))
+    take = np.zeros((m + 1, n))  # k / size: the weight of the new item in a mean over k-subsets
+    for size in range(1, m + 1):
+        for k in range(n):
+            take[size, k] = k / size
+    ta = np.zeros((m, width_l))
+    xs = np.zeros((m, width_l))
+    dxs = np.zeros((rows_d, width_l))
+    log_t = np.zeros(width_l)
+    w = np.zeros(width_l)
+    e = np.zeros(width_l)
+    de = np.zeros(width_l)
+    kern = np.zeros(width_l)
+    coefs = np.zeros(n)
     down = _ratios_down(c)
-    pre[0, :] = 1.0
+    pre[0, :, :] = 1.0
     dead = 0
     end = 0
-    filled_dead = -1
-    filled_end = -1
-    for node in range(count):
-        log_t = log_ts[node]
-        dead, end = _advance(c, log_t, free_log, dead, end)
+    node = 0
+    while node < count:
+        stop = node + 1
+        while stop < count and stop - node < width_l and log_ts[stop] - log_ts[node] <= _LANE_SPAN:
+            stop += 1
+        for lane in range(width_l):  # spare lanes repeat the last node with weight 0
+            j = min(node + lane, stop - 1)
+            log_t[lane] = log_ts[j]
+            w[lane] = weights[j] if node + lane < stop else 0.0
+        node = stop
+        # The union of the lanes' active items: dead at the smallest t, free at the largest.
+        dead = _advance(c, log_t[0], free_log, dead, end)[0]
+        end = _advance(c, log_t[width_l - 1], free_log, dead, end)[1]
         width = end - dead
         free = m - end
         if width == 0 or free + width < n:  # nothing active, or every n-subset holds a dead item
             continue
-        ta[0] = math.exp(log_t - c[dead])
-        xs[0] = math.exp(-ta[0])
+        for lane in range(width_l):
+            ta[0, lane] = math.exp(log_t[lane] - c[dead])
         for idx in range(1, width):  # t a_j down the active items by the ratio of neighbours
-            ta[idx] = ta[idx - 1] * down[dead + idx - 1]
-            xs[idx] = math.exp(-ta[idx])
+            ratio = down[dead + idx - 1]
+            for lane in range(width_l):
+                ta[idx, lane] = ta[idx - 1, lane] * ratio
+        for idx in range(width):
+            for lane in range(width_l):
+                xs[idx, lane] = math.exp(-ta[idx, lane])
+        if derivative:
+            for idx in range(width):
+                gq = g[dead + idx]
+                for lane in range(width_l):
+                    dxs[idx, lane] = -ta[idx, lane] * gq * xs[idx, lane]
+        last = width - 1
         # Prefix means: the free items and active items 0..idx-1 (entries past a set's size are
         # never read).
         for idx in range(width):
             cnt = free + idx + 1
-            inv = 1.0 / cnt
-            x = xs[idx]
-            dx = -ta[idx] * g[dead + idx] * x
-            pre[idx + 1, 0] = 1.0
-            for k in range(1, min(n, cnt + 1)):
-                take = k * inv
-                keep = 1.0 - take
-                # k = cnt: the product of all, and entry k of the smaller set does not exist
-                below = pre[idx, k] if k < cnt else 0.0
-                pre[idx + 1, k] = keep * below + take * x * pre[idx, k - 1]
-                if derivative:
-                    dbelow = dpre[idx, k] if k < cnt else 0.0
-                    dpre[idx + 1, k] = keep * dbelow + take * (dx * pre[idx, k - 1] + x * dpre[idx, k - 1])
-        # Suffix means: active items idx+1..width-1.
-        last = width - 1
-        suf[last, 0] = 1.0
+            top = min(d, cnt - 1)
+            for lane in range(width_l):
+                pre[idx + 1, 0, lane] = 1.0
+            for k in range(1, top + 1):
+                tk = take[cnt, k]
+                for lane in range(width_l):
+                    p = pre[idx, k, lane]
+                    pre[idx + 1, k, lane] = p + tk * (xs[idx, lane] * pre[idx, k - 1, lane] - p)
+            if cnt <= d:
+                for lane in range(width_l):
+                    pre[idx + 1, cnt, lane] = xs[idx, lane] * pre[idx, cnt - 1, lane]
+            if derivative:
+                for lane in range(width_l):
+                    dpre[idx + 1, 0, lane] = 0.0
+                for k in range(1, top + 1):
+                    tk = take[cnt, k]
+                    for lane in range(width_l):
+                        q0 = dpre[idx, k, lane]
+                        dpre[idx + 1, k, lane] = q0 + tk * (
+                            dxs[idx, lane] * pre[idx, k - 1, lane] + xs[idx, lane] * dpre[idx, k - 1, lane] - q0
+                        )
+                if cnt <= d:
+                    for lane in range(width_l):
+                        dpre[idx + 1, cnt, lane] = dxs[idx, lane] * pre[idx, cnt - 1, lane] + xs[idx, lane] * dpre[idx, cnt - 1, lane]
+        # Suffix means over active items idx+1..last.
+        for lane in range(width_l):
+            suf[last, 0, lane] = 1.0
+            if derivative:
+                dsuf[last, 0, lane] = 0.0
         for idx in range(last, 0, -1):
             cnt = width - idx
-            inv = 1.0 / cnt
-            x = xs[idx]
-            dx = -ta[idx] * g[dead + idx] * x
-            suf[idx - 1, 0] = 1.0
-            for k in range(1, min(n, cnt + 1)):
-                take = k * inv
-                keep = 1.0 - take
-                below = suf[idx, k] if k < cnt else 0.0
-                suf[idx - 1, k] = keep * below + take * x * suf[idx, k - 1]
-                if derivative:
-                    dbelow = dsuf[idx, k] if k < cnt else 0.0
-                    dsuf[idx - 1, k] = keep * dbelow + take * (dx * suf[idx, k - 1] + x * dsuf[idx, k - 1])
-        fresh = dead != filled_dead or end != filled_end
-        filled_dead = dead
-        filled_end = end
-        w = weights[node]
+            top = min(d, cnt - 1)
+            for lane in range(width_l):
+                suf[idx - 1, 0, lane] = 1.0
+            for k in range(1, top + 1):
+                tk = take[cnt, k]
+                for lane in range(width_l):
+                    p = suf[idx, k, lane]
+                    suf[idx - 1, k, lane] = p + tk * (xs[idx, lane] * suf[idx, k - 1, lane] - p)
+            if cnt <= d:
+                for lane in range(width_l):
+                    suf[idx - 1, cnt, lane] = xs[idx, lane] * suf[idx, cnt - 1, lane]
+            if derivative:
+                for lane in range(width_l):
+                    dsuf[idx - 1, 0, lane] = 0.0
+                for k in range(1, top + 1):
+                    tk = take[cnt, k]
+                    for lane in range(width_l):
+                        q0 = dsuf[idx, k, lane]
+                        dsuf[idx - 1, k, lane] = q0 + tk * (
+                            dxs[idx, lane] * suf[idx, k - 1, lane] + xs[idx, lane] * dsuf[idx, k - 1, lane] - q0
+                        )
+                if cnt <= d:
+                    for lane in range(width_l):
+                        dsuf[idx - 1, cnt, lane] = dxs[idx, lane] * suf[idx, cnt - 1, lane] + xs[idx, lane] * dsuf[idx, cnt - 1, lane]
         for idx in range(width):
             q = dead + idx
             a = free + idx  # the others in the prefix (free and earlier active items)
@@ -201,24 +262,36 @@ def _row(
             hi_k = a if a < d else d
             if lo_k > hi_k:
                 continue
-            # C(a, k) C(b, d - k) / C(m - 1, d): the first from log-factorials (it depends only on
-            # (dead, end), which neighbouring nodes mostly share), the rest by neighbours' ratio.
-            if fresh:
-                first[idx] = math.exp(
-                    lf[a] - lf[lo_k] - lf[a - lo_k] + lf[b] - lf[d - lo_k] - lf[b - d + lo_k] - lc_all
-                )
-            coef = first[idx]
-            e = 0.0
-            de = 0.0
+            # C(a, k) C(b, d - k) / C(m - 1, d): the first from log-factorials, the rest by
+            # neighbours' ratio.
+            coef = math.exp(lf[a] - lf[lo_k] - lf[a - lo_k] + lf[b] - lf[d - lo_k] - lf[b - d + lo_k] - lc_all)
             for k in range(lo_k, hi_k + 1):
-                e += coef * pre[idx, k] * suf[idx, d - k]
-                if derivative:
-                    de += coef * (dpre[idx, k] * suf[idx, d - k] + pre[idx, k] * dsuf[idx, d - k])
+                coefs[k] = coef
                 coef *= (a - k) * (d - k) / ((k + 1.0) * (b - d + k + 1.0))
-            kern = w * ta[idx] * xs[idx]
-            probs[q] += kern * e
-            if derivative:
-                dprobs[q] += kern * (g[q] * (1.0 - ta[idx]) * e + de)
+            for lane in range(width_l):
+                e[lane] = 0.0
+            for k in range(lo_k, hi_k + 1):
+                ck = coefs[k]
+                for lane in range(width_l):
+                    e[lane] += ck * pre[idx, k, lane] * suf[idx, d - k, lane]
+            total = 0.0
+            for lane in range(width_l):
+                kern[lane] = w[lane] * ta[idx, lane] * xs[idx, lane]
+                total += kern[lane] * e[lane]
+            probs[q] += total
+            if not derivative:
+                continue
+            for lane in range(width_l):
+                de[lane] = 0.0
+            for k in range(lo_k, hi_k + 1):
+                ck = coefs[k]
+                for lane in range(width_l):
+                    de[lane] += ck * (dpre[idx, k, lane] * suf[idx, d - k, lane] + pre[idx, k, lane] * dsuf[idx, d - k, lane])
+            gq = g[q]
+            total = 0.0
+            for lane in range(width_l):
+                total += kern[lane] * (gq * (1.0 - ta[idx, lane]) * e[lane] + de[lane])
+            dprobs[q] += total
     scale = n / m
     for q in range(m):
         probs[q] *= scale
@@ -341,6 +414,7 @@ def fill_rows(
     cell: float,
     derivative: bool,
     method: int,
+    lanes: int,
     probs: np.ndarray,
     dprobs: np.ndarray,
     start: int,
@@ -351,8 +425,9 @@ def fill_rows(
     at zero without ``derivative``), written into ``probs`` and ``dprobs`` (zeros on entry).
     ``lf[k] = log k!`` for ``k <= m``; ``rules``: Gauss-Legendre nodes and weights on [0, 1] of the
     panels in t and of the cells (width up to ``cell``) in y. ``method``: 1 the quadrature, 2 the
-    enumeration of near subsets, 0 the cheaper of the two for each pool. Releases the GIL, so
-    threads can fill disjoint blocks of rows at once."""
+    enumeration of near subsets, 0 the cheaper of the two for each pool; ``lanes``: how many
+    quadrature nodes share a pass (:func:`_row`). Releases the GIL, so threads can fill disjoint
+    blocks of rows at once."""
     m = centres.shape[1]
     xt, wt, xy, wy = rules
     for r in range(start, stop):
@@ -361,7 +436,7 @@ def fill_rows(
         if method == 2 or (method == 0 and visits <= _QUADRATURE_COST * count * m):
             _row_by_subsets(centres[r], directions[r], n, lf, lo, hi, derivative, probs[r], dprobs[r])
         else:
-            _row(centres[r], directions[r], n, lf, log_ts, weights, count, derivative, probs[r], dprobs[r])
+            _row(centres[r], directions[r], n, lf, log_ts, weights, count, derivative, probs[r], dprobs[r], lanes)
 
 
 @numba.njit(cache=True, nogil=True)
