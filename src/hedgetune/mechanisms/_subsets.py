@@ -128,7 +128,7 @@ def compiled_kernel() -> ModuleType | None:
 #: The compiled kernel's rules: 8-point Gauss-Legendre on the panels in t, 12-point on cells of
 #: width 2 in y (within 4e-13 of exhaustive enumeration in the tests).
 _CELL_WIDTH, _CELL_ORDER = 2.0, 12
-_MAX_LANES = 48  # quadrature nodes per pass of the compiled kernel
+_MAX_LANES = 16  # quadrature nodes per pass of the compiled kernel
 _LANE_BUDGET = 1 << 19  # table entries per thread (4 MiB) that lanes may use
 
 

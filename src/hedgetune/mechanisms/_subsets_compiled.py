@@ -196,7 +196,7 @@ def _row(
     de = np.zeros(width_l)
     kern = np.zeros(width_l)
     bits = np.zeros(width_l, dtype=np.int64)  # 2^-k as IEEE bits, read through a float view
-    scale = bits.view(np.float64)
+    powers = bits.view(np.float64)
     recip = np.zeros(m + 1)  # 1 / j: the coefficients' chain multiplies instead of dividing
     for j in range(1, m + 1):
         recip[j] = 1.0 / j
@@ -229,7 +229,7 @@ def _row(
             for lane in range(width_l):
                 ta[idx, lane] = ta[idx - 1, lane] * ratio
         for idx in range(width):
-            _exp_negative(ta[idx], xs[idx], bits, scale, width_l)
+            _exp_negative(ta[idx], xs[idx], bits, powers, width_l)
         if derivative:
             for idx in range(width):
                 gq = g[dead + idx]
