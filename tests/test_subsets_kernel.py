@@ -186,3 +186,23 @@ def test_the_numpy_fallback_says_it_is_slow_on_large_inputs(monkeypatch: pytest.
         warnings.simplefilter("error")
         soft_best_of_n_subsets(scores, 2.0, 4, engine="numpy")  # asked for: no warning
         soft_best_of_n_subsets(scores[:3], 2.0, 4)  # small: no warning
+
+
+@pytest.mark.parametrize("engine", ["compiled", "numpy"])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_derivative_at_beta_zero_is_the_first_order_term_not_zero(seed: int, engine: str) -> None:
+    """Regression: at beta = 0 both estimators returned a zero derivative, although the curve
+    moves at once: d P_i / d beta = (n - 1) / (n m) (s_i - mean of the others) over n-subsets, and
+    (s_i - mean of the pool) with replacement. Checked against enumeration by central differences
+    (the curves are smooth through 0)."""
+    rng = np.random.default_rng(300 + seed)
+    m = int(rng.integers(2, 8))
+    scores = np.sort(np.round(rng.standard_normal(m), 1))  # ties too
+    h = 1e-5
+    for n in sorted({1, 2, m}):
+        _, slopes = soft_best_of_n_subsets(scores[None], 0.0, n, derivative=True, engine=engine)
+        numeric = (enumerate_subsets(scores, h, n) - enumerate_subsets(scores, -h, n)) / (2 * h)
+        assert slopes is not None and slopes[0] == pytest.approx(numeric, abs=1e-8)
+        _, slopes = soft_best_of_n_on_pool(scores[None], 0.0, n, derivative=True, engine=engine)
+        numeric = (enumerate_draws(scores, h, n) - enumerate_draws(scores, -h, n)) / (2 * h)
+        assert slopes is not None and slopes[0] == pytest.approx(numeric, abs=1e-8)

@@ -212,6 +212,19 @@ def run_kernel(
     return probs, dprobs
 
 
+def slopes_at_zero(sorted_scores: FloatArray, n: int, replacement: bool) -> FloatArray:
+    """``dP_i/dbeta`` at ``beta = 0``, where every softmax is uniform and moves by
+    ``(1/n) (s_i - mean of the drawn scores)``: ``(n - 1) / (n m) (s_i - r_i)`` with ``r_i`` the
+    mean of the other ``m - 1`` scores (n-subsets), or of all ``m`` (draws with replacement)."""
+    m = sorted_scores.shape[1]
+    if n == 1:
+        return np.zeros_like(sorted_scores)
+    total = sorted_scores.sum(axis=1, keepdims=True)
+    others = total / m if replacement else (total - sorted_scores) / (m - 1)
+    slopes: FloatArray = (n - 1) / (n * m) * (sorted_scores - others)
+    return slopes
+
+
 def soft_best_of_n_subsets(
     sorted_scores: FloatArray, beta: float, n: int, derivative: bool = False, engine: Engine = "auto"
 ) -> tuple[FloatArray, FloatArray | None]:
@@ -231,7 +244,8 @@ def soft_best_of_n_subsets(
         raise ValueError(f"the without-replacement estimator needs 1 <= n <= pool size {m}, got n = {n}")
     check_engine(engine)  # before any shortcut
     if n == 1 or beta == 0.0:
-        return np.full((rows, m), 1.0 / m), (np.zeros((rows, m)) if derivative else None)
+        slopes = slopes_at_zero(sorted_scores, n, replacement=False) if derivative else None
+        return np.full((rows, m), 1.0 / m), slopes
     z, gap = softmax_exponents(sorted_scores, beta)  # z_j = beta d_j, d_j = s_j - s_max <= 0
     if n == m:  # the only subset is the pool: the softmax itself, dP_i = P_i (g_i - sum_j P_j g_j)
         weights = np.exp(z)

@@ -21,7 +21,7 @@ from ._numerics import (
 )
 from ._selection import IntArray, argmax_random_ties, sample_softmax
 from ._softmax_cells import softmax_exponents, union_of_cells
-from ._subsets import Engine, check_engine, choose_kernel, run_kernel, soft_best_of_n_subsets
+from ._subsets import Engine, check_engine, choose_kernel, run_kernel, slopes_at_zero, soft_best_of_n_subsets
 from .best_of_n import BestOfN
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def soft_best_of_n_on_pool(
     check_engine(engine)  # before any shortcut
     if n == 1 or beta == 0.0:
         uniform = np.full((1, m), 1.0 / m)
-        return uniform, (np.zeros((1, m)) if derivative else None)
+        return uniform, (slopes_at_zero(sorted_scores, n, replacement=True) if derivative else None)
     # Items in ascending order of c_i = beta (s_max - s_i) >= 0 (highest score first).
     z, direction = softmax_exponents(sorted_scores, beta)  # z_i = beta (s_i - s_max) <= 0
     centres = np.ascontiguousarray(-z[:, ::-1])
