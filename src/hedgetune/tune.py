@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import optimize
 
 from ._jsonable import jsonable
@@ -560,6 +561,18 @@ def _refine(
     return float(root), int(info.iterations)
 
 
+def _parabola_vertex(
+    x0: ArrayLike, x1: ArrayLike, x2: ArrayLike, f0: ArrayLike, f1: ArrayLike, f2: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """The vertex of the parabola through ``(x_k, f_k)``, and its second derivative (elementwise):
+    ``x1 - ((x1-x0)^2 (f1-f2) - (x2-x1)^2 (f1-f0)) / (2 ((x1-x0)(f1-f2) + (x2-x1)(f1-f0)))``."""
+    x0, x1, x2, f0, f1, f2 = (np.asarray(v, dtype=float) for v in (x0, x1, x2, f0, f1, f2))
+    den = 2.0 * ((x1 - x0) * (f1 - f2) + (x2 - x1) * (f1 - f0))
+    vertex = x1 - ((x1 - x0) ** 2 * (f1 - f2) - (x2 - x1) ** 2 * (f1 - f0)) / den
+    curvature = -den / ((x1 - x0) * (x2 - x1) * (x2 - x0))
+    return vertex, curvature
+
+
 def _bracket_near_vertex(
     pools: Pools, template: Mechanism, residual_fn: Any, thetas: FloatArray, values: FloatArray
 ) -> tuple[float, float, float, float] | None:
@@ -567,14 +580,12 @@ def _bracket_near_vertex(
     through three grid points (the middle one the highest), and one and a half Newton steps from
     it (the parabola's curvature standing in for the residual's slope). ``None`` when the two do
     not bracket a root; then the caller brackets with the grid points."""
-    (x0, x1, x2), (f0, f1, f2) = thetas, values
-    den = 2.0 * ((x1 - x0) * (f1 - f2) + (x2 - x1) * (f1 - f0))
-    if not den > 0:
+    vertex_, curvature_ = _parabola_vertex(*thetas, *values)
+    vertex, curvature = float(vertex_), float(curvature_)
+    if not curvature < 0:
         return None
-    vertex = x1 - ((x1 - x0) ** 2 * (f1 - f2) - (x2 - x1) ** 2 * (f1 - f0)) / den
-    curvature = -den / ((x1 - x0) * (x2 - x1) * (x2 - x0))  # the parabola's second derivative
     fv = residual_fn(pools, template, vertex)
-    other = float(np.clip(vertex - 1.5 * fv / curvature, x0, x2))
+    other = float(np.clip(vertex - 1.5 * fv / curvature, thetas[0], thetas[2]))
     fo = residual_fn(pools, template, other)
     lo, hi = sorted(((vertex, fv), (other, fo)))
     return (lo[0], hi[0], lo[1], hi[1]) if lo[1] > 0 > hi[1] else None
@@ -592,14 +603,13 @@ def _replicate_maximisers(grid: FloatArray, curves: FloatArray, residuals: Float
     left = np.maximum(best - 1, 0)
     if residuals is None:
         inner = (left < best) & (best < right)
-        x0, x1, x2 = grid[left], grid[best], grid[right]
-        f0, f1, f2 = curves[rows, left], curves[rows, best], curves[rows, right]
-        # The vertex: x1 - ((x1-x0)^2 (f1-f2) - (x2-x1)^2 (f1-f0)) / (2 ((x1-x0)(f1-f2) + (x2-x1)(f1-f0))).
-        # f1 is the largest of the three, so the denominator is >= 0 and the vertex lies in [x0, x2].
-        num = (x1 - x0) ** 2 * (f1 - f2) - (x2 - x1) ** 2 * (f1 - f0)
-        den = 2.0 * ((x1 - x0) * (f1 - f2) + (x2 - x1) * (f1 - f0))
-        ok = inner & (den > 0)
-        vertex = x1 - num / np.where(ok, den, 1.0)
+        x0, x2 = grid[left], grid[right]
+        with np.errstate(divide="ignore", invalid="ignore"):  # at the grid's ends: not used
+            vertex, curvature = _parabola_vertex(
+                x0, grid[best], x2, curves[rows, left], curves[rows, best], curves[rows, right]
+            )
+        # The middle value is the highest, so a curved parabola peaks within [x0, x2].
+        ok = inner & (curvature < 0)
         return np.where(ok, np.clip(vertex, x0, x2), theta)
     r_best = residuals[rows, best]
     # Root between best and right when the residual is still positive at best, else left and best.
