@@ -243,7 +243,8 @@ def _row(
                     dxs[idx, lane] = -ta[idx, lane] * gq * xs[idx, lane]
         last = width - 1
         # Prefix means: the free items and active items 0..idx-1 (entries past a set's size are
-        # never read).
+        # never read). The suffix below is the same update, written out again on purpose: as a
+        # shared helper function the pass measured 30% slower (its lane loops vectorise worse).
         for idx in range(width):
             cnt = free + idx + 1
             top = min(d, cnt - 1)
