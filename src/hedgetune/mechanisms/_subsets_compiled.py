@@ -181,27 +181,26 @@ def _row(
     exactly there, which differs from dropping it by under 1e-14."""
     m = c.size
     d = n - 1
-    width_l = lanes
     free_log = math.log(_FREE_TOLERANCE / n)
     lc_all = lf[m - 1] - lf[d] - lf[m - 1 - d]
-    pre = np.zeros((m + 1, n, width_l))
-    suf = np.zeros((m + 1, n, width_l))
+    pre = np.zeros((m + 1, n, lanes))
+    suf = np.zeros((m + 1, n, lanes))
     rows_d = m + 1 if derivative else 1
-    dpre = np.zeros((rows_d, n, width_l))
-    dsuf = np.zeros((rows_d, n, width_l))
+    dpre = np.zeros((rows_d, n, lanes))
+    dsuf = np.zeros((rows_d, n, lanes))
     take = np.zeros((m + 1, n))  # k / size: the weight of the new item in a mean over k-subsets
     for size in range(1, m + 1):
         for k in range(n):
             take[size, k] = k / size
-    ta = np.zeros((m, width_l))
-    xs = np.zeros((m, width_l))
-    dxs = np.zeros((rows_d, width_l))
-    log_t = np.zeros(width_l)
-    w = np.zeros(width_l)
-    e = np.zeros(width_l)
-    de = np.zeros(width_l)
-    kern = np.zeros(width_l)
-    bits = np.zeros(width_l, dtype=np.int64)  # 2^-k as IEEE bits, read through a float view
+    ta = np.zeros((m, lanes))
+    xs = np.zeros((m, lanes))
+    dxs = np.zeros((rows_d, lanes))
+    log_t = np.zeros(lanes)
+    w = np.zeros(lanes)
+    e = np.zeros(lanes)
+    de = np.zeros(lanes)
+    kern = np.zeros(lanes)
+    bits = np.zeros(lanes, dtype=np.int64)  # 2^-k as IEEE bits, read through a float view
     powers = bits.view(np.float64)
     recip = np.zeros(m + 1)  # 1 / j: the coefficients' chain multiplies instead of dividing
     for j in range(1, m + 1):
@@ -214,32 +213,32 @@ def _row(
     node = 0
     while node < count:
         stop = node + 1
-        while stop < count and stop - node < width_l and log_ts[stop] - log_ts[node] <= _LANE_SPAN:
+        while stop < count and stop - node < lanes and log_ts[stop] - log_ts[node] <= _LANE_SPAN:
             stop += 1
-        for lane in range(width_l):  # spare lanes repeat the last node with weight 0
+        for lane in range(lanes):  # spare lanes repeat the last node with weight 0
             j = min(node + lane, stop - 1)
             log_t[lane] = log_ts[j]
             w[lane] = weights[j] if node + lane < stop else 0.0
         node = stop
         # The union of the lanes' active items: dead at the smallest t, free at the largest.
         dead = _advance(c, log_t[0], free_log, dead, end)[0]
-        end = _advance(c, log_t[width_l - 1], free_log, dead, end)[1]
+        end = _advance(c, log_t[lanes - 1], free_log, dead, end)[1]
         width = end - dead
         free = m - end
         if width == 0 or free + width < n:  # nothing active, or every n-subset holds a dead item
             continue
-        for lane in range(width_l):
+        for lane in range(lanes):
             ta[0, lane] = math.exp(log_t[lane] - c[dead])
         for idx in range(1, width):  # t a_j down the active items by the ratio of neighbours
             ratio = down[dead + idx - 1]
-            for lane in range(width_l):
+            for lane in range(lanes):
                 ta[idx, lane] = ta[idx - 1, lane] * ratio
         for idx in range(width):
-            _exp_negative(ta[idx], xs[idx], bits, powers, width_l)
+            _exp_negative(ta[idx], xs[idx], bits, powers, lanes)
         if derivative:
             for idx in range(width):
                 gq = g[dead + idx]
-                for lane in range(width_l):
+                for lane in range(lanes):
                     dxs[idx, lane] = -ta[idx, lane] * gq * xs[idx, lane]
         last = width - 1
         # Prefix means: the free items and active items 0..idx-1 (entries past a set's size are
@@ -248,59 +247,59 @@ def _row(
         for idx in range(width):
             cnt = free + idx + 1
             top = min(d, cnt - 1)
-            for lane in range(width_l):
+            for lane in range(lanes):
                 pre[idx + 1, 0, lane] = 1.0
             for k in range(1, top + 1):
                 tk = take[cnt, k]
-                for lane in range(width_l):
+                for lane in range(lanes):
                     p = pre[idx, k, lane]
                     pre[idx + 1, k, lane] = p + tk * (xs[idx, lane] * pre[idx, k - 1, lane] - p)
             if cnt <= d:
-                for lane in range(width_l):
+                for lane in range(lanes):
                     pre[idx + 1, cnt, lane] = xs[idx, lane] * pre[idx, cnt - 1, lane]
             if derivative:
-                for lane in range(width_l):
+                for lane in range(lanes):
                     dpre[idx + 1, 0, lane] = 0.0
                 for k in range(1, top + 1):
                     tk = take[cnt, k]
-                    for lane in range(width_l):
+                    for lane in range(lanes):
                         q0 = dpre[idx, k, lane]
                         dpre[idx + 1, k, lane] = q0 + tk * (
                             dxs[idx, lane] * pre[idx, k - 1, lane] + xs[idx, lane] * dpre[idx, k - 1, lane] - q0
                         )
                 if cnt <= d:
-                    for lane in range(width_l):
+                    for lane in range(lanes):
                         dpre[idx + 1, cnt, lane] = dxs[idx, lane] * pre[idx, cnt - 1, lane] + xs[idx, lane] * dpre[idx, cnt - 1, lane]
         # Suffix means over active items idx+1..last.
-        for lane in range(width_l):
+        for lane in range(lanes):
             suf[last, 0, lane] = 1.0
             if derivative:
                 dsuf[last, 0, lane] = 0.0
         for idx in range(last, 0, -1):
             cnt = width - idx
             top = min(d, cnt - 1)
-            for lane in range(width_l):
+            for lane in range(lanes):
                 suf[idx - 1, 0, lane] = 1.0
             for k in range(1, top + 1):
                 tk = take[cnt, k]
-                for lane in range(width_l):
+                for lane in range(lanes):
                     p = suf[idx, k, lane]
                     suf[idx - 1, k, lane] = p + tk * (xs[idx, lane] * suf[idx, k - 1, lane] - p)
             if cnt <= d:
-                for lane in range(width_l):
+                for lane in range(lanes):
                     suf[idx - 1, cnt, lane] = xs[idx, lane] * suf[idx, cnt - 1, lane]
             if derivative:
-                for lane in range(width_l):
+                for lane in range(lanes):
                     dsuf[idx - 1, 0, lane] = 0.0
                 for k in range(1, top + 1):
                     tk = take[cnt, k]
-                    for lane in range(width_l):
+                    for lane in range(lanes):
                         q0 = dsuf[idx, k, lane]
                         dsuf[idx - 1, k, lane] = q0 + tk * (
                             dxs[idx, lane] * suf[idx, k - 1, lane] + xs[idx, lane] * dsuf[idx, k - 1, lane] - q0
                         )
                 if cnt <= d:
-                    for lane in range(width_l):
+                    for lane in range(lanes):
                         dsuf[idx - 1, cnt, lane] = dxs[idx, lane] * suf[idx, cnt - 1, lane] + xs[idx, lane] * dsuf[idx, cnt - 1, lane]
         for idx in range(width):
             q = dead + idx
@@ -316,28 +315,28 @@ def _row(
             for k in range(lo_k, hi_k + 1):
                 coefs[k] = coef
                 coef *= (a - k) * (d - k) * (recip[k + 1] * recip[b - d + k + 1])
-            for lane in range(width_l):
+            for lane in range(lanes):
                 e[lane] = 0.0
             for k in range(lo_k, hi_k + 1):
                 ck = coefs[k]
-                for lane in range(width_l):
+                for lane in range(lanes):
                     e[lane] += ck * pre[idx, k, lane] * suf[idx, d - k, lane]
             total = 0.0
-            for lane in range(width_l):
+            for lane in range(lanes):
                 kern[lane] = w[lane] * ta[idx, lane] * xs[idx, lane]
                 total += kern[lane] * e[lane]
             probs[q] += total
             if not derivative:
                 continue
-            for lane in range(width_l):
+            for lane in range(lanes):
                 de[lane] = 0.0
             for k in range(lo_k, hi_k + 1):
                 ck = coefs[k]
-                for lane in range(width_l):
+                for lane in range(lanes):
                     de[lane] += ck * (dpre[idx, k, lane] * suf[idx, d - k, lane] + pre[idx, k, lane] * dsuf[idx, d - k, lane])
             gq = g[q]
             total = 0.0
-            for lane in range(width_l):
+            for lane in range(lanes):
                 total += kern[lane] * (gq * (1.0 - ta[idx, lane]) * e[lane] + de[lane])
             dprobs[q] += total
     scale = n / m
