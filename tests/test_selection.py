@@ -166,3 +166,49 @@ def test_soft_best_of_n_is_a_distribution(n: int, beta: float) -> None:
     assert mech.kl() >= -1e-12
     # More candidates or a colder softmax never lowers the expected quantile below the reference.
     assert 0.5 - 1e-9 <= mech.mean() <= ht.BestOfN(n).mean() + 1e-9
+
+
+# ------------------------------------------------------------------- the compiled softmax sampler
+@pytest.mark.parametrize("width", [1, 5, 64, 300])
+@pytest.mark.parametrize("beta", [0.0, 1e-3, 1.0, 40.0, 1e4])
+def test_compiled_softmax_sampler_draws_what_the_numpy_route_draws(width: int, beta: float) -> None:
+    """Same uniforms, same inverse-CDF rule: the two engines agree draw for draw (they could differ
+    only where a uniform falls within rounding of a cumulative boundary), with missing candidates,
+    ties, wide rows (np.cumsum on the NumPy route) and weights that underflow."""
+    from hedgetune.mechanisms._selection import sample_softmax
+
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(width)
+    scores = np.round(rng.standard_normal((3000, width)), 1)
+    scores[rng.random(scores.shape) < 0.2] = np.nan
+    scores[np.isnan(scores).all(axis=1), 0] = 0.5
+    compiled = sample_softmax(scores, beta, np.random.default_rng(7), engine="compiled")
+    numpy_route = sample_softmax(scores, beta, np.random.default_rng(7), engine="numpy")
+    np.testing.assert_array_equal(compiled, numpy_route)
+    assert not np.isnan(scores[np.arange(scores.shape[0]), compiled]).any()
+
+
+def test_compiled_softmax_sampler_follows_the_softmax() -> None:
+    """The kernel's draws against the softmax probabilities (chi-square), rows split across threads."""
+    from hedgetune.mechanisms._selection import sample_softmax
+
+    pytest.importorskip("numba")
+    beta, row = 1.5, np.array([0.2, -1.0, 2.0, 0.7, np.nan])
+    chosen = sample_softmax(np.tile(row, (60_000, 1)), beta, np.random.default_rng(3), engine="compiled")
+    weights = np.exp(beta * row[:4])
+    expected = weights / weights.sum() * chosen.size
+    assert np.bincount(chosen, minlength=5)[4] == 0
+    assert stats.chisquare(np.bincount(chosen, minlength=5)[:4], expected).pvalue > 1e-3
+
+
+def test_softmax_sampler_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hedgetune.mechanisms import _compiled
+    from hedgetune.mechanisms._selection import sample_softmax
+
+    scores = np.array([[0.0, 1.0, 2.0]])
+    with pytest.raises(ValueError, match="engine must be"):
+        sample_softmax(scores, 1.0, np.random.default_rng(0), engine="gpu")  # type: ignore[arg-type]
+    monkeypatch.setattr(_compiled, "load", lambda name: None)  # as without Numba
+    with pytest.raises(ImportError, match=r"hedgetune\[fast\]"):
+        sample_softmax(scores, 1.0, np.random.default_rng(0), engine="compiled")
+    assert sample_softmax(scores, 1.0, np.random.default_rng(0)).shape == (1,)

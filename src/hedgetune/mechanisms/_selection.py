@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..arrays import IntArray as IntArray
+from ._compiled import Engine, kernel_for, over_row_blocks, row_workers
 from ._numerics import FloatArray, as_float_array
 
 
@@ -110,19 +111,30 @@ def _invert_cumulative(cumulative: FloatArray, weights: FloatArray, uniform: Flo
     return choice
 
 
-def sample_softmax(scores: FloatArray, beta: float, rng: np.random.Generator) -> IntArray:
+def sample_softmax(scores: FloatArray, beta: float, rng: np.random.Generator, engine: Engine = "auto") -> IntArray:
     """Draw column ``j`` of each row with probability ``exp(beta s_j) / sum_k exp(beta s_k)``.
 
     Missing (NaN) candidates get weight 0. Weights are formed relative to the row maximum (no
-    overflow). For short rows the row-wise cumulative sum is a product with a triangular matrix of
-    ones, which BLAS does far faster than ``np.cumsum``; wide rows use ``np.cumsum`` (the matrix
-    would grow as the square of the width). Memory stays linear in the input: blocks hold about
-    a million scores.
+    overflow). ``engine``: ``"compiled"`` one pass per row in a Numba kernel
+    (:mod:`._selection_compiled`, threads over blocks of rows), ``"numpy"`` the vectorised route
+    below, ``"auto"`` the kernel when Numba is installed; both draw by inverse CDF from the same
+    uniforms, so they agree except within rounding of a cumulative boundary. On the NumPy route
+    short rows cumulate by a product with a triangular matrix of ones, which BLAS does far faster
+    than ``np.cumsum``; wide rows use ``np.cumsum`` (the matrix would grow as the square of the
+    width). Memory stays linear in the input: blocks hold about a million scores.
     """
+    kernel = kernel_for(engine, "_selection_compiled")
+    if not 0.0 <= beta < np.inf:  # the kernel's exponentials assume a finite gap >= 0
+        kernel = None
     width = scores.shape[1]
-    upper = np.triu(np.ones((width, width))) if width <= _TRIANGULAR_WIDTH else None
     uniform = rng.random((scores.shape[0],))
     choice = np.empty(scores.shape[0], dtype=np.intp)
+    if kernel is not None:
+        rows = scores.shape[0]
+        matrix = np.ascontiguousarray(scores, dtype=float)
+        over_row_blocks(rows, row_workers(rows, 1024), lambda a, b: kernel.sample_rows(matrix, beta, uniform, choice, a, b))
+        return choice
+    upper = np.triu(np.ones((width, width))) if width <= _TRIANGULAR_WIDTH else None
     rows_per_block = max(1, min(_BLOCK_ROWS // 2, _BLOCK_ELEMENTS // width))
     for start in range(0, scores.shape[0], rows_per_block):
         block = scores[start : start + rows_per_block]

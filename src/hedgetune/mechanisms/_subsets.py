@@ -24,21 +24,16 @@ recurrences in forward mode (``dx_j/dbeta = -e^(y + z_j) d_j x_j``, ``d_j = s_j 
 
 from __future__ import annotations
 
-import itertools
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import Literal
 
 import numpy as np
 from scipy import special
 
-from .._limits import available_cores, require_memory
-from ._compiled import load
+from .._limits import require_memory
+from ._compiled import Engine, check_engine, kernel_for, load, over_row_blocks, row_workers
 from ._numerics import FloatArray, gauss_legendre
 from ._softmax_cells import softmax_exponents, union_of_cells
-
-Engine = Literal["auto", "compiled", "numpy"]
 
 #: Largest number of (lane x item x degree) values held at once.
 _CHUNK_ELEMENTS = 3_000_000
@@ -140,20 +135,11 @@ class SlowPathWarning(UserWarning):
 _WARN_FROM = 10_000
 
 
-def check_engine(engine: str) -> None:
-    """Raise ``ValueError`` unless ``engine`` is ``"auto"``, ``"compiled"`` or ``"numpy"``."""
-    if engine not in ("auto", "compiled", "numpy"):
-        raise ValueError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
-
-
 def choose_kernel(engine: Engine, size: int) -> ModuleType | None:
     """The compiled kernel to use for ``engine`` (``None``: the NumPy route), for an input of
     ``size`` scores. Without Numba, ``"compiled"`` raises ``ImportError`` and ``"auto"`` warns
     (:class:`SlowPathWarning`) once the input is large enough for the difference to be minutes."""
-    check_engine(engine)
-    kernel = None if engine == "numpy" else compiled_kernel()
-    if kernel is None and engine == "compiled":
-        raise ImportError("engine='compiled' needs Numba: pip install 'hedgetune[fast]'")
+    kernel = kernel_for(engine, "_subsets_compiled")
     if kernel is None and engine == "auto" and size >= _WARN_FROM:
         warnings.warn(
             "Soft Best-of-n on raw scores is running its NumPy quadrature, about 100x slower than the "
@@ -183,17 +169,17 @@ def run_kernel(
     probs = np.zeros((rows, m))
     dprobs = np.zeros((rows, m))
 
-    def block(bounds: tuple[int, int]) -> None:
+    def block(start: int, stop: int) -> None:
         if replacement:
             kernel.fill_rows_with_replacement(
-                centres, directions, n, rules, _CELL_WIDTH, derivative, probs, dprobs, *bounds
+                centres, directions, n, rules, _CELL_WIDTH, derivative, probs, dprobs, start, stop
             )
         else:
             kernel.fill_rows(
-                centres, directions, n, log_factorials, rules, _CELL_WIDTH, derivative, method, lanes, probs, dprobs, *bounds
+                centres, directions, n, log_factorials, rules, _CELL_WIDTH, derivative, method, lanes, probs, dprobs, start, stop
             )
 
-    workers = max(1, min(available_cores(), rows // 8))
+    workers = row_workers(rows)
     # Nodes share a pass as SIMD lanes while the four (m + 1) x n x lanes recurrence tables stay
     # small (a few MB); large pools with large n get one lane, as much memory as before.
     lanes = int(np.clip(_LANE_BUDGET // (4 * (m + 1) * n), 1, _MAX_LANES))
@@ -201,14 +187,7 @@ def run_kernel(
     require_memory(
         workers * (4.0 * (m + 1) * n * lanes + 80.0 * m), f"Soft Best-of-n over {n}-subsets of pools of {m}"
     )
-    edges = np.linspace(0, rows, 4 * workers + 1).astype(int)  # a few blocks per thread, for balance
-    blocks = [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
-    if workers == 1:
-        for bounds in blocks:
-            block(bounds)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(block, blocks))
+    over_row_blocks(rows, workers, block)
     return probs, dprobs
 
 

@@ -11,6 +11,7 @@ from numpy.polynomial import legendre
 from scipy import special
 
 from ._base import Mechanism
+from ._compiled import Engine, check_engine
 from ._numerics import (
     FloatArray,
     check_parameter,
@@ -21,7 +22,7 @@ from ._numerics import (
 )
 from ._selection import IntArray, argmax_random_ties, sample_softmax
 from ._softmax_cells import softmax_exponents, union_of_cells
-from ._subsets import Engine, check_engine, choose_kernel, run_kernel, slopes_at_zero, soft_best_of_n_subsets
+from ._subsets import choose_kernel, run_kernel, slopes_at_zero, soft_best_of_n_subsets
 from .best_of_n import BestOfN
 
 if TYPE_CHECKING:
