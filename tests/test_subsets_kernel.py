@@ -13,7 +13,7 @@ import pytest
 from scipy import special
 from test_estimators import enumerate_subsets
 
-from hedgetune.mechanisms import _subsets
+from hedgetune.mechanisms import _compiled, _subsets
 from hedgetune.mechanisms._softmax_cells import softmax_exponents
 from hedgetune.mechanisms._subsets import soft_best_of_n_subsets
 from hedgetune.mechanisms.soft_best_of_n import soft_best_of_n_on_pool
@@ -88,7 +88,7 @@ def test_engines_and_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="engine must be"):
         soft_best_of_n_subsets(scores, 2.0, 4, engine="fortran")  # type: ignore[arg-type]
     # Without Numba, "auto" falls back to NumPy and "compiled" says what to install.
-    monkeypatch.setattr(_subsets, "compiled_kernel", lambda: None)
+    monkeypatch.setattr(_compiled, "load", lambda name: None)  # as without Numba
     np.testing.assert_allclose(soft_best_of_n_subsets(scores, 2.0, 4)[0], numpy, atol=0)
     with pytest.raises(ImportError, match=r"hedgetune\[fast\]"):
         soft_best_of_n_subsets(scores, 2.0, 4, engine="compiled")
@@ -97,7 +97,7 @@ def test_engines_and_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_kernel_splits_rows_across_threads_without_changing_them(monkeypatch: pytest.MonkeyPatch) -> None:
     scores = np.sort(np.random.default_rng(2).standard_normal((64, 12)), axis=1)
     threaded = soft_best_of_n_subsets(scores, 3.0, 5, derivative=True)
-    monkeypatch.setattr(_subsets, "available_cores", lambda: 1)
+    monkeypatch.setattr(_compiled, "available_cores", lambda: 1)
     single = soft_best_of_n_subsets(scores, 3.0, 5, derivative=True)
     np.testing.assert_array_equal(threaded[0], single[0])
     assert threaded[1] is not None and single[1] is not None
@@ -177,7 +177,7 @@ def test_the_numpy_fallback_says_it_is_slow_on_large_inputs(monkeypatch: pytest.
     import warnings
 
     scores = np.sort(np.random.default_rng(3).standard_normal((300, 40)), axis=1)
-    monkeypatch.setattr(_subsets, "compiled_kernel", lambda: None)
+    monkeypatch.setattr(_compiled, "load", lambda name: None)  # as without Numba
     with pytest.warns(_subsets.SlowPathWarning, match=r"pip install 'hedgetune\[fast\]'"):
         soft_best_of_n_subsets(scores, 2.0, 4)
     with pytest.warns(_subsets.SlowPathWarning):
