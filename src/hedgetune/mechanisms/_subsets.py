@@ -153,21 +153,33 @@ def choose_kernel(engine: Engine, size: int) -> ModuleType | None:
 
 def run_kernel(
     kernel: ModuleType,
-    centres: FloatArray,
-    directions: FloatArray,
+    z: FloatArray,
+    gap: FloatArray,
     n: int,
     derivative: bool,
     method: int = 0,
     replacement: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
     """The compiled kernel over blocks of rows, one thread per available core (it releases the
-    GIL); ``replacement``: the pools resampled with replacement (the plug-in) instead of their
-    n-subsets."""
-    rows, m = centres.shape
+    GIL), on rows ascending as :func:`softmax_exponents` gives them (``z_j = beta (s_j - s_max)``
+    and ``gap_j = dz_j/dbeta``); returns ``P`` and ``dP/dbeta`` in the same order. The kernel itself
+    takes the top item first, with centres ``c = -z``. ``replacement``: the pools resampled with
+    replacement (the plug-in) instead of their n-subsets."""
+    rows, m = z.shape
+    centres = np.ascontiguousarray(-z[:, ::-1])
+    directions = np.ascontiguousarray(gap[:, ::-1])
     rules = (*gauss_legendre(8), *gauss_legendre(_CELL_ORDER))
     log_factorials = special.gammaln(np.arange(m + 1) + 1.0)
     probs = np.zeros((rows, m))
     dprobs = np.zeros((rows, m))
+    workers = row_workers(rows)
+    # Nodes share a pass as SIMD lanes while the four (m + 1) x n x lanes recurrence tables stay
+    # small (a few MB); large pools with large n get one lane, as much memory as before.
+    lanes = int(np.clip(_LANE_BUDGET // (4 * (m + 1) * n), 1, _MAX_LANES))
+    # Per thread: the recurrence tables and about 70 quadrature nodes per candidate.
+    require_memory(
+        workers * (4.0 * (m + 1) * n * lanes + 80.0 * m), f"Soft Best-of-n over {n}-subsets of pools of {m}"
+    )
 
     def block(start: int, stop: int) -> None:
         if replacement:
@@ -179,16 +191,8 @@ def run_kernel(
                 centres, directions, n, log_factorials, rules, _CELL_WIDTH, derivative, method, lanes, probs, dprobs, start, stop
             )
 
-    workers = row_workers(rows)
-    # Nodes share a pass as SIMD lanes while the four (m + 1) x n x lanes recurrence tables stay
-    # small (a few MB); large pools with large n get one lane, as much memory as before.
-    lanes = int(np.clip(_LANE_BUDGET // (4 * (m + 1) * n), 1, _MAX_LANES))
-    # Per thread: the recurrence tables and about 70 quadrature nodes per candidate.
-    require_memory(
-        workers * (4.0 * (m + 1) * n * lanes + 80.0 * m), f"Soft Best-of-n over {n}-subsets of pools of {m}"
-    )
     over_row_blocks(rows, workers, block)
-    return probs, dprobs
+    return np.ascontiguousarray(probs[:, ::-1]), np.ascontiguousarray(dprobs[:, ::-1])
 
 
 def slopes_at_zero(sorted_scores: FloatArray, n: int, replacement: bool) -> FloatArray:
@@ -233,10 +237,8 @@ def soft_best_of_n_subsets(
         return whole, slope
     kernel = choose_kernel(engine, rows * m)
     if kernel is not None:
-        values, slopes = run_kernel(
-            kernel, np.ascontiguousarray(-z[:, ::-1]), np.ascontiguousarray(gap[:, ::-1]), n, derivative
-        )
-        return np.ascontiguousarray(values[:, ::-1]), (np.ascontiguousarray(slopes[:, ::-1]) if derivative else None)
+        values, slopes = run_kernel(kernel, z, gap, n, derivative)
+        return values, (slopes if derivative else None)
     x8, w8 = gauss_legendre(8)
     # Every prompt's quadrature nodes become lanes of one computation: lane l belongs to row[l]
     # (row-major order keeps each row's lanes together).

@@ -135,17 +135,14 @@ def soft_best_of_n_on_pool(
     if n == 1 or beta == 0.0:
         uniform = np.full((1, m), 1.0 / m)
         return uniform, (slopes_at_zero(sorted_scores, n, replacement=True) if derivative else None)
-    # Items in ascending order of c_i = beta (s_max - s_i) >= 0 (highest score first).
     z, direction = softmax_exponents(sorted_scores, beta)  # z_i = beta (s_i - s_max) <= 0
-    centres = np.ascontiguousarray(-z[:, ::-1])
-    gap = np.ascontiguousarray(direction[:, ::-1])  # dz_i / dbeta
     kernel = choose_kernel(engine, rows * m)
     if kernel is not None:
-        values, slopes = run_kernel(kernel, centres, gap, n, derivative, replacement=True)
-        return (
-            np.ascontiguousarray(values[:, ::-1]),
-            np.ascontiguousarray(slopes[:, ::-1]) if derivative else None,
-        )
+        values, slopes = run_kernel(kernel, z, direction, n, derivative, replacement=True)
+        return values, (slopes if derivative else None)
+    # Items in ascending order of c_i = beta (s_max - s_i) >= 0 (highest score first).
+    centres = np.ascontiguousarray(-z[:, ::-1])
+    gap = np.ascontiguousarray(direction[:, ::-1])  # dz_i / dbeta
     probs = np.zeros(rows * m)
     dprobs = np.zeros(rows * m) if derivative else None
     x, w = gauss_legendre(8)
