@@ -12,9 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._subsets_compiled import _exp_negative
-
-_UNDERFLOW = 708.0  # beta (s_max - s) beyond this: weight 0, as np.exp gives (to 3e-308)
+from ._subsets_compiled import _EXP_FLOOR, _exp_negative
 
 
 @numba.njit(cache=True, nogil=True)
@@ -39,7 +37,8 @@ def sample_rows(
         _exp_negative(gaps, weights, bits, powers, width)
         total = 0.0
         for j in range(width):
-            w = weights[j] if gaps[j] <= _UNDERFLOW else 0.0  # NaN gap (missing): 0
+            # Past the exponential's floor the weight is 0, as np.exp gives (to 3e-308); NaN (missing): 0.
+            w = weights[j] if gaps[j] <= _EXP_FLOOR else 0.0
             weights[j] = w
             total += w
         target = uniform[r] * total
