@@ -188,10 +188,6 @@ def _row(
     rows_d = m + 1 if derivative else 1
     dpre = np.zeros((rows_d, n, lanes))
     dsuf = np.zeros((rows_d, n, lanes))
-    take = np.zeros((m + 1, n))  # k / size: the weight of the new item in a mean over k-subsets
-    for size in range(1, m + 1):
-        for k in range(n):
-            take[size, k] = k / size
     ta = np.zeros((m, lanes))
     xs = np.zeros((m, lanes))
     dxs = np.zeros((rows_d, lanes))
@@ -202,7 +198,9 @@ def _row(
     kern = np.zeros(lanes)
     bits = np.zeros(lanes, dtype=np.int64)  # 2^-k as IEEE bits, read through a float view
     powers = bits.view(np.float64)
-    recip = np.zeros(m + 1)  # 1 / j: the coefficients' chain multiplies instead of dividing
+    # 1 / j: a new item's weight k / size in a mean over k-subsets, and the coefficients' chain,
+    # multiply instead of dividing.
+    recip = np.zeros(m + 1)
     for j in range(1, m + 1):
         recip[j] = 1.0 / j
     coefs = np.zeros(n)
@@ -250,7 +248,7 @@ def _row(
             for lane in range(lanes):
                 pre[idx + 1, 0, lane] = 1.0
             for k in range(1, top + 1):
-                tk = take[cnt, k]
+                tk = k * recip[cnt]
                 for lane in range(lanes):
                     p = pre[idx, k, lane]
                     pre[idx + 1, k, lane] = p + tk * (xs[idx, lane] * pre[idx, k - 1, lane] - p)
@@ -261,7 +259,7 @@ def _row(
                 for lane in range(lanes):
                     dpre[idx + 1, 0, lane] = 0.0
                 for k in range(1, top + 1):
-                    tk = take[cnt, k]
+                    tk = k * recip[cnt]
                     for lane in range(lanes):
                         q0 = dpre[idx, k, lane]
                         dpre[idx + 1, k, lane] = q0 + tk * (
@@ -281,7 +279,7 @@ def _row(
             for lane in range(lanes):
                 suf[idx - 1, 0, lane] = 1.0
             for k in range(1, top + 1):
-                tk = take[cnt, k]
+                tk = k * recip[cnt]
                 for lane in range(lanes):
                     p = suf[idx, k, lane]
                     suf[idx - 1, k, lane] = p + tk * (xs[idx, lane] * suf[idx, k - 1, lane] - p)
@@ -292,7 +290,7 @@ def _row(
                 for lane in range(lanes):
                     dsuf[idx - 1, 0, lane] = 0.0
                 for k in range(1, top + 1):
-                    tk = take[cnt, k]
+                    tk = k * recip[cnt]
                     for lane in range(lanes):
                         q0 = dsuf[idx, k, lane]
                         dsuf[idx - 1, k, lane] = q0 + tk * (
