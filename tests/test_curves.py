@@ -247,3 +247,13 @@ def test_share_of_gain_lost_ignores_a_rounding_sized_gain() -> None:
     d = ht.diagnose(load("arithmetic"), "bon", proxy="length", bootstrap=0)
     assert d.regime == "decreasing"
     assert d.share_of_gain_lost == 0.0
+
+
+def test_unbiased_bon_curve_of_many_n_equals_one_n_at_a_time() -> None:
+    """The curve computes the rows of all its n together; each equals the curve at that n alone
+    (itself checked against exhaustive subsets above)."""
+    table = _small_table(5, prompts=6, m=7)
+    ns = [1, 2, 3, 5, 7]
+    together = ht.curve(table, "bon", ns, estimator="unbiased", bootstrap=0)
+    alone = [ht.curve(table, "bon", [n], estimator="unbiased", bootstrap=0).true_reward[0] for n in ns]
+    np.testing.assert_allclose(together.true_reward, alone, rtol=1e-13)

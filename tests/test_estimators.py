@@ -138,3 +138,65 @@ def test_best_of_poisson_deployment_slope_at_zero_matches_a_difference_quotient(
         h = 1e-7
         quotient = (deployment_probabilities(ht.BestOfPoisson(0.0), h, m) - deployment_probabilities(ht.BestOfPoisson(0.0), 0.0, m)) / h
         np.testing.assert_allclose(slope, quotient, atol=1e-6)
+
+
+def test_subset_maximum_weights_equal_binomial_ratios() -> None:
+    """``C(i-1, c-1) / C(m, c)`` for any set of counts (consecutive ones read a strided view, others
+    a gathered one) and any first position, zero exactly where i < c."""
+    from hedgetune.mechanisms._pool_weights import subset_maximum_weights
+
+    for m in (1, 2, 7, 40):
+        for counts in (np.arange(1, m + 1), np.unique([m, 1, (m + 1) // 2])[::-1], np.array([(m + 1) // 2])):
+            for start in sorted({0, m // 2, m - 1}):
+                got = subset_maximum_weights(counts.astype(float), m, start)
+                want = [[comb(i - 1, c - 1) / comb(m, c) for i in range(start + 1, m + 1)] for c in counts]
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    # A large pool against exact rationals: the log-factorials reach 1e5, so 1e-10 relative.
+    from fractions import Fraction
+
+    m = 12_600
+    counts = np.array([1.0, 2.0, 150.0, 6_000.0, m])
+    rows = subset_maximum_weights(counts, m, 0)
+    np.testing.assert_allclose(rows.sum(axis=1), 1.0, rtol=1e-10)
+    for row, c in zip(rows, counts.astype(int), strict=True):
+        for i in (c, (c + m) // 2, m):
+            assert row[i - 1] == pytest.approx(float(Fraction(comb(i - 1, c - 1), comb(m, c))), rel=1e-10)
+    for bad in ([0.0], [2.5], [m + 1.0]):
+        with pytest.raises(ValueError, match="whole numbers"):
+            subset_maximum_weights(np.array(bad), m)
+
+
+@pytest.mark.parametrize(
+    "mech",
+    [ht.BestOfN(1), ht.BestOfN(30), ht.BestOfN(5000), ht.BestOfPoisson(0.0), ht.BestOfPoisson(0.5),
+     ht.BestOfPoisson(100.0), ht.BestOfPoisson(3000.0)],
+    ids=repr,
+)
+def test_positions_below_the_start_carry_negligible_weight(mech: ht.Mechanism) -> None:
+    """The curves skip positions 1 .. start: their weight (and, for a real parameter, the weight of
+    their derivative) is under NEGLIGIBLE_MASS in total, and the cut is close to the exact one."""
+    from hedgetune.mechanisms.toolkit import NEGLIGIBLE_MASS
+
+    m = 5000
+    start = mech.negligible_below(m)
+    full = mech.deployment_probabilities(m)[0]
+    assert full[:start].sum() <= NEGLIGIBLE_MASS
+    exact = int(np.searchsorted(np.cumsum(full), NEGLIGIBLE_MASS))  # positions 1 .. exact are negligible
+    assert start >= 0.8 * exact
+    if not mech.integer_parameter:
+        assert np.abs(mech.deployment_probabilities(m, derivative=True)[0][:start]).sum() <= NEGLIGIBLE_MASS
+
+
+def test_best_of_n_rows_together_equal_rows_one_at_a_time() -> None:
+    m = 300
+    ns = np.array([1.0, 2.0, 3.0, 17.0, 150.0, 299.0, 300.0])
+    start, together = ht.BestOfN(1).deployment_rows(ns, m)
+    generic_start, one_at_a_time = ht.Mechanism.deployment_rows(ht.BestOfN(1), ns, m)
+    assert start == generic_start == 0
+    # One at a time, each row starts at its own negligible position (zeros below it).
+    np.testing.assert_allclose(together, one_at_a_time, rtol=1e-12, atol=1e-17)
+    np.testing.assert_array_equal(together[-1], np.eye(m)[-1])  # n = m: the top position, exactly
+    with pytest.raises(ValueError, match="whole n"):
+        ht.BestOfN(1).deployment_rows(np.array([2.0, 2.5]), m)
+    with pytest.raises(ValueError, match="no derivative"):
+        ht.BestOfN(1).deployment_rows(ns, m, derivative=True)

@@ -228,7 +228,12 @@ def bootstrap_weights(n_prompts: int, replicates: int, seed: int | None) -> Floa
     # The counts, the replicate curves and their derivatives: a few (replicates x prompts) arrays.
     require_memory(4.0 * replicates * n_prompts, f"a bootstrap of {replicates} replicates over {n_prompts} prompts")
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=replicates).astype(float)
+    # Each replicate draws n_prompts prompts uniformly with replacement; its row counts the draws
+    # (a multinomial, counted with one bincount: 5x faster than Generator.multinomial).
+    draws = rng.integers(0, n_prompts, size=(replicates, n_prompts))
+    draws += np.arange(replicates)[:, None] * n_prompts
+    counts = np.bincount(draws.reshape(-1), minlength=replicates * n_prompts)
+    return counts.reshape(replicates, n_prompts).astype(float)
 
 
 def rank_probabilities(
@@ -249,12 +254,9 @@ def rank_probabilities(
             return 0, np.concatenate([mech.pool_probabilities_dtheta(grid_scores) for mech in per_theta])
         return 0, np.concatenate([mech.pool_probabilities(grid_scores) for mech in per_theta])
     if estimator == "unbiased":
-        starts = [template.with_theta(float(t)).negligible_below(m) for t in thetas]
-        start = min(starts)
-        values = np.zeros((thetas.size, m - start))
-        for row, (theta, own) in enumerate(zip(thetas, starts, strict=True)):
-            values[row, own - start :] = deployment_probabilities(template, float(theta), m, derivative, own)[0]
-        return start, values
+        if not template.deployable:
+            deployment_probabilities(template, float(thetas[0]), m)  # raises, naming the mechanism
+        return template.deployment_rows(thetas, m, derivative)
     coarse = np.linspace(0.0, 1.0, 129)
     negligible = template.cdf_many(thetas, coarse) <= NEGLIGIBLE_MASS
     last = np.where(negligible.any(axis=1), 128 - np.argmax(negligible[:, ::-1], axis=1), 0)
@@ -330,8 +332,8 @@ def pool_sums(
             proxy[block] += probs @ s_sum
             if reps is not None and resampled_true is not None:
                 reps[:, block] += resampled_true @ probs.T
-            elif reps is not None and by_prompt and w_g is not None:
-                reps[:, block] += w_g @ (group.true[:, start:] @ probs.T)
+            elif reps is not None and by_prompt and w_g is not None:  # (T, m) @ (m, P): BLAS's faster order
+                reps[:, block] += ((probs @ group.true[:, start:].T) @ w_g.T).T
             if dtrue is not None:
                 dstart, dprobs = rank_probabilities(
                     template, thetas[block], group.m, estimator, derivative=True
@@ -340,7 +342,7 @@ def pool_sums(
                 if dreps is not None and resampled_all is not None:
                     dreps[:, block] += resampled_all[:, dstart:] @ dprobs.T
                 elif dreps is not None and by_prompt and w_g is not None:
-                    dreps[:, block] += w_g @ (group.true[:, dstart:] @ dprobs.T)
+                    dreps[:, block] += ((dprobs @ group.true[:, dstart:].T) @ w_g.T).T
             if kl_pool:
                 if untied:
                     klp[block] += untied * _pool_kl(probs, group.m)

@@ -267,23 +267,57 @@ class Mechanism(ABC):
             raise ValueError(f"{self.display_name} has no without-replacement (deployment) estimator on rank positions")
         values, pmf, dpmf = counts
         rows = subset_maximum_weights(values, m, start)
-        whole_pool = subset_maximum_weights(np.array([float(m)]), m, start)[0]
+        whole_pool = np.zeros(m - start)  # the best of all m is the top position
+        if start < m:
+            whole_pool[-1] = 1.0
         if derivative:
             if dpmf is None:
                 raise ValueError(f"{self.display_name} has a whole-number parameter: no derivative of its weights")
-            return (dpmf @ (rows - whole_pool))[None, :]
+            return (dpmf @ rows - dpmf.sum() * whole_pool)[None, :]
         tail = max(0.0, 1.0 - float(pmf.sum()))
         return (pmf @ rows + tail * whole_pool)[None, :]
 
+    def deployment_rows(self, thetas: FloatArray, m: int, derivative: bool = False) -> tuple[int, FloatArray]:
+        """:meth:`deployment_probabilities` at each parameter of ``thetas``, as ``(start, values)``:
+        ``values`` is ``(T, m - start)`` for positions ``start + 1 .. m``, and every position below
+        ``start`` has probability under :data:`NEGLIGIBLE_MASS` in total at every parameter (see
+        :meth:`negligible_below`). A mechanism may override it to compute the rows together."""
+        mechs = [self.with_theta(float(t)) for t in thetas]
+        starts = [mech.negligible_below(m) for mech in mechs]
+        start = min(starts, default=m)
+        values = np.zeros((len(mechs), m - start))
+        for row, (mech, own) in enumerate(zip(mechs, starts, strict=True)):
+            values[row, own - start :] = mech.deployment_probabilities(m, derivative, own)[0]
+        return start, values
+
     def negligible_below(self, m: int) -> int:
-        """A position below which the deployment weights add up to less than
-        :data:`NEGLIGIBLE_MASS`: with at least c candidates, all fall below position s with
-        probability <= (s/m)^c."""
+        """A position s below which the deployment weights (and their derivatives) add up to less
+        than :data:`NEGLIGIBLE_MASS`. All c candidates fall below s with probability
+        ``C(s, c) / C(m, c) <= x^c``, ``x = s/m``; so s is where the bound
+        ``sum_c (|P(N = c)| + |P'(N = c)|) x^c + tail x^m`` (a probability generating function,
+        increasing in x) reaches it, found by bisection."""
         counts = self.candidate_counts(m)
         if counts is None:
             return 0
-        fewest = float(counts[0][0]) if counts[0].size else float(m)
-        return max(0, int(np.floor(m * NEGLIGIBLE_MASS ** (1.0 / max(fewest, 1.0)))) - 1)
+        values, pmf, dpmf = counts
+        if values.size == 0:  # only the whole pool: the top position
+            return m - 1
+        mass = np.abs(pmf) + (0.0 if dpmf is None else np.abs(dpmf))
+        tail = max(0.0, 1.0 - float(pmf.sum()))
+        log_mass = np.log(np.maximum(np.append(mass, tail), 1e-300))
+        exponents = np.append(values, float(m))
+        target = np.log(NEGLIGIBLE_MASS)
+
+        def negligible(s: int) -> bool:
+            terms = log_mass + exponents * np.log(s / m)
+            top = terms.max()
+            return bool(top + np.log(np.exp(terms - top).sum()) <= target)
+
+        low, high = 0, m  # positions 1 .. low are negligible; 1 .. high are not (the bound is 1 at m)
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if negligible(mid) else (low, mid)
+        return low
 
     def raw_deployment_probabilities(
         self, sorted_scores: FloatArray, derivative: bool = False

@@ -9,8 +9,9 @@ import numpy as np
 from scipy import special
 
 from .._limits import require_count
-from ._base import Mechanism
+from ._base import NEGLIGIBLE_MASS, Mechanism
 from ._numerics import FloatArray, check_parameter
+from ._pool_weights import subset_maximum_weights
 from ._selection import IntArray, argmax_random_ties
 
 if TYPE_CHECKING:
@@ -112,10 +113,40 @@ class BestOfN(Mechanism):
     def budget_theta(self, max_samples: float) -> float:
         return float(max_samples)
 
+    def pool_tail(self, theta: float, m: int) -> float:
+        return 0.0 if theta <= m else 1.0
+
     def candidate_counts(self, m: int) -> tuple[FloatArray, FloatArray, FloatArray | None]:
         """Exactly n candidates: the U-statistic over n-subsets of the pool."""
-        if self.n != np.floor(self.n) or not 1 <= self.n <= m:
-            raise ValueError(f"the unbiased estimator needs a whole n in [1, pool size {m}], got n={self.n:g}")
+        _check_counts(np.array([self.n]), m)
         if self.n == m:
             return np.empty(0), np.empty(0), None  # the whole pool
         return np.array([self.n]), np.array([1.0]), None
+
+    def negligible_below(self, m: int) -> int:
+        return int(_negligible_below(np.array([self.n]), m)[0])
+
+    def deployment_rows(self, thetas: FloatArray, m: int, derivative: bool = False) -> tuple[int, FloatArray]:
+        """All the rows in one pass: ``C(i-1, n-1) / C(m, n)`` for each n of ``thetas``."""
+        if derivative:
+            raise ValueError("Best-of-n has a whole-number parameter: no derivative of its weights")
+        n = np.asarray(thetas, dtype=float).reshape(-1)
+        _check_counts(n, m)
+        start = int(_negligible_below(n, m).min(initial=m))
+        values = subset_maximum_weights(n, m, start)
+        values[n == m] = 0.0  # the whole pool: its top position, exactly
+        values[n == m, -1] = 1.0
+        return start, values
+
+
+def _check_counts(n: FloatArray, m: int) -> None:
+    bad = (n != np.floor(n)) | (n < 1) | (n > m)
+    if bad.any():
+        raise ValueError(f"the unbiased estimator needs a whole n in [1, pool size {m}], got n={n[bad][0]:g}")
+
+
+def _negligible_below(n: FloatArray, m: int) -> IntArray:
+    """For each n, the largest s with ``(s/m)^n <= NEGLIGIBLE_MASS``, a bound on the chance that all
+    n candidates fall in positions 1 .. s (``m - 1`` at n = m: only the top position)."""
+    s = np.floor(m * NEGLIGIBLE_MASS ** (1.0 / n)).astype(np.intp)
+    return np.where(n == m, m - 1, np.minimum(s, m - 1))
