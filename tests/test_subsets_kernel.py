@@ -13,6 +13,7 @@ import pytest
 from scipy import special
 from test_estimators import enumerate_subsets
 
+from hedgetune import _threads
 from hedgetune.mechanisms import _compiled, _subsets
 from hedgetune.mechanisms._softmax_cells import softmax_exponents
 from hedgetune.mechanisms._subsets import soft_best_of_n_subsets
@@ -94,7 +95,7 @@ def test_engines_and_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_kernel_splits_rows_across_threads_without_changing_them(monkeypatch: pytest.MonkeyPatch) -> None:
     scores = np.sort(np.random.default_rng(2).standard_normal((64, 12)), axis=1)
     threaded = soft_best_of_n_subsets(scores, 3.0, 5, derivative=True)
-    monkeypatch.setattr(_compiled, "available_cores", lambda: 1)
+    monkeypatch.setattr(_threads, "available_cores", lambda: 1)
     single = soft_best_of_n_subsets(scores, 3.0, 5, derivative=True)
     np.testing.assert_array_equal(threaded[0], single[0])
     assert threaded[1] is not None and single[1] is not None

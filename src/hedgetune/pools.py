@@ -9,12 +9,14 @@ the same as giving every member the tie group's mean true reward.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ._threads import over_row_blocks, row_workers
 from .arrays import FloatArray, IntArray
 from .mechanisms.toolkit import average_over_ties
 from .table import RewardTable, TableError
@@ -78,11 +80,12 @@ class Pools:
     @property
     def reward_scale(self) -> float:
         """The largest |true reward|: differences far below it are rounding, not signal."""
-        return max(float(np.abs(g.true).max()) for g in self.groups)
+        low, high = self.reward_range
+        return max(-low, high)
 
-    @property
+    @functools.cached_property
     def reward_range(self) -> tuple[float, float]:
-        """The smallest and largest true reward."""
+        """The smallest and largest true reward (computed once)."""
         groups = list(self.groups)
         return min(float(g.true.min()) for g in groups), max(float(g.true.max()) for g in groups)
 
@@ -118,22 +121,93 @@ def build_pools(table: RewardTable, proxy: str | None = None, extras: Sequence[s
             """A per-response column as this group's (prompts, m) matrix, in table order."""
             return values.reshape(-1, m) if rows is None else values[rows]
 
-        raw, gold = matrix(scores), matrix(true)
-        order = np.argsort(raw, axis=1)  # tie order is irrelevant: tie groups are averaged below
-        sorted_proxy = np.take_along_axis(raw, order, axis=1)
-        sorted_true = np.take_along_axis(gold, order, axis=1)
-        extra = {name: np.take_along_axis(matrix(values), order, axis=1) for name, values in covariates.items()}
+        order, (sorted_proxy, sorted_true, *carried), ties = _sort_rows(
+            matrix(scores),
+            [matrix(true), *(matrix(values) for values in covariates.values())],
+            keep_order="pairwise_similarity" in extras,
+        )
+        extra = dict(zip(covariates, carried, strict=True))
         if "pairwise_similarity" in extras:
             assert table.pairwise_similarity is not None
             block_starts = np.concatenate([[0], np.cumsum(sizes**2)])[:-1]
             cells = block_starts[prompts][:, None] + np.arange(m * m)[None, :]
             blocks = table.pairwise_similarity[cells].reshape(-1, m, m)
+            assert order is not None
             blocks = np.take_along_axis(blocks, order[:, :, None], axis=1)
             extra["pairwise_similarity"] = np.take_along_axis(blocks, order[:, None, :], axis=2)
         if extras:  # mechanisms that look past the proxy see each response's own true reward
             extra[UNAVERAGED_TRUE] = sorted_true.copy()
-        ties = np.any(sorted_proxy[:, 1:] == sorted_proxy[:, :-1], axis=1)
         if ties.any():
             sorted_true[ties] = average_over_ties(sorted_proxy[ties], sorted_true[ties])
         groups.append(SizeGroup(int(m), prompts, sorted_proxy, sorted_true, ties, extra))
     return Pools(tuple(groups), table.n_prompts, proxy or table.proxy)
+
+
+#: Below this many values a group is sorted on one thread (threads cost more than they save).
+_THREADED_VALUES = 1 << 20
+_SIGN = np.uint64(1 << 63)
+
+
+def _sort_rows(
+    scores: FloatArray, columns: Sequence[FloatArray], keep_order: bool = False
+) -> tuple[IntArray | None, list[FloatArray], NDArray[np.bool_]]:
+    """Each row of ``scores`` ascending, ``columns`` (same shape) in the same order, whether each
+    row has tied scores, and (with ``keep_order``) the order itself.
+
+    Blocks of rows run on worker threads (NumPy's sort and take release the GIL). The order comes
+    from :func:`_packed_order` and is checked on the sorted scores; the values are gathered
+    through flat indices, several times faster than ``take_along_axis``.
+    """
+    rows, m = scores.shape
+    sources = [np.ascontiguousarray(a).reshape(-1) for a in (scores, *columns)]
+    order = np.empty((rows, m), dtype=np.intp) if keep_order else None
+    outputs = [np.empty((rows, m), dtype=a.dtype) for a in sources]
+    ties = np.zeros(rows, dtype=bool)
+
+    def gather(at: IntArray, positions: IntArray) -> None:
+        """Rows ``at`` of every output, in the order ``positions`` (overwritten)."""
+        if order is not None:
+            order[at] = positions
+        positions += (at * m)[:, None]  # flat indices
+        for source, out in zip(sources, outputs, strict=True):
+            if at.size and at[-1] - at[0] == at.size - 1:  # a block of rows: gather in place
+                np.take(source, positions, out=out[at[0] : at[-1] + 1])
+            else:
+                out[at] = np.take(source, positions)
+
+    def fill(start: int, stop: int) -> None:
+        gather(np.arange(start, stop), _packed_order(scores[start:stop]))
+        ranked = outputs[0][start:stop]
+        suspect = np.flatnonzero(np.any(ranked[:, 1:] <= ranked[:, :-1], axis=1))  # ties, or out of order
+        if suspect.size:
+            close = ranked[suspect]
+            disorder = suspect[np.any(close[:, 1:] < close[:, :-1], axis=1)]
+            if disorder.size:  # scores that agree in all but their last bits: sort them exactly
+                gather(start + disorder, np.argsort(scores[start + disorder], axis=1, kind="stable"))
+                close = outputs[0][start + suspect]
+            ties[start + suspect] = np.any(close[:, 1:] == close[:, :-1], axis=1)
+
+    over_row_blocks(rows, row_workers(rows, max(1, _THREADED_VALUES // max(m, 1))), fill)
+    return order, outputs, ties
+
+
+def _packed_order(scores: FloatArray) -> IntArray:
+    """A candidate for each row's ascending order in one sort of 64-bit integers (NumPy sorts those
+    about twice as fast as it argsorts): each score's bits, mapped so that integer order is the
+    scores' order, with the lowest ``ceil(log2 m)`` bits replaced by the column. Scores that agree
+    in all their other bits come out in column order, right or wrong; :func:`_sort_rows` checks.
+    Rows of other dtypes, or too wide to spare the bits, are argsorted."""
+    m = scores.shape[1]
+    bits = max(1, (m - 1).bit_length())
+    if scores.dtype != np.float64 or bits > 40:
+        return np.argsort(scores, axis=1, kind="stable")
+    low = np.uint64((1 << bits) - 1)
+    block = np.ascontiguousarray(scores)
+    keys = (block.view(np.int64) >> 63).view(np.uint64)  # all ones for negative scores
+    keys |= _SIGN
+    keys ^= block.view(np.uint64)  # negative: every bit flipped; positive: the sign bit set
+    keys &= ~low
+    keys |= np.arange(m, dtype=np.uint64)
+    keys.sort(axis=1)
+    keys &= low
+    return keys.view(np.intp)

@@ -9,16 +9,9 @@ kernel is needed.
 from __future__ import annotations
 
 import importlib
-import itertools
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from types import ModuleType
 from typing import Literal
-
-import numpy as np
-
-from .._limits import available_cores
 
 #: ``"compiled"`` the Numba kernel, ``"numpy"`` the NumPy route, ``"auto"`` the kernel when Numba
 #: is installed.
@@ -50,21 +43,3 @@ def kernel_for(engine: Engine, name: str) -> ModuleType | None:
     if kernel is None and engine == "compiled":
         raise ImportError("engine='compiled' needs Numba: pip install 'hedgetune[fast]'")
     return kernel
-
-
-def row_workers(rows: int, min_rows: int = 8) -> int:
-    """Threads for a kernel over ``rows`` rows: one per available core, at least ``min_rows`` each."""
-    return max(1, min(available_cores(), rows // min_rows))
-
-
-def over_row_blocks(rows: int, workers: int, fill: Callable[[int, int], None]) -> None:
-    """``fill(start, stop)`` over a few blocks of rows per worker thread (the kernels release the
-    GIL, so the threads run at once; several blocks each balance rows of unequal cost)."""
-    edges = np.linspace(0, rows, 4 * workers + 1).astype(int)
-    blocks = [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
-    if workers == 1:
-        for start, stop in blocks:
-            fill(start, stop)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda bounds: fill(*bounds), blocks))

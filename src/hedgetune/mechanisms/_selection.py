@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._threads import over_row_blocks, row_workers
 from ..arrays import IntArray as IntArray
-from ._compiled import Engine, kernel_for, over_row_blocks, row_workers
+from ._compiled import Engine, kernel_for
 from ._numerics import FloatArray, as_float_array
 
 

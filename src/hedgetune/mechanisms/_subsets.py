@@ -31,7 +31,8 @@ import numpy as np
 from scipy import special
 
 from .._limits import require_memory
-from ._compiled import Engine, check_engine, kernel_for, load, over_row_blocks, row_workers
+from .._threads import over_row_blocks, row_workers
+from ._compiled import Engine, check_engine, kernel_for, load
 from ._numerics import FloatArray, gauss_legendre
 from ._softmax_cells import softmax_exponents, union_of_cells
 

@@ -1,0 +1,30 @@
+"""Row blocks on worker threads, for NumPy calls and compiled kernels that release the GIL."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ._limits import available_cores
+
+
+def row_workers(rows: int, min_rows: int = 8) -> int:
+    """Threads for work over ``rows`` rows: one per available core, at least ``min_rows`` each."""
+    return max(1, min(available_cores(), rows // max(1, min_rows)))
+
+
+def over_row_blocks(rows: int, workers: int, fill: Callable[[int, int], None]) -> None:
+    """``fill(start, stop)`` over a few blocks of rows per worker thread (the work must release the
+    GIL for the threads to run at once; several blocks each balance rows of unequal cost). An
+    exception in any block is raised here."""
+    edges = np.linspace(0, rows, 4 * workers + 1).astype(int)
+    blocks = [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+    if workers == 1:
+        for start, stop in blocks:
+            fill(start, stop)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda bounds: fill(*bounds), blocks))

@@ -1,0 +1,58 @@
+"""Sorting pools: the one place that sorts, checked against NumPy's stable argsort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hedgetune as ht
+from hedgetune import _threads
+from hedgetune.pools import _sort_rows, build_pools
+
+
+def _scores(kind: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    if kind == "continuous":
+        return rng.normal(size=shape)
+    if kind == "ties":  # whole numbers (+ 0.0 turns -0.0 into 0.0)
+        return np.round(rng.normal(size=shape)) + 0.0
+    if kind == "last bits":  # scores that differ only in their last bits: the packed keys cannot tell them apart
+        return 1.0 + rng.integers(0, 4, size=shape) * np.finfo(float).eps
+    if kind == "zeros and subnormals":
+        return rng.choice([-0.0, 0.0, 1e-300, -1e-300, 5e-324, -5e-324], size=shape)
+    return rng.choice([-1.7e308, 1.7e308, -1.0, 1.0], size=shape) * rng.random(shape)  # extremes
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 7, 100, 5000])
+@pytest.mark.parametrize("kind", ["continuous", "ties", "last bits", "zeros and subnormals", "extremes"])
+def test_rows_sort_like_a_stable_argsort(m: int, kind: str) -> None:
+    rng = np.random.default_rng(m)
+    scores = _scores(kind, (37, m), rng)
+    other = rng.normal(size=scores.shape)
+    order, (ranked, carried), ties = _sort_rows(scores, [other], keep_order=True)
+    stable = np.argsort(scores, axis=1, kind="stable")
+    assert order is not None
+    np.testing.assert_array_equal(ranked, np.take_along_axis(scores, stable, axis=1))
+    np.testing.assert_array_equal(np.take_along_axis(scores, order, axis=1), ranked)
+    np.testing.assert_array_equal(carried, np.take_along_axis(other, order, axis=1))
+    np.testing.assert_array_equal(ties, np.any(ranked[:, 1:] == ranked[:, :-1], axis=1))
+    if kind != "zeros and subnormals":  # where -0.0 and 0.0 meet, their tie comes out either way
+        np.testing.assert_array_equal(order, stable)
+
+
+def test_rows_sort_the_same_on_one_thread_or_several(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=(600, 4000)), 3)  # enough values for two threads, with ties
+    threaded = _sort_rows(scores, [scores * 2], keep_order=True)
+    monkeypatch.setattr(_threads, "available_cores", lambda: 1)
+    single = _sort_rows(scores, [scores * 2], keep_order=True)
+    for a, b in zip((threaded[0], *threaded[1], threaded[2]), (single[0], *single[1], single[2]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pools_average_true_rewards_within_ties() -> None:
+    proxy = np.array([[1.0, 0.0, 1.0, 2.0], [3.0, 2.0, 1.0, 0.0]])
+    true = np.array([[10.0, 0.0, 20.0, 5.0], [1.0, 2.0, 3.0, 4.0]])
+    (group,) = build_pools(ht.RewardTable.from_arrays(proxy, true)).groups
+    np.testing.assert_array_equal(group.proxy, [[0.0, 1.0, 1.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
+    np.testing.assert_array_equal(group.true, [[0.0, 15.0, 15.0, 5.0], [4.0, 3.0, 2.0, 1.0]])
+    np.testing.assert_array_equal(group.has_ties, [True, False])
