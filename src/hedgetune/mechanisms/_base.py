@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 
 from .._limits import require_memory
 from ._numerics import FloatArray, check_unit_interval, rng_from
-from ._pool_weights import subset_maximum_weights
+from ._pool_weights import Counts, mixture_rows, negligible_start
 from ._selection import IntArray, as_pool_matrix
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class Mechanism(ABC):
         return 0.0 if self.with_theta(theta).expected_samples() <= m else 1.0
 
     # ------------------------------------------------------ deployment: fresh draws, no replacement
-    def candidate_counts(self, m: int) -> tuple[FloatArray, FloatArray, FloatArray | None] | None:
+    def candidate_counts(self, m: int) -> Counts | None:
         """For mechanisms that return the best of a (random) number N of candidates: the counts
         ``c < m`` with non-negligible probability, ``P(N = c)`` and its derivative in theta (or
         ``None`` where the parameter is a whole number); the rest, ``P(N >= m)``, is implied.
@@ -262,27 +262,18 @@ class Mechanism(ABC):
         ``sum_c P(N = c) C(i-1, c-1) / C(m, c)`` of U-statistics over c-subsets, the draws of m or
         more candidates valued as the whole pool (their share is :meth:`pool_tail`).
         """
-        counts = self.candidate_counts(m)
-        if counts is None:
-            raise ValueError(f"{self.display_name} has no without-replacement (deployment) estimator on rank positions")
-        values, pmf, dpmf = counts
-        rows = subset_maximum_weights(values, m, start)
-        whole_pool = np.zeros(m - start)  # the best of all m is the top position
-        if start < m:
-            whole_pool[-1] = 1.0
-        if derivative:
-            if dpmf is None:
-                raise ValueError(f"{self.display_name} has a whole-number parameter: no derivative of its weights")
-            return (dpmf @ rows - dpmf.sum() * whole_pool)[None, :]
-        tail = max(0.0, 1.0 - float(pmf.sum()))
-        return (pmf @ rows + tail * whole_pool)[None, :]
+        return mixture_rows([self._counts(m, derivative)], m, derivative, [start])[1]
 
     def deployment_rows(self, thetas: FloatArray, m: int, derivative: bool = False) -> tuple[int, FloatArray]:
         """:meth:`deployment_probabilities` at each parameter of ``thetas``, as ``(start, values)``:
         ``values`` is ``(T, m - start)`` for positions ``start + 1 .. m``, and every position below
         ``start`` has probability under :data:`NEGLIGIBLE_MASS` in total at every parameter (see
-        :meth:`negligible_below`). A mechanism may override it to compute the rows together."""
+        :meth:`negligible_below`). Best-of-N mixtures are computed together (see
+        :func:`mixture_rows`), other mechanisms one parameter at a time."""
         mechs = [self.with_theta(float(t)) for t in thetas]
+        if self.candidate_counts(m) is not None:
+            counts = [mech._counts(m, derivative) for mech in mechs]
+            return mixture_rows(counts, m, derivative, [negligible_start(c, m, NEGLIGIBLE_MASS) for c in counts])
         starts = [mech.negligible_below(m) for mech in mechs]
         start = min(starts, default=m)
         values = np.zeros((len(mechs), m - start))
@@ -291,33 +282,20 @@ class Mechanism(ABC):
         return start, values
 
     def negligible_below(self, m: int) -> int:
-        """A position s below which the deployment weights (and their derivatives) add up to less
-        than :data:`NEGLIGIBLE_MASS`. All c candidates fall below s with probability
-        ``C(s, c) / C(m, c) <= x^c``, ``x = s/m``; so s is where the bound
-        ``sum_c (|P(N = c)| + |P'(N = c)|) x^c + tail x^m`` (a probability generating function,
-        increasing in x) reaches it, found by bisection."""
+        """A position below which the deployment weights (and their derivatives) add up to less
+        than :data:`NEGLIGIBLE_MASS` (see :func:`negligible_start`; 0 for mechanisms that are not
+        best-of-N mixtures)."""
+        counts = self.candidate_counts(m)
+        return 0 if counts is None else negligible_start(counts, m, NEGLIGIBLE_MASS)
+
+    def _counts(self, m: int, derivative: bool) -> Counts:
+        """:meth:`candidate_counts`, or the error that says why there are none."""
         counts = self.candidate_counts(m)
         if counts is None:
-            return 0
-        values, pmf, dpmf = counts
-        if values.size == 0:  # only the whole pool: the top position
-            return m - 1
-        mass = np.abs(pmf) + (0.0 if dpmf is None else np.abs(dpmf))
-        tail = max(0.0, 1.0 - float(pmf.sum()))
-        log_mass = np.log(np.maximum(np.append(mass, tail), 1e-300))
-        exponents = np.append(values, float(m))
-        target = np.log(NEGLIGIBLE_MASS)
-
-        def negligible(s: int) -> bool:
-            terms = log_mass + exponents * np.log(s / m)
-            top = terms.max()
-            return bool(top + np.log(np.exp(terms - top).sum()) <= target)
-
-        low, high = 0, m  # positions 1 .. low are negligible; 1 .. high are not (the bound is 1 at m)
-        while high - low > 1:
-            mid = (low + high) // 2
-            low, high = (mid, high) if negligible(mid) else (low, mid)
-        return low
+            raise ValueError(f"{self.display_name} has no without-replacement (deployment) estimator on rank positions")
+        if derivative and counts[2] is None:
+            raise ValueError(f"{self.display_name} has a whole-number parameter: no derivative of its weights")
+        return counts
 
     def raw_deployment_probabilities(
         self, sorted_scores: FloatArray, derivative: bool = False

@@ -4,6 +4,7 @@ candidates (Best-of-n, Best-of-Poisson, any random count)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -58,3 +59,96 @@ def subset_maximum_weights(counts: FloatArray, m: int, start: int = 0) -> FloatA
         toeplitz = windows[first]
     log_w -= toeplitz
     return np.exp(log_w, out=log_w)
+
+
+#: What a best-of-N mechanism's :meth:`Mechanism.candidate_counts` gives: the counts c < m with
+#: non-negligible probability, ``P(N = c)`` and its derivative in theta (``None`` for a
+#: whole-number parameter); the rest of the probability is on the whole pool.
+Counts = tuple[FloatArray, FloatArray, FloatArray | None]
+
+
+def negligible_start(counts: Counts, m: int, mass: float) -> int:
+    """A position s below which the mixture's weights (and their derivatives) add up to at most
+    ``mass``. All c candidates fall below s with probability ``C(s, c) / C(m, c) <= x^c``,
+    ``x = s/m``; so s is where the bound ``sum_c (|P(N = c)| + |P'(N = c)|) x^c + tail x^m`` (a
+    probability generating function, increasing in x) reaches it, found by bisection."""
+    values, pmf, dpmf = counts
+    if values.size == 0:  # only the whole pool: the top position
+        return m - 1
+    weight = np.abs(pmf) + (0.0 if dpmf is None else np.abs(dpmf))
+    tail = max(0.0, 1.0 - float(pmf.sum()))
+    log_weight = np.log(np.maximum(np.append(weight, tail), 1e-300))
+    exponents = np.append(values, float(m))
+    target = np.log(mass)
+
+    def negligible(s: int) -> bool:
+        terms = log_weight + exponents * np.log(s / m)
+        top = terms.max()
+        return bool(top + np.log(np.exp(terms - top).sum()) <= target)
+
+    low, high = 0, m  # positions 1 .. low are negligible; 1 .. high are not (the bound is ~1 at m)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if negligible(mid) else (low, mid)
+    return low
+
+
+def mixture_rows(
+    counts: Sequence[Counts], m: int, derivative: bool, starts: Sequence[int]
+) -> tuple[int, FloatArray]:
+    """For each mixture of counts, ``sum_c P(N = c) C(i-1, c-1) / C(m, c)`` at positions
+    ``start + 1 .. m`` (``start`` the smallest of ``starts``; row r is zero below its own
+    ``starts[r]``), the draws of m or more valued as the whole pool (its top position); with
+    ``derivative``, the same with ``P'(N = c)`` (which each mixture must then give).
+
+    Neighbouring mixtures (a curve's grid) share most of their counts, so they are taken in
+    batches: one block of :func:`subset_maximum_weights` over the union of their counts, then one
+    matrix product, wherever that costs fewer weights than a block per mixture.
+    """
+    start = min(starts, default=m)
+    values = np.zeros((len(counts), m - start))
+    for batch in _batches(counts, starts, m):
+        first = min(starts[r] for r in batch)
+        low = int(min(counts[r][0][0] for r in batch))
+        high = int(max(counts[r][0][-1] for r in batch))
+        mixing = np.zeros((len(batch), high - low + 1))
+        for row, r in enumerate(batch):
+            c, pmf, dpmf = counts[r]
+            mixing[row, c.astype(np.intp) - low] = dpmf if derivative else pmf  # dpmf is given with derivative
+        values[batch, first - start :] = mixing @ subset_maximum_weights(np.arange(low, high + 1.0), m, first)
+    for r, (_, pmf, dpmf) in enumerate(counts):  # the whole pool: its top position
+        if derivative:
+            values[r, -1] -= 0.0 if dpmf is None else float(dpmf.sum())
+        else:
+            values[r, -1] += max(0.0, 1.0 - float(pmf.sum()))
+    return start, values
+
+
+#: Cost of one multiply-add of the mixing product, in units of one weight of
+#: :func:`subset_maximum_weights` (about 10 ns each against 0.02 ns, measured on 800 x 12,600).
+_PRODUCT_COST = 1 / 400
+
+
+def _batches(counts: Sequence[Counts], starts: Sequence[int], m: int) -> Iterator[list[int]]:
+    """Runs of consecutive mixtures computed together: a mixture joins the run when that adds no
+    more work (weights of the widened block, plus the product) than computing it alone."""
+    batch: list[int] = []
+    low = high = first = 0
+
+    def cost(lo: float, hi: float, s: int, rows: int) -> float:
+        return (hi - lo + 1) * (m - s) * (1 + rows * _PRODUCT_COST)
+
+    for r, ((c, _, _), s) in enumerate(zip(counts, starts, strict=True)):
+        if c.size == 0:
+            continue
+        if batch:
+            now = cost(low, high, first, len(batch))
+            joined = cost(min(low, c[0]), max(high, c[-1]), min(first, s), len(batch) + 1)
+            if joined - now <= cost(c[0], c[-1], s, 1):
+                batch.append(r)
+                low, high, first = min(low, c[0]), max(high, c[-1]), min(first, s)
+                continue
+            yield batch
+        batch, low, high, first = [r], c[0], c[-1], s
+    if batch:
+        yield batch
