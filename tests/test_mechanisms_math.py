@@ -240,3 +240,22 @@ def test_large_parameters_approach_their_asymptotes() -> None:
     assert ht.BestOfPoisson(1e6).kl() == pytest.approx(np.log(1e6) - 1, abs=1e-5)
     assert ht.Tilted(1e6).kl() == pytest.approx(np.log(1e6) - 1, abs=1e-5)
     assert ht.BestOfPoisson(1e4).mean() == pytest.approx(1 - (1e4 - 1) / 1e8, rel=1e-14)
+
+
+@pytest.mark.parametrize(
+    "template, thetas",
+    [
+        (ht.BestOfN(1), [1.0, 1.0 + 1e-7, 1.0009, 1.0011, 2.0, 7.5, 1e4]),
+        (ht.BestOfPoisson(0.0), [0.0, 1e-4, 0.5, 30.0, 1e4]),
+        (ht.SoftBestOfN(4, 0.0, "quantile"), [0.0, 0.3, 12.0]),
+    ],
+    ids=["bon", "bop", "sbon"],
+)
+def test_kl_and_expected_samples_over_a_grid_equal_one_parameter_at_a_time(template, thetas) -> None:
+    grid = np.array(thetas)
+    one_at_a_time = [template.with_theta(t) for t in thetas]
+    np.testing.assert_allclose(template.kl_many(grid), [m.kl() for m in one_at_a_time], rtol=1e-14, atol=1e-300)
+    np.testing.assert_array_equal(template.expected_samples_many(grid), [m.expected_samples() for m in one_at_a_time])
+    if template.name == "bon":  # both sides of the series' switch point against the closed form
+        n = grid[grid > 1.0005]  # where the closed form has no cancellation to speak of
+        np.testing.assert_allclose(template.kl_many(n), np.log(n) - (n - 1) / n, rtol=1e-8)

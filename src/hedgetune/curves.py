@@ -467,8 +467,7 @@ def curve(
     else:
         replicates, low, high = None, np.full_like(mean_true, np.nan), np.full_like(mean_true, np.nan)
         gain_low = gain_high = None
-    mechs = [template.with_theta(float(th)) for th in grid]
-    analytic = np.array([_analytic_kl(mech) for mech in mechs])
+    analytic = np.full(grid.size, np.nan) if template.uses_raw_scores else template.kl_many(grid)
     tail = None
     if estimator == "unbiased":
         sizes = pools.size_counts()
@@ -483,7 +482,7 @@ def curve(
         estimator=estimator,
         proxy=pools.proxy_name,
         theta=grid,
-        expected_samples=np.array([mech.expected_samples() for mech in mechs]),
+        expected_samples=template.expected_samples_many(grid),
         true_reward=mean_true,
         true_reward_low=low,
         true_reward_high=high,
@@ -505,11 +504,6 @@ def curve(
         if ev.mc_variance is None or not ev.mc_variance[:size].any()
         else np.sqrt(ev.mc_variance[:size]) / total,
     )
-
-
-def _analytic_kl(mech: Mechanism) -> float:
-    """The mechanism's KL for continuous proxies; NaN where it depends on the raw scores."""
-    return float("nan") if mech.uses_raw_scores else mech.kl()
 
 
 def _check_thetas(thetas: ArrayLike | Sequence[float], template: Mechanism) -> FloatArray:

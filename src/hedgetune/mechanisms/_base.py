@@ -193,6 +193,14 @@ class Mechanism(ABC):
         """``dQ_theta/dtheta(u)`` for every parameter in ``thetas``: ``(T, len(u))``."""
         return np.stack([self.with_theta(float(t))._cdf_dtheta(u) for t in thetas])
 
+    def kl_many(self, thetas: FloatArray) -> FloatArray:
+        """:meth:`kl` at every parameter in ``thetas`` (no validation)."""
+        return np.array([self.with_theta(float(t)).kl() for t in thetas])
+
+    def expected_samples_many(self, thetas: FloatArray) -> FloatArray:
+        """:meth:`expected_samples` at every parameter in ``thetas`` (no validation)."""
+        return np.array([self.with_theta(float(t)).expected_samples() for t in thetas])
+
     def pool_probabilities(self, sorted_scores: FloatArray) -> FloatArray:
         """Probability of returning each sorted position when the reference is a finite pool.
 

@@ -79,10 +79,16 @@ class BestOfN(Mechanism):
             return special.xlogy(np.power(u, self.n), u)
 
     def kl(self) -> float:
-        eps = self.n - 1.0
-        if eps < 1e-3:
-            return float(np.polynomial.polynomial.polyval(eps, _KL_SERIES))
-        return float(np.log(self.n) - eps / self.n)
+        return float(self.kl_many(np.array([self.n]))[0])
+
+    def kl_many(self, thetas: FloatArray) -> FloatArray:
+        n = np.asarray(thetas, dtype=float)
+        eps = n - 1.0
+        near_one = np.polynomial.polynomial.polyval(np.minimum(eps, 1e-3), _KL_SERIES)
+        return np.where(eps < 1e-3, near_one, np.log(n) - eps / n)
+
+    def expected_samples_many(self, thetas: FloatArray) -> FloatArray:
+        return np.asarray(thetas, dtype=float).copy()
 
     def mean(self) -> float:
         return self.n / (self.n + 1.0)
