@@ -178,3 +178,45 @@ def test_subset_and_summary() -> None:
     assert sub.n_prompts == 2 and sub.prompt_ids.tolist() == [3, 1]
     np.testing.assert_array_equal(sub.true_reward[:5], t.true_reward[15:20])  # type: ignore[index]
     assert t.summary()["responses"] == 50
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, bool])
+def test_matrices_build_the_same_table_as_long_rows(dtype: type) -> None:
+    """Clean 2-D arrays take a shortcut (no per-response ids, no padding masks); it must build what
+    the long route builds, copy the caller's arrays, and leave any doubt to the full checks."""
+    rng = np.random.default_rng(4)
+    proxy = (rng.normal(size=(5, 4)) * 10).astype(dtype)
+    true = (rng.normal(size=(5, 4)) * 10).astype(dtype)
+    ids = np.array(["a", "b", "c", "d", "e"])
+    groups = np.array(["x", "x", "y", "y", "y"])
+    options = {"groups": groups, "provenance": {"rm": "test"}, "invalid": "drop"}
+    fast = ht.RewardTable.from_arrays({"rm": proxy, "len": proxy * 2}, true, ids, **options)
+    long = ht.RewardTable.from_long(
+        np.repeat(ids, 4), {"rm": proxy.ravel(), "len": (proxy * 2).ravel()}, true.ravel(), groups=np.repeat(groups, 4),
+        proxy="rm", provenance={"rm": "test"},
+    )
+    _assert_same(fast, long)
+    assert fast.proxy == long.proxy == "rm" and dict(fast.provenance) == {"rm": "test"} and fast.dropped == 0
+    for name in fast.proxy_names:
+        assert fast.proxies[name].dtype == np.float64
+    saved = fast.proxies["rm"].copy()
+    proxy[...] = 0  # the caller's arrays are theirs
+    ids[0] = "z"
+    np.testing.assert_array_equal(fast.proxies["rm"], saved)
+    assert fast.prompt_ids[0] == "a"
+
+
+def test_matrices_with_large_values_take_the_full_checks() -> None:
+    big = np.full((2, 3), 9e99)  # every value allowed, but the sum of squares exceeds the bound
+    big[1] = -9e99
+    t = ht.RewardTable.from_arrays(big, big)
+    assert t.proxies["proxy_reward"].max() == 9e99
+    big[0, 0] = 2e100
+    with pytest.raises(ht.TableError, match="rewards must lie within"):
+        ht.RewardTable.from_arrays(big, np.ones((2, 3)))
+    with pytest.raises(ht.TableError, match="groups has 3 entries for 2 prompts"):
+        ht.RewardTable.from_arrays(np.ones((2, 3)), np.ones((2, 3)), groups=["a", "b", "c"])
+    with pytest.raises(ht.TableError, match="fewer than two"):
+        ht.RewardTable.from_arrays(np.ones((2, 1)), np.ones((2, 1)))
+    with pytest.raises(ValueError, match="invalid must be"):
+        ht.RewardTable.from_arrays(np.ones((2, 3)), np.ones((2, 3)), invalid="keep")  # type: ignore[arg-type]

@@ -28,3 +28,16 @@ def over_row_blocks(rows: int, workers: int, fill: Callable[[int, int], None]) -
         return
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda bounds: fill(*bounds), blocks))
+
+
+#: Below this many values a copy runs on one thread.
+_THREADED_COPY = 1 << 20
+
+
+def flat_copy(values: np.ndarray) -> np.ndarray:
+    """A contiguous 1-D copy of ``values`` (C order), in blocks on worker threads when it is large:
+    a large copy is bound by first touches of fresh memory, which the threads share out."""
+    source = values.reshape(-1)
+    out = np.empty(source.size, dtype=source.dtype)
+    over_row_blocks(source.size, row_workers(source.size, _THREADED_COPY), lambda a, b: np.copyto(out[a:b], source[a:b]))
+    return out

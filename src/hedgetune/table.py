@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._threads import flat_copy
 from .arrays import FloatArray, IntArray
 
 InvalidPolicy = Literal["raise", "drop"]
@@ -113,11 +114,11 @@ class RewardTable:
             raise ValueError(f"invalid must be 'raise' or 'drop', got {invalid!r}")
 
         columns = [*named.values(), *([] if true is None else [true])]
-        # One pass per column when all is well (a finite sum); the row-by-row check only otherwise.
+        # One pass per column when all is well; the row-by-row checks only otherwise.
         bad = None
-        with np.errstate(over="ignore"):  # a sum that overflows takes the row-by-row check below
-            clean = all(np.isfinite(values.sum()) for values in columns)
-        if not clean:
+        clean = all(_finite_and_bounded(values) for values in columns)
+        finite = clean or all(_finite(values) for values in columns)
+        if not finite:
             bad = np.zeros(n, dtype=bool)
             for values in columns:
                 bad |= ~np.isfinite(values)
@@ -147,7 +148,7 @@ class RewardTable:
             group_col = None if group_col is None else group_col[keep]
             response_ids = None if response_ids is None else _as_1d(response_ids, "response_ids")[keep]
 
-        for name, values in [*named.items(), *([] if true is None else [("true_reward", true)])]:
+        for name, values in [] if clean else [*named.items(), *([] if true is None else [("true_reward", true)])]:
             largest = max(float(values.max()), -float(values.min())) if values.size else 0.0
             if largest > MAX_MAGNITUDE:
                 raise TableError(
@@ -250,6 +251,26 @@ class RewardTable:
             true_2d = None if true is None else _numeric_column(true, "true_reward", None)
             if true_2d is not None and true_2d.shape != shape:
                 raise TableError(f"true_reward has shape {true_2d.shape}, expected {shape}")
+            group_per_prompt = None
+            if kwargs.get("groups") is not None:  # one group per prompt (row)
+                group_per_prompt = _as_1d(kwargs["groups"], "groups")
+                if group_per_prompt.size != prompts:
+                    raise TableError(f"groups has {group_per_prompt.size} entries for {prompts} prompts (rows)")
+            columns = [*named.values(), *([] if true_2d is None else [true_2d])]
+            if (
+                samples >= 2
+                and set(kwargs) <= {"groups", "provenance", "invalid"}
+                and kwargs.get("invalid", "raise") in ("raise", "drop")
+                and all(_finite_and_bounded(values) for values in columns)
+            ):  # nothing missing or invalid: the table is the matrices, row by row (one copy each)
+                return cls(
+                    prompt_ids=ids.copy(),
+                    offsets=np.arange(prompts + 1, dtype=np.intp) * samples,
+                    proxies={name: flat_copy(values) for name, values in named.items()},
+                    true_reward=None if true_2d is None else flat_copy(true_2d),
+                    groups=None if group_per_prompt is None else group_per_prompt.copy(),
+                    provenance=dict(kwargs.get("provenance") or {}),
+                )
             # A response is missing (a ragged pool's padding) when every proxy and the true
             # reward are NaN; any other NaN is invalid data, left to the ``invalid`` policy (a NaN
             # proxy beside a real true reward is not padding: dropping it silently loses data).
@@ -262,11 +283,8 @@ class RewardTable:
             def flat(values: NDArray[Any]) -> NDArray[Any]:
                 return values.ravel() if full else values.ravel()[keep]
 
-            if kwargs.get("groups") is not None:  # one group per prompt (row)
-                groups = _as_1d(kwargs["groups"], "groups")
-                if groups.size != prompts:
-                    raise TableError(f"groups has {groups.size} entries for {prompts} prompts (rows)")
-                kwargs["groups"] = flat(np.repeat(groups, samples))
+            if group_per_prompt is not None:
+                kwargs["groups"] = flat(np.repeat(group_per_prompt, samples))
             return cls.from_long(
                 flat(np.repeat(ids, samples)),
                 {k: flat(v) for k, v in named.items()},
@@ -499,10 +517,25 @@ def _numeric_column(values: ArrayLike, name: str, n: int | None) -> FloatArray:
             raise TableError(
                 f"column {name!r} must be numeric, got values like {arr.ravel()[:3].tolist()}"
             ) from None
-    arr = arr.astype(float)
+    arr = arr.astype(float, copy=False)  # the table copies each column once, when it is built
     if n is not None and (arr.ndim != 1 or arr.size != n):
         raise TableError(f"column {name!r} has shape {arr.shape}, expected ({n},)")
     return arr
+
+
+def _finite_and_bounded(values: FloatArray) -> bool:
+    """Whether every value is finite and within +-MAX_MAGNITUDE, as far as one pass can tell: the
+    sum of squares (one BLAS call) is at most MAX_MAGNITUDE^2 only if every value is. False means
+    "look closer", not "invalid" (a NaN, an infinity, or just many large values)."""
+    flat = values.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.dot(flat, flat) <= MAX_MAGNITUDE**2)
+
+
+def _finite(values: FloatArray) -> bool:
+    """Whether every value is finite, in one pass when it is (a finite sum)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(values.sum())) or bool(np.isfinite(values).all())
 
 
 def _named_proxies(proxies: Mapping[str, ArrayLike] | ArrayLike, n: int | None) -> dict[str, FloatArray]:
