@@ -220,3 +220,19 @@ def test_matrices_with_large_values_take_the_full_checks() -> None:
         ht.RewardTable.from_arrays(np.ones((2, 1)), np.ones((2, 1)))
     with pytest.raises(ValueError, match="invalid must be"):
         ht.RewardTable.from_arrays(np.ones((2, 3)), np.ones((2, 3)), invalid="keep")  # type: ignore[arg-type]
+
+
+def test_read_table_hands_over_arrays_of_its_own(tmp_path: Path) -> None:
+    """The reader skips the table's defensive copy: each column must still be an ordinary,
+    writeable array (not a read-only view of Arrow's buffer), in one chunk or several."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    table = ht.RewardTable.from_arrays(rng.normal(size=(30, 4)), rng.normal(size=(30, 4)))
+    for rows_per_group in (1_000, 7):  # one chunk, then many
+        path = tmp_path / f"t{rows_per_group}.parquet"
+        pq.write_table(pq.read_table(ht.write_table(table, tmp_path / "base.parquet")), path, row_group_size=rows_per_group)
+        again = ht.read_table(path)
+        _assert_same(table, again)
+        for values in (*again.proxies.values(), again.true_reward):
+            assert values is not None and values.flags.writeable and values.dtype == np.float64

@@ -20,6 +20,7 @@ import numpy as np
 
 from ._atomic import atomic_path, remove_stale_temporaries
 from ._limits import require_memory
+from ._threads import flat_copy
 from .table import InvalidPolicy, RewardTable, TableError, as_str_list
 
 _METADATA_KEY = b"hedgetune"
@@ -216,7 +217,10 @@ def from_arrow(
             or pa.types.is_decimal(column.type)
         ):
             raise TableError(f"column {name!r} must be numeric, got {column.type}")
-        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=float)
+        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=float)
+        # Arrow hands over a read-only view of its buffer (one chunk) or a fresh array (several
+        # chunks, other types): the table takes the fresh ones as they are.
+        return values if values.flags.writeable else flat_copy(values)
 
     prompt_values = table.column(prompt_col)
     if prompt_values.null_count:
@@ -237,6 +241,7 @@ def from_arrow(
             k: v for k, v in metadata.get("provenance", {}).items() if k in [*proxies, true_col, "pairwise_similarity"]
         },
         pairwise_similarity=similarity,
+        _copy=False,  # every column above is an array of its own
     )
 
 

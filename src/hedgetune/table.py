@@ -85,6 +85,7 @@ class RewardTable:
         invalid: InvalidPolicy = "raise",
         provenance: Mapping[str, str] | None = None,
         pairwise_similarity: Sequence[ArrayLike] | None = None,
+        _copy: bool = True,
     ) -> RewardTable:
         """Build from one row per response.
 
@@ -100,6 +101,9 @@ class RewardTable:
 
         ``pairwise_similarity``, if given, holds one sequence per response: its similarity to every response
         of the same prompt, in the order those responses appear here (RBoN-WD needs it).
+
+        The table never aliases the caller's arrays: it copies each column once. (Readers that
+        hand over arrays of their own, which nothing else holds, pass ``_copy=False``.)
         """
         ids = _as_1d(prompt_ids, "prompt_ids")
         n = ids.size
@@ -159,13 +163,14 @@ class RewardTable:
         # Group rows by prompt, prompts in order of first appearance; stable within a prompt. Rows
         # already grouped (each prompt's rows together, as files and 2-D arrays come) keep their
         # order: one comparison pass instead of sorting every row's id.
-        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        starts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1])
         order: IntArray | None
+        prompt_index: IntArray | None
         if np.unique(ids[starts]).size == starts.size:
             order = None
             counts = np.diff(np.r_[starts, ids.size])
             prompt_order = ids[starts]
-            prompt_index = np.repeat(np.arange(starts.size), counts)
+            prompt_index = None  # built below only if response ids need it
         else:
             uniques, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
             rank_of_unique = np.argsort(np.argsort(first, kind="stable"), kind="stable")
@@ -176,8 +181,11 @@ class RewardTable:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
 
         def reordered(values: NDArray[Any]) -> NDArray[Any]:
-            """The column in table order; always a copy, so the table never aliases the caller's arrays."""
-            return np.array(values, copy=True) if order is None else values[order]
+            """The column in table order; a copy (unless ``_copy`` is off), so the table never
+            aliases the caller's arrays."""
+            if order is not None:
+                return values[order]
+            return flat_copy(values) if _copy else values
 
         small = counts < 2
         if small.any():
@@ -189,6 +197,8 @@ class RewardTable:
             rid = _as_1d(response_ids, "response_ids")
             if rid.size != ids.size:
                 raise TableError(f"response_ids has {rid.size} entries for {ids.size} responses")
+            if prompt_index is None:
+                prompt_index = np.repeat(np.arange(starts.size), counts)
             pairs = np.rec.fromarrays([prompt_index, rid.astype(str)])
             _, pair_counts = np.unique(pairs, return_counts=True)
             if (pair_counts > 1).any():
