@@ -332,8 +332,8 @@ def pool_sums(
             proxy[block] += probs @ s_sum
             if reps is not None and resampled_true is not None:
                 reps[:, block] += resampled_true @ probs.T
-            elif reps is not None and by_prompt and w_g is not None:  # (T, m) @ (m, P): BLAS's faster order
-                reps[:, block] += ((probs @ group.true[:, start:].T) @ w_g.T).T
+            elif reps is not None and by_prompt and w_g is not None:
+                reps[:, block] += (_per_prompt_values(probs, group.true[:, start:]) @ w_g.T).T
             if dtrue is not None:
                 dstart, dprobs = rank_probabilities(
                     template, thetas[block], group.m, estimator, derivative=True
@@ -342,7 +342,7 @@ def pool_sums(
                 if dreps is not None and resampled_all is not None:
                     dreps[:, block] += resampled_all[:, dstart:] @ dprobs.T
                 elif dreps is not None and by_prompt and w_g is not None:
-                    dreps[:, block] += ((dprobs @ group.true[:, dstart:].T) @ w_g.T).T
+                    dreps[:, block] += (_per_prompt_values(dprobs, group.true[:, dstart:]) @ w_g.T).T
             if kl_pool:
                 if untied:
                     klp[block] += untied * _pool_kl(probs, group.m)
@@ -352,6 +352,22 @@ def pool_sums(
                         full[:, start:] = probs[j]
                         klp[k] += _pool_kl(average_over_ties(group.proxy[tied], full), group.m).sum()
     return PoolSums(true, quant, proxy, klp, reps, dtrue, dreps, mc_var)
+
+
+def _per_prompt_values(probs: FloatArray, values: FloatArray) -> FloatArray:
+    """``probs @ values.T``, ``(T, P)``: each parameter's value on each prompt. A row of ``probs``
+    is zero below its own first position (large n or mu weigh only the top of the pool), so rows
+    are taken in groups of similar width, each product over the columns its rows need. ``(T, m)
+    @ (m, P)`` is also the order BLAS runs faster here."""
+    width = probs.shape[1]
+    first = np.argmax(probs != 0, axis=1)  # an all-zero row counts as full width
+    level = np.floor(np.log2(np.maximum(width - first, 1)))  # widths within a factor of 2
+    out = np.empty((probs.shape[0], values.shape[0]))
+    for k in np.unique(level):
+        rows = np.flatnonzero(level == k)
+        col = int(first[rows].min())
+        out[rows] = probs[rows, col:] @ values[:, col:].T
+    return out
 
 
 def _per_prompt_probabilities(

@@ -138,8 +138,11 @@ class BestOfN(Mechanism):
             raise ValueError("Best-of-n has a whole-number parameter: no derivative of its weights")
         n = np.asarray(thetas, dtype=float).reshape(-1)
         _check_counts(n, m)
-        start = int(_negligible_below(n, m).min(initial=m))
+        own = _negligible_below(n, m)
+        start = int(own.min(initial=m))
         values = subset_maximum_weights(n, m, start)
+        for row in np.flatnonzero(own > start):  # each row from its own start
+            values[row, : own[row] - start] = 0.0
         values[n == m] = 0.0  # the whole pool: its top position, exactly
         values[n == m, -1] = 1.0
         return start, values
