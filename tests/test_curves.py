@@ -257,3 +257,14 @@ def test_unbiased_bon_curve_of_many_n_equals_one_n_at_a_time() -> None:
     together = ht.curve(table, "bon", ns, estimator="unbiased", bootstrap=0)
     alone = [ht.curve(table, "bon", [n], estimator="unbiased", bootstrap=0).true_reward[0] for n in ns]
     np.testing.assert_allclose(together.true_reward, alone, rtol=1e-13)
+
+
+def test_per_prompt_values_skip_leading_zeros_exactly() -> None:
+    from hedgetune.curves import _per_prompt_values
+
+    rng = np.random.default_rng(9)
+    probs = rng.random((9, 64))
+    for row, first in enumerate([0, 1, 5, 31, 32, 33, 60, 63, 64]):  # 64: an all-zero row
+        probs[row, :first] = 0.0
+    values = rng.normal(size=(7, 64))
+    np.testing.assert_allclose(_per_prompt_values(probs, values), probs @ values.T, rtol=1e-13, atol=1e-13)

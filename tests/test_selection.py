@@ -212,3 +212,51 @@ def test_softmax_sampler_engines(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ImportError, match=r"hedgetune\[fast\]"):
         sample_softmax(scores, 1.0, np.random.default_rng(0), engine="compiled")
     assert sample_softmax(scores, 1.0, np.random.default_rng(0)).shape == (1,)
+
+
+# ------------------------------------------------------------- the compiled Best-of-n selection
+@pytest.mark.parametrize("width", [1, 2, 7, 64, 300])
+@pytest.mark.parametrize("kind", ["continuous", "ties", "missing", "sums overflow"])
+def test_compiled_argmax_chooses_what_the_numpy_route_chooses(width: int, kind: str) -> None:
+    """Same blocks, same draws for ties: the two engines choose the same candidates, with missing
+    candidates, ties at the top and scores whose row sums overflow (the kernel's slow path)."""
+    from hedgetune.mechanisms._selection import argmax_random_ties
+
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(width)
+    scores = rng.standard_normal((5000, width))
+    if kind in ("ties", "missing"):
+        scores = np.round(scores)
+    if kind == "missing":
+        scores[rng.random(scores.shape) < 0.3] = np.nan
+        scores[np.isnan(scores).all(axis=1), -1] = 0.0
+    if kind == "sums overflow":
+        scores = np.sign(scores) * rng.choice([1.7e308, 1.6e308], size=scores.shape)
+    numpy_route = argmax_random_ties(scores, np.random.default_rng(1), engine="numpy")
+    compiled = argmax_random_ties(scores, np.random.default_rng(1), engine="compiled", check_values=True)
+    np.testing.assert_array_equal(compiled, numpy_route)
+    best = np.nanmax(scores, axis=1)
+    np.testing.assert_array_equal(scores[np.arange(scores.shape[0]), compiled], best)
+
+
+@pytest.mark.parametrize("engine", ["numpy", "compiled"])
+def test_best_of_n_select_checks_values_in_its_own_pass(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Best-of-n and Best-of-Poisson skip the separate check of the scores: their selection pass
+    reports the same errors, naming the first bad prompt."""
+    from hedgetune.mechanisms import _compiled
+
+    if engine == "numpy":
+        monkeypatch.setattr(_compiled, "load", lambda name: None)
+    else:
+        pytest.importorskip("numba")
+    for mech in (ht.BestOfN(2), ht.BestOfPoisson(1.0)):
+        with pytest.raises(ValueError, match=r"infinite score \(prompt 1\)"):
+            mech.select(np.array([[1.0, 2.0], [1.0, -np.inf], [np.nan, np.nan]]))
+        with pytest.raises(ValueError, match="prompt 2 has no candidate"):
+            mech.select(np.array([[1.0, 2.0], [1.0, np.nan], [np.nan, np.nan]]))
+        assert mech.select(np.array([[1.0, np.nan, 3.0], [np.nan, 2.0, 1.0]]), 0).tolist() == [2, 1]
+    # Ties at the top are broken uniformly (and never onto a lower score).
+    chosen = ht.BestOfN(3).select(np.tile([1.0, 3.0, 3.0, 2.0, 3.0], (30_000, 1)), 5)
+    counts = np.bincount(chosen, minlength=5)
+    assert counts[[0, 3]].sum() == 0
+    assert stats.chisquare(counts[[1, 2, 4]]).pvalue > 1e-3

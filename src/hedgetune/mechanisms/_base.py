@@ -176,7 +176,11 @@ class Mechanism(ABC):
         or a list of 1-D arrays of any lengths. Missing candidates are never chosen; ties are
         broken uniformly at random.
         """
-        return self._select(as_pool_matrix(scores), rng_from(rng))
+        matrix = as_pool_matrix(scores, check_values=not self._select_checks_values)
+        return self._select(matrix, rng_from(rng))
+
+    #: Whether :meth:`_select` checks the scores' values itself (in the pass that selects).
+    _select_checks_values: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- on a finite pool
     #: Whether :meth:`pool_probabilities` depends on the scores themselves (not only on ranks).

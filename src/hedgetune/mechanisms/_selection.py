@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from .._threads import over_row_blocks, row_workers
 from ..arrays import IntArray as IntArray
@@ -18,12 +18,16 @@ from ._compiled import Engine, kernel_for
 from ._numerics import FloatArray, as_float_array
 
 
-def as_pool_matrix(scores: ArrayLike | Sequence[ArrayLike], name: str = "scores") -> FloatArray:
+def as_pool_matrix(
+    scores: ArrayLike | Sequence[ArrayLike], name: str = "scores", check_values: bool = True
+) -> FloatArray:
     """Validate candidate scores and return them as a NaN-padded 2-D float matrix.
 
     Accepts a 2-D array (prompts x candidates, ``NaN`` = missing) or a sequence of 1-D arrays (one
     per prompt, any lengths). Raises ``ValueError`` for an empty pool, a prompt with no candidate,
     infinite scores or arrays of the wrong dimension; ``TypeError`` for non-numeric values.
+    ``check_values=False`` leaves the values (infinities, empty prompts) to the caller: see
+    :func:`check_scores`.
     """
     if isinstance(scores, list | tuple) and len(scores) > 0 and any(np.ndim(s) != 0 for s in scores):
         rows = [as_float_array(s, f"{name}[{i}]") for i, s in enumerate(scores)]
@@ -43,8 +47,15 @@ def as_pool_matrix(scores: ArrayLike | Sequence[ArrayLike], name: str = "scores"
             )
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {matrix.shape}); every prompt needs a candidate")
+    if check_values:
+        check_scores(matrix, name)
+    return matrix
+
+
+def check_scores(matrix: FloatArray, name: str = "scores") -> None:
+    """Raise ``ValueError`` for an infinite score or a prompt whose every score is NaN."""
     if np.isfinite(matrix.sum()):  # one fast pass: no NaN and no infinity anywhere
-        return matrix
+        return
     if np.isinf(matrix).any():
         bad = int(np.flatnonzero(np.isinf(matrix).any(axis=1))[0])
         raise ValueError(f"{name} contains an infinite score (prompt {bad}); scores must be finite")
@@ -52,7 +63,6 @@ def as_pool_matrix(scores: ArrayLike | Sequence[ArrayLike], name: str = "scores"
     if empty_rows.any():
         bad = int(np.flatnonzero(empty_rows)[0])
         raise ValueError(f"{name}: prompt {bad} has no candidate (every score is NaN)")
-    return matrix
 
 
 # Rows per block in the selection kernels: a block of scores stays in cache between passes.
@@ -70,14 +80,53 @@ def _row_max(block: FloatArray) -> FloatArray:
     return row_max
 
 
-def argmax_random_ties(scores: FloatArray, rng: np.random.Generator) -> IntArray:
-    """Index of the highest score per row, ties broken uniformly at random, NaN ignored."""
+def argmax_random_ties(
+    scores: FloatArray, rng: np.random.Generator, engine: Engine = "auto", check_values: bool = False
+) -> IntArray:
+    """Index of the highest score per row, ties broken uniformly at random, NaN ignored.
+
+    With ``check_values``, scores not yet checked by :func:`as_pool_matrix` are checked here, with
+    its errors (an infinite score, a prompt with every score NaN). ``engine``: ``"compiled"``
+    ``np.argmax`` and then one pass per row in a Numba kernel that checks the row and counts ties
+    (threads over blocks of rows), ``"numpy"`` the vectorised route, ``"auto"`` the kernel when
+    Numba is installed. Both break ties with the same draws, so they choose the same candidates.
+    """
+    kernel = kernel_for(engine, "_selection_compiled")
+    rows = scores.shape[0]
+    if kernel is None:
+        if check_values:
+            check_scores(scores)
+        return _argmax_random_ties(scores, rng)
+    matrix = np.ascontiguousarray(scores, dtype=float)
+    choice = np.empty(rows, dtype=np.intp)
+    status = np.empty(rows, dtype=np.int8)
+
+    def fill(start: int, stop: int) -> None:
+        for low in range(start, stop, _BLOCK_ROWS):  # blocks that stay in cache for the second pass
+            high = min(stop, low + _BLOCK_ROWS)
+            choice[low:high] = matrix[low:high].argmax(axis=1)
+            kernel.ties_at_top(matrix, choice, status, low, high)
+
+    over_row_blocks(rows, row_workers(rows, 1024), fill)
+    if check_values and (status >= kernel.INFINITE).any():
+        check_scores(matrix)  # raises, naming the first bad prompt
+    tied = status == kernel.TIED
+    if tied.any():
+        for start in range(0, rows, _BLOCK_ROWS):  # the NumPy route's blocks: the same draws
+            where = start + np.flatnonzero(tied[start : start + _BLOCK_ROWS])
+            if where.size:
+                top = matrix[where, choice[where]]
+                choice[where] = _break_ties(matrix[where] == top[:, None], rng)
+    return choice
+
+
+def _argmax_random_ties(scores: FloatArray, rng: np.random.Generator) -> IntArray:
+    """The NumPy route of :func:`argmax_random_ties`."""
     choice = np.empty(scores.shape[0], dtype=np.intp)
     for start in range(0, scores.shape[0], _BLOCK_ROWS):  # blocks of prompts, for cache reuse
         block = scores[start : start + _BLOCK_ROWS]
-        rows = np.arange(block.shape[0])
         first = block.argmax(axis=1)  # a NaN row max shows up as NaN at ``first``
-        row_max = block[rows, first]
+        row_max = block[np.arange(block.shape[0]), first]
         has_nan = bool(np.isnan(row_max).any())
         if has_nan:
             row_max = _row_max(block)
@@ -85,11 +134,16 @@ def argmax_random_ties(scores: FloatArray, rng: np.random.Generator) -> IntArray
         if has_nan:
             first = is_max.argmax(axis=1)
         if np.count_nonzero(is_max) > block.shape[0]:  # some row has a tie at the top
-            tied = np.flatnonzero(np.count_nonzero(is_max, axis=1) > 1)
-            keys = np.where(is_max[tied], rng.random((tied.size, block.shape[1])), -1.0)
-            first[tied] = keys.argmax(axis=1)
+            tied_rows = np.flatnonzero(np.count_nonzero(is_max, axis=1) > 1)
+            first[tied_rows] = _break_ties(is_max[tied_rows], rng)
         choice[start : start + block.shape[0]] = first
     return choice
+
+
+def _break_ties(is_max: NDArray[np.bool_], rng: np.random.Generator) -> IntArray:
+    """A uniformly random column among each row's ``True`` ones (one draw per cell)."""
+    keys = np.where(is_max, rng.random(is_max.shape), -1.0)
+    return keys.argmax(axis=1)
 
 
 def sample_from_weights(weights: FloatArray, rng: np.random.Generator) -> IntArray:

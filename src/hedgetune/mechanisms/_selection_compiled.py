@@ -55,3 +55,56 @@ def sample_rows(
                     pick = j
                     break
         choice[r] = pick
+
+
+#: Status of a row after :func:`ties_at_top`.
+UNIQUE, TIED, INFINITE, EMPTY = 0, 1, 2, 3
+
+
+@numba.njit(cache=True, nogil=True)
+def ties_at_top(scores: np.ndarray, first: np.ndarray, status: np.ndarray, start: int, stop: int) -> None:
+    """Rows ``start..stop-1`` of ``scores``, given ``first = np.argmax(scores, axis=1)`` (which
+    lands on a row's first NaN or infinity if it has one): correct ``first`` to the first column
+    holding the row's largest score, NaN ignored, and write its ``status``: ``UNIQUE``, ``TIED``
+    (another column holds that score), ``INFINITE`` (an infinite score) or ``EMPTY`` (every score
+    NaN). One vectorised sum tells a finite row at once. Releases the GIL."""
+    width = scores.shape[1]
+    for r in range(start, stop):
+        row = scores[r]
+        top = row[first[r]]
+        total = _sum(row)
+        if total - total != 0.0:  # a NaN or an infinity somewhere (or a sum that overflowed)
+            top = -np.inf
+            found = False
+            for j in range(width):
+                if row[j] == np.inf or row[j] == -np.inf:
+                    status[r] = INFINITE
+                    break
+                if row[j] == row[j] and (not found or row[j] > top):  # NaN: a missing candidate
+                    top = row[j]
+                    first[r] = j
+                    found = True
+            else:
+                if not found:
+                    status[r] = EMPTY
+                else:
+                    status[r] = TIED if _count(row, top) > 1 else UNIQUE
+            continue
+        status[r] = TIED if _count(row, top) > 1 else UNIQUE
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _sum(row: np.ndarray) -> float:
+    """Sum of a row, in any order (vectorised): NaN or infinite exactly when a score is, or on overflow."""
+    total = 0.0
+    for j in range(row.size):
+        total += row[j]
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _count(row: np.ndarray, top: float) -> int:
+    count = 0
+    for j in range(row.size):
+        count += row[j] == top
+    return count

@@ -106,8 +106,10 @@ class BestOfN(Mechanism):
         require_count(self.n, "n")
         return np.full(size, int(self.n), dtype=np.intp)
 
+    _select_checks_values: ClassVar[bool] = True
+
     def _select(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:
-        return argmax_random_ties(scores, rng)
+        return argmax_random_ties(scores, rng, check_values=True)
 
     # ------------------------------------------------------------------ on calibration pools
     def default_top(self, pools: Pools) -> float:

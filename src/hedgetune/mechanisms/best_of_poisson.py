@@ -120,9 +120,11 @@ class BestOfPoisson(Mechanism):
         require_count(self.mu + 1 + 20 * np.sqrt(self.mu), "mu")  # 1 + Poisson(mu) stays below it
         return (1 + rng.poisson(self.mu, size)).astype(np.intp)
 
+    _select_checks_values: ClassVar[bool] = True
+
     def _select(self, scores: FloatArray, rng: np.random.Generator) -> IntArray:
         # The randomness of BoP is in how many candidates were drawn; among them it is BoN.
-        return argmax_random_ties(scores, rng)
+        return argmax_random_ties(scores, rng, check_values=True)
 
     # ------------------------------------------------------------------ on calibration pools
     def default_top(self, pools: Pools) -> float:
