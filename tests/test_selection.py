@@ -260,3 +260,17 @@ def test_best_of_n_select_checks_values_in_its_own_pass(engine: str, monkeypatch
     counts = np.bincount(chosen, minlength=5)
     assert counts[[0, 3]].sum() == 0
     assert stats.chisquare(counts[[1, 2, 4]]).pvalue > 1e-3
+
+
+def test_small_selections_stay_on_the_numpy_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway selects among a few candidates per request: "auto" must not import (or compile)
+    Numba for that, only for large batches."""
+    from hedgetune.mechanisms import _compiled
+
+    asked: list[str] = []
+    monkeypatch.setattr(_compiled, "load", lambda name: asked.append(name))  # records, returns None
+    ht.BestOfN(4).select(np.arange(8.0)[None, :], 0)
+    ht.SoftBestOfN(4, 2.0).select(np.arange(8.0)[None, :], 0)
+    assert asked == []
+    ht.BestOfN(4).select(np.zeros((2000, 64)), 0)
+    assert asked == ["_selection_compiled"]

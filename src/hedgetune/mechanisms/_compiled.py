@@ -35,11 +35,14 @@ def check_engine(engine: str) -> None:
         raise ValueError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
 
 
-def kernel_for(engine: Engine, name: str) -> ModuleType | None:
+def kernel_for(engine: Engine, name: str, work: float = float("inf"), least_work: float = 0.0) -> ModuleType | None:
     """The kernel module ``name`` for ``engine`` (``None``: the NumPy route); ``"compiled"``
-    without Numba raises ``ImportError``."""
+    without Numba raises ``ImportError``. ``"auto"`` also takes the NumPy route when the call's
+    ``work`` is below ``least_work``: a small call (one request at a gateway) gains nothing from
+    the kernel and would pay for importing Numba, or in a new environment for compiling it."""
     check_engine(engine)
-    kernel = None if engine == "numpy" else load(name)
+    small = engine == "auto" and work < least_work
+    kernel = None if engine == "numpy" or small else load(name)
     if kernel is None and engine == "compiled":
         raise ImportError("engine='compiled' needs Numba: pip install 'hedgetune[fast]'")
     return kernel
