@@ -14,3 +14,15 @@ def best_time(fn: Callable[[], object], repeats: int = 7) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak memory allocated during one call (tracemalloc, which sees NumPy's allocations)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -17,20 +17,11 @@ from __future__ import annotations
 
 import sys
 import time
-import tracemalloc
 
 import numpy as np
-from _timing import best_time
+from _timing import best_time, peak_bytes
 
 import hedgetune as ht
-
-
-def _peak_bytes(fn: object) -> int:
-    tracemalloc.start()
-    fn()  # type: ignore[operator]
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return peak
 
 
 def large_pools(prompts: int = 800, m: int = 12_600) -> dict[str, float]:
@@ -67,7 +58,7 @@ def large_pools(prompts: int = 800, m: int = 12_600) -> dict[str, float]:
     )
     for name, fn in cases:
         seconds = best_time(fn, repeats=3)
-        peak = _peak_bytes(fn)
+        peak = peak_bytes(fn)
         out[f"{name} time / sort"] = seconds / sort_time
         out[f"{name} peak / table"] = peak / table_bytes
         print(

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from ._threads import over_row_blocks, row_workers
 from .arrays import FloatArray, IntArray
+from .mechanisms._compiled import Engine, kernel_for
 from .mechanisms.toolkit import average_over_ties
 from .table import RewardTable, TableError
 
@@ -145,23 +146,30 @@ def build_pools(table: RewardTable, proxy: str | None = None, extras: Sequence[s
 
 #: Below this many values a group is sorted on one thread (threads cost more than they save).
 _THREADED_VALUES = 1 << 20
+#: Fewest values for which ``engine="auto"`` takes the compiled pass.
+_KERNEL_LEAST_VALUES = 1 << 16
 
 
 def _sort_rows(
-    scores: FloatArray, columns: Sequence[FloatArray], keep_order: bool = False
+    scores: FloatArray, columns: Sequence[FloatArray], keep_order: bool = False, engine: Engine = "auto"
 ) -> tuple[IntArray | None, list[FloatArray], NDArray[np.bool_]]:
     """Each row of ``scores`` ascending, ``columns`` (same shape) in the same order, whether each
     row has tied scores, and (with ``keep_order``) the order itself.
 
     Blocks of rows run on worker threads (NumPy's sort and take release the GIL). The order comes
-    from :func:`_packed_order` and is checked on the sorted scores; the values are gathered
-    through flat indices, several times faster than ``take_along_axis``.
+    from sorting packed keys (:func:`_sorted_keys`) and is checked on the sorted scores; the values
+    are gathered through flat indices, several times faster than ``take_along_axis``. With the
+    ``fast`` extra (``engine``, as in :func:`hedgetune.mechanisms.toolkit.argmax_random_ties`), the
+    steps after the sort run as one compiled pass per row, for the common case: the true rewards
+    alone carried along, the order not kept.
     """
     rows, m = scores.shape
     sources = [np.ascontiguousarray(a).reshape(-1) for a in (scores, *columns)]
     order = np.empty((rows, m), dtype=np.intp) if keep_order else None
     outputs = [np.empty((rows, m), dtype=a.dtype) for a in sources]
     ties = np.zeros(rows, dtype=bool)
+    simple = len(columns) == 1 and not keep_order and all(a.dtype == np.float64 for a in sources) and _packable(m)
+    kernel = kernel_for(engine, "_pools_compiled", rows * m, _KERNEL_LEAST_VALUES) if simple else None
 
     def gather(at: IntArray, positions: IntArray) -> None:
         """Rows ``at`` of every output, in the order ``positions`` (overwritten)."""
@@ -174,35 +182,56 @@ def _sort_rows(
             else:
                 out[at] = np.take(source, positions)
 
+    def check(start: int, suspect: IntArray) -> None:
+        """Rows ``start + suspect`` have equal or decreasing neighbours: sort the decreasing ones
+        exactly (scores that agree in all but their last bits) and mark the tied ones."""
+        close = outputs[0][start + suspect]
+        disorder = suspect[np.any(close[:, 1:] < close[:, :-1], axis=1)]
+        if disorder.size:
+            gather(start + disorder, np.argsort(scores[start + disorder], axis=1, kind="stable"))
+            close = outputs[0][start + suspect]
+        ties[start + suspect] = np.any(close[:, 1:] == close[:, :-1], axis=1)
+
     def fill(start: int, stop: int) -> None:
+        if kernel is not None:
+            keys, low = _sorted_keys(scores[start:stop])
+            kernel.gather_sorted(keys, low, matrices[0], matrices[1], outputs[0], outputs[1], status, start, stop)
+            check(start, np.flatnonzero(status[start:stop] != kernel.ORDERED))
+            return
         gather(np.arange(start, stop), _packed_order(scores[start:stop]))
         ranked = outputs[0][start:stop]
-        suspect = np.flatnonzero(np.any(ranked[:, 1:] <= ranked[:, :-1], axis=1))  # ties, or out of order
-        if suspect.size:
-            close = ranked[suspect]
-            disorder = suspect[np.any(close[:, 1:] < close[:, :-1], axis=1)]
-            if disorder.size:  # scores that agree in all but their last bits: sort them exactly
-                gather(start + disorder, np.argsort(scores[start + disorder], axis=1, kind="stable"))
-                close = outputs[0][start + suspect]
-            ties[start + suspect] = np.any(close[:, 1:] == close[:, :-1], axis=1)
+        check(start, np.flatnonzero(np.any(ranked[:, 1:] <= ranked[:, :-1], axis=1)))
 
+    matrices = [a.reshape(rows, m) for a in sources]
+    status = np.empty(rows, dtype=np.int8)  # the kernel's verdict on each row
     over_row_blocks(rows, row_workers(rows, max(1, _THREADED_VALUES // max(m, 1))), fill)
     return order, outputs, ties
 
 
-def _packed_order(scores: FloatArray) -> IntArray:
-    """A candidate for each row's ascending order from one sort of floats (NumPy sorts about twice
-    as fast as it argsorts): each score with its lowest ``ceil(log2 m)`` mantissa bits replaced by
-    its column, which comes back out of the sorted keys. Scores that agree in all their other bits
-    may come out in the wrong order; :func:`_sort_rows` checks. (The table's scores are finite, so
-    no key becomes NaN.) Rows of other dtypes, or too wide to spare the bits, are argsorted."""
+def _packable(m: int) -> bool:
+    """Whether a column index of rows of ``m`` fits in the low mantissa bits (leaving at least 12)."""
+    return (m - 1).bit_length() <= 40
+
+
+def _sorted_keys(scores: FloatArray) -> tuple[NDArray[np.uint64], np.uint64]:
+    """Each row sorted as packed keys, and the mask of their column bits: each score with its lowest
+    ``ceil(log2 m)`` mantissa bits replaced by its column (one sort of floats, which NumPy does
+    about twice as fast as an argsort). Scores that agree in all their other bits may come out in
+    the wrong order; :func:`_sort_rows` checks. (The table's scores are finite, so no key becomes
+    NaN.)"""
     m = scores.shape[1]
-    bits = max(1, (m - 1).bit_length())
-    if scores.dtype != np.float64 or bits > 40:
-        return np.argsort(scores, axis=1, kind="stable")
-    low = np.uint64((1 << bits) - 1)
-    keys = np.ascontiguousarray(scores).view(np.uint64) & ~low
+    low = np.uint64((1 << max(1, (m - 1).bit_length())) - 1)
+    keys = np.ascontiguousarray(scores, dtype=np.float64).view(np.uint64) & ~low
     keys |= np.arange(m, dtype=np.uint64)
     keys.view(np.float64).sort(axis=1)
+    return keys, low
+
+
+def _packed_order(scores: FloatArray) -> IntArray:
+    """A candidate for each row's ascending order, read out of :func:`_sorted_keys`; rows of other
+    dtypes, or too wide to spare the bits, are argsorted."""
+    if scores.dtype != np.float64 or not _packable(scores.shape[1]):
+        return np.argsort(scores, axis=1, kind="stable")
+    keys, low = _sorted_keys(scores)
     keys &= low
     return keys.view(np.intp)
