@@ -313,7 +313,7 @@ def pool_sums(
             continue
         # Rank-based: the same probabilities for every prompt of the group, so only the sums over
         # prompts of each sorted position's true reward, quantile and proxy are needed.
-        g_all, q_all, s_all = group.true.sum(axis=0), group.quantile_sum(), group.proxy.sum(axis=0)
+        g_all, q_all, s_all = group.true_sum, group.quantile_sum(), group.proxy_sum
         # The replicates: either resample the positions' sums once, (B, P) @ (P, m), then weigh them
         # per parameter, or value each prompt per parameter, (P, m) @ (m, T), then resample those.
         # Same numbers; the cheaper order wins (the second when parameters are fewer than replicates).

@@ -44,6 +44,17 @@ class SizeGroup:
     def size(self) -> int:
         return int(self.prompts.size)
 
+    @functools.cached_property
+    def true_sum(self) -> FloatArray:
+        """(m,) sum over prompts of each sorted position's true reward (computed once: a tune
+        asks for it at every step)."""
+        return self.true.sum(axis=0)
+
+    @functools.cached_property
+    def proxy_sum(self) -> FloatArray:
+        """(m,) sum over prompts of each sorted position's proxy reward (computed once)."""
+        return self.proxy.sum(axis=0)
+
     def quantiles(self) -> FloatArray:
         """(P_m, m) within-pool mid-rank quantiles ``(i - 1/2)/m``, averaged within tie groups."""
         q = np.broadcast_to((np.arange(1, self.m + 1) - 0.5) / self.m, self.proxy.shape).copy()

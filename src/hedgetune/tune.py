@@ -195,7 +195,7 @@ def score_residual(pools: Pools, template: Mechanism, theta: float) -> float:
         u = (np.arange(1, group.m + 1) - 0.5) / group.m
         weights = mech.pdf(u)
         weights = weights / weights.sum()
-        total += float((weights * mech.score(u)) @ group.true.sum(axis=0))
+        total += float((weights * mech.score(u)) @ group.true_sum)
     return total / pools.n_prompts
 
 

@@ -94,12 +94,15 @@ class BestOfPoisson(Mechanism):
         return u * (u - 1.0) * np.exp(self.mu * (u - 1.0))
 
     def kl(self) -> float:
-        mu = self.mu
-        if mu < 0.05:
-            return float(polynomial_series(np.array(mu), _KL_SERIES))
+        return float(self.kl_many(np.array([self.mu]))[0])
+
+    def kl_many(self, thetas: FloatArray) -> FloatArray:
+        mu = np.asarray(thetas, dtype=float)
+        small = mu < 0.05
         # e^-(1+mu) Ei(1+mu) and e^-(1+mu) Ei(1), both finite for any mu.
-        tail = scaled_expi(np.array([1.0 + mu]))[0] - np.exp(-mu) * _E1_SCALED
-        return float(np.log1p(mu) - 1.0 + tail / mu)
+        large = np.where(small, 1.0, mu)
+        tail = scaled_expi(1.0 + large) - np.exp(-large) * _E1_SCALED
+        return np.where(small, polynomial_series(np.minimum(mu, 0.05), _KL_SERIES), np.log1p(large) - 1.0 + tail / large)
 
     def mean(self) -> float:
         mu = self.mu
