@@ -71,7 +71,8 @@ def negligible_start(counts: Counts, m: int, mass: float) -> int:
     """A position s below which the mixture's weights (and their derivatives) add up to at most
     ``mass``. All c candidates fall below s with probability ``C(s, c) / C(m, c) <= x^c``,
     ``x = s/m``; so s is where the bound ``sum_c (|P(N = c)| + |P'(N = c)|) x^c + tail x^m`` (a
-    probability generating function, increasing in x) reaches it, found by bisection."""
+    probability generating function, increasing in x) reaches it, found by bisection (to within
+    ``m / 256`` below it)."""
     values, pmf, dpmf = counts
     if values.size == 0:  # only the whole pool: the top position
         return m - 1
@@ -87,7 +88,7 @@ def negligible_start(counts: Counts, m: int, mass: float) -> int:
         return bool(top + np.log(np.exp(terms - top).sum()) <= target)
 
     low, high = 0, m  # positions 1 .. low are negligible; 1 .. high are not (the bound is ~1 at m)
-    while high - low > 1:
+    while high - low > max(1, m >> 8):  # to within 0.4% of the pool: a little more width is harmless
         mid = (low + high) // 2
         low, high = (mid, high) if negligible(mid) else (low, mid)
     return low
@@ -97,8 +98,9 @@ def mixture_rows(
     counts: Sequence[Counts], m: int, derivative: bool, starts: Sequence[int]
 ) -> tuple[int, FloatArray]:
     """For each mixture of counts, ``sum_c P(N = c) C(i-1, c-1) / C(m, c)`` at positions
-    ``start + 1 .. m`` (``start`` the smallest of ``starts``; row r is zero below its own
-    ``starts[r]``), the draws of m or more valued as the whole pool (its top position); with
+    ``start + 1 .. m`` (``start`` the smallest of ``starts``; below its own ``starts[r]``, row r
+    holds zeros or its own negligible weights), the draws of m or more valued as the whole pool
+    (its top position); with
     ``derivative``, the same with ``P'(N = c)`` (which each mixture must then give).
 
     Neighbouring mixtures (a curve's grid) share most of their counts, so they are taken in
@@ -115,7 +117,8 @@ def mixture_rows(
         for row, r in enumerate(batch):
             c, pmf, dpmf = counts[r]
             mixing[row, c.astype(np.intp) - low] = dpmf if derivative else pmf  # dpmf is given with derivative
-        values[batch, first - start :] = mixing @ subset_maximum_weights(np.arange(low, high + 1.0), m, first)
+        rows = slice(batch[0], batch[-1] + 1)  # a run of consecutive mixtures
+        values[rows, first - start :] = mixing @ subset_maximum_weights(np.arange(low, high + 1.0), m, first)
     for r, (_, pmf, dpmf) in enumerate(counts):  # the whole pool: its top position
         if derivative:
             values[r, -1] -= 0.0 if dpmf is None else float(dpmf.sum())
