@@ -274,7 +274,7 @@ class Mechanism(ABC):
         ``sum_c P(N = c) C(i-1, c-1) / C(m, c)`` of U-statistics over c-subsets, the draws of m or
         more candidates valued as the whole pool (their share is :meth:`pool_tail`).
         """
-        return mixture_rows([self._counts(m, derivative)], m, derivative, [start])[1]
+        return mixture_rows([self._counts(m, derivative)], m, derivative, [start], NEGLIGIBLE_MASS)[1]
 
     def deployment_rows(self, thetas: FloatArray, m: int, derivative: bool = False) -> tuple[int, FloatArray]:
         """:meth:`deployment_probabilities` at each parameter of ``thetas``, as ``(start, values)``:
@@ -285,7 +285,8 @@ class Mechanism(ABC):
         mechs = [self.with_theta(float(t)) for t in thetas]
         if self.candidate_counts(m) is not None:
             counts = [mech._counts(m, derivative) for mech in mechs]
-            return mixture_rows(counts, m, derivative, [negligible_start(c, m, NEGLIGIBLE_MASS) for c in counts])
+            starts = [negligible_start(c, m, NEGLIGIBLE_MASS) for c in counts]
+            return mixture_rows(counts, m, derivative, starts, NEGLIGIBLE_MASS)
         starts = [mech.negligible_below(m) for mech in mechs]
         start = min(starts, default=m)
         values = np.zeros((len(mechs), m - start))

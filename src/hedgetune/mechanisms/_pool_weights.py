@@ -10,6 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import special
 
+from ..arrays import IntArray
 from ._numerics import FloatArray
 
 
@@ -94,8 +95,15 @@ def negligible_start(counts: Counts, m: int, mass: float) -> int:
     return low
 
 
+def subset_negligible_start(counts: FloatArray, m: int, mass: float) -> IntArray:
+    """For each count c, the largest s with ``(s/m)^c <= mass``, a bound on the chance that all c
+    candidates fall in positions 1 .. s (``m - 1`` at c = m: only the top position)."""
+    s = np.floor(m * mass ** (1.0 / counts)).astype(np.intp)
+    return np.where(counts == m, m - 1, np.minimum(s, m - 1))
+
+
 def mixture_rows(
-    counts: Sequence[Counts], m: int, derivative: bool, starts: Sequence[int]
+    counts: Sequence[Counts], m: int, derivative: bool, starts: Sequence[int], mass: float
 ) -> tuple[int, FloatArray]:
     """For each mixture of counts, ``sum_c P(N = c) C(i-1, c-1) / C(m, c)`` at positions
     ``start + 1 .. m`` (``start`` the smallest of ``starts``; below its own ``starts[r]``, row r
@@ -104,8 +112,10 @@ def mixture_rows(
     ``derivative``, the same with ``P'(N = c)`` (which each mixture must then give).
 
     Neighbouring mixtures (a curve's grid) share most of their counts, so they are taken in
-    batches: one block of :func:`subset_maximum_weights` over the union of their counts, then one
-    matrix product, wherever that costs fewer weights than a block per mixture.
+    batches: blocks of :func:`subset_maximum_weights` over the union of their counts, then matrix
+    products, wherever that costs fewer weights than a block per mixture. Each count is weighed only
+    from where its own weights stop being negligible (``mass``: positions skipped weigh less than
+    ``mass`` times the mixture's total).
     """
     start = min(starts, default=m)
     values = np.zeros((len(counts), m - start))
@@ -118,7 +128,15 @@ def mixture_rows(
             c, pmf, dpmf = counts[r]
             mixing[row, c.astype(np.intp) - low] = dpmf if derivative else pmf  # dpmf is given with derivative
         rows = slice(batch[0], batch[-1] + 1)  # a run of consecutive mixtures
-        values[rows, first - start :] = mixing @ subset_maximum_weights(np.arange(low, high + 1.0), m, first)
+        # Counts in bands [c, 2c): the best of at least c candidates is below position s with
+        # probability <= (s/m)^c, so a band starts where that falls under NEGLIGIBLE_MASS.
+        band = low
+        while band <= high:
+            end = min(high, 2 * band - 1)
+            own = max(first, int(subset_negligible_start(np.array([float(band)]), m, mass)[0]))
+            block = subset_maximum_weights(np.arange(band, end + 1.0), m, own)
+            values[rows, own - start :] += mixing[:, band - low : end - low + 1] @ block
+            band = end + 1
     for r, (_, pmf, dpmf) in enumerate(counts):  # the whole pool: its top position
         if derivative:
             values[r, -1] -= 0.0 if dpmf is None else float(dpmf.sum())

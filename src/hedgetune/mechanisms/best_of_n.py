@@ -11,7 +11,7 @@ from scipy import special
 from .._limits import require_count
 from ._base import NEGLIGIBLE_MASS, Mechanism
 from ._numerics import FloatArray, check_parameter
-from ._pool_weights import subset_maximum_weights
+from ._pool_weights import subset_maximum_weights, subset_negligible_start
 from ._selection import IntArray, argmax_random_ties
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class BestOfN(Mechanism):
         return np.array([self.n]), np.array([1.0]), None
 
     def negligible_below(self, m: int) -> int:
-        return int(_negligible_below(np.array([self.n]), m)[0])
+        return int(subset_negligible_start(np.array([self.n]), m, NEGLIGIBLE_MASS)[0])
 
     def deployment_rows(self, thetas: FloatArray, m: int, derivative: bool = False) -> tuple[int, FloatArray]:
         """All the rows in one pass: ``C(i-1, n-1) / C(m, n)`` for each n of ``thetas``."""
@@ -140,7 +140,7 @@ class BestOfN(Mechanism):
             raise ValueError("Best-of-n has a whole-number parameter: no derivative of its weights")
         n = np.asarray(thetas, dtype=float).reshape(-1)
         _check_counts(n, m)
-        own = _negligible_below(n, m)
+        own = subset_negligible_start(n, m, NEGLIGIBLE_MASS)
         start = int(own.min(initial=m))
         values = subset_maximum_weights(n, m, start)
         for row in np.flatnonzero(own > start):  # each row from its own start
@@ -154,10 +154,3 @@ def _check_counts(n: FloatArray, m: int) -> None:
     bad = (n != np.floor(n)) | (n < 1) | (n > m)
     if bad.any():
         raise ValueError(f"the unbiased estimator needs a whole n in [1, pool size {m}], got n={n[bad][0]:g}")
-
-
-def _negligible_below(n: FloatArray, m: int) -> IntArray:
-    """For each n, the largest s with ``(s/m)^n <= NEGLIGIBLE_MASS``, a bound on the chance that all
-    n candidates fall in positions 1 .. s (``m - 1`` at n = m: only the top position)."""
-    s = np.floor(m * NEGLIGIBLE_MASS ** (1.0 / n)).astype(np.intp)
-    return np.where(n == m, m - 1, np.minimum(s, m - 1))
