@@ -355,10 +355,10 @@ def pool_sums(
 
 
 def _per_prompt_values(probs: FloatArray, values: FloatArray) -> FloatArray:
-    """``probs @ values.T``, ``(T, P)``: each parameter's value on each prompt. A row of ``probs``
-    is zero below its own first position (large n or mu weigh only the top of the pool), so rows
-    are taken in groups of similar width, each product over the columns its rows need. ``(T, m)
-    @ (m, P)`` is also the order BLAS runs faster here."""
+    """``probs @ values.T``, ``(T, P)``: each parameter's value on each prompt. Rows of ``probs``
+    often start with many zeros (large n or mu weigh only the top of the pool), so rows are taken
+    in groups of similar width, each product over the columns from its rows' first nonzero one.
+    ``(T, m) @ (m, P)`` is also the order BLAS runs faster here."""
     width = probs.shape[1]
     first = np.argmax(probs != 0, axis=1)  # an all-zero row counts as full width
     level = np.floor(np.log2(np.maximum(width - first, 1)))  # widths within a factor of 2

@@ -179,6 +179,8 @@ def _sort_rows(
     order = np.empty((rows, m), dtype=np.intp) if keep_order else None
     outputs = [np.empty((rows, m), dtype=a.dtype) for a in sources]
     ties = np.zeros(rows, dtype=bool)
+    matrices = [a.reshape(rows, m) for a in sources]
+    status = np.empty(rows, dtype=np.int8)  # the compiled pass's verdict on each row
     simple = len(columns) == 1 and not keep_order and all(a.dtype == np.float64 for a in sources) and _packable(m)
     kernel = kernel_for(engine, "_pools_compiled", rows * m, _KERNEL_LEAST_VALUES) if simple else None
 
@@ -213,8 +215,6 @@ def _sort_rows(
         ranked = outputs[0][start:stop]
         check(start, np.flatnonzero(np.any(ranked[:, 1:] <= ranked[:, :-1], axis=1)))
 
-    matrices = [a.reshape(rows, m) for a in sources]
-    status = np.empty(rows, dtype=np.int8)  # the kernel's verdict on each row
     over_row_blocks(rows, row_workers(rows, max(1, _THREADED_VALUES // max(m, 1))), fill)
     return order, outputs, ties
 
