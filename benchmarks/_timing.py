@@ -26,3 +26,14 @@ def peak_bytes(fn: Callable[[], object]) -> int:
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def alternating(fn: Callable[[], object], baseline: Callable[[], object], rounds: int = 5) -> tuple[float, float]:
+    """Best wall-clock times of ``fn`` and ``baseline``, timed in alternation (``rounds`` each): the
+    machine's speed drifts from minute to minute, and a ratio of times taken minutes apart drifts
+    with it."""
+    best_fn = best_baseline = float("inf")
+    for _ in range(rounds):
+        best_fn = min(best_fn, best_time(fn, repeats=1))
+        best_baseline = min(best_baseline, best_time(baseline, repeats=1))
+    return best_fn, best_baseline

@@ -19,7 +19,7 @@ import sys
 import time
 
 import numpy as np
-from _timing import best_time, peak_bytes
+from _timing import alternating, best_time, peak_bytes
 
 import hedgetune as ht
 
@@ -60,12 +60,7 @@ def large_pools(prompts: int = 800, m: int = 12_600) -> dict[str, float]:
         return np.sort(proxy, axis=1)
 
     for name, fn in cases:
-        # The machine's speed drifts from minute to minute: time the call and the baseline in
-        # alternation, and compare the best of each.
-        seconds, baseline = float("inf"), float("inf")
-        for _ in range(5):
-            seconds = min(seconds, best_time(fn, repeats=1))
-            baseline = min(baseline, best_time(sort, repeats=1))
+        seconds, baseline = alternating(fn, sort)
         peak = peak_bytes(fn)
         out[f"{name} time / sort"] = seconds / baseline
         out[f"{name} peak / table"] = peak / table_bytes

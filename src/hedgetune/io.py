@@ -13,13 +13,14 @@ import os
 import zipfile
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._atomic import atomic_path, remove_stale_temporaries
-from ._limits import require_memory
+from ._limits import available_cores, require_memory
 from ._threads import flat_copy
 from .table import InvalidPolicy, RewardTable, TableError, as_str_list
 
@@ -225,10 +226,15 @@ def from_arrow(
     prompt_values = table.column(prompt_col)
     if prompt_values.null_count:
         raise TableError(f"column {prompt_col!r} has {prompt_values.null_count} missing prompt ids")
+    # Arrow converts each column in C++ without the GIL: the columns convert at once, on threads.
+    names = [*proxies, *([true_col] if true_col else [])]
+    with ThreadPoolExecutor(min(available_cores(), len(names) + 1)) as pool:
+        ids = pool.submit(lambda: np.asarray(prompt_values.to_numpy(zero_copy_only=False)))
+        converted = dict(zip(names, pool.map(numeric, names), strict=True))  # the first bad column raises
     return RewardTable.from_long(
-        np.asarray(prompt_values.to_numpy(zero_copy_only=False)),
-        {name: numeric(name) for name in proxies},
-        None if true_col is None else numeric(true_col),
+        ids.result(),
+        {name: converted[name] for name in proxies},
+        None if true_col is None else converted[true_col],
         groups=None
         if group_col is None
         else np.asarray(table.column(group_col).to_numpy(zero_copy_only=False)),
