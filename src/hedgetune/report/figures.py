@@ -78,17 +78,17 @@ def reward_vs_kl(
     ax.set_xlabel("KL(selection ‖ reference), nats" + (" (on the pool)" if kl == "pool" else ""))
     ax.set_ylabel("expected true reward")
     ax.set_title(title or "True reward against KL")
-    ax.text(
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    # A caption under the axes, where no legend or curve can cover it.
+    fig.text(
         0.01,
         0.01,
         "dots: HedgeTune's choice; bands: 95% bootstrap band of the gain over the reference",
-        transform=ax.transAxes,
         fontsize=7,
         color="#555",
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.03, 1.0, 1.0))
     return fig
 
 
@@ -155,15 +155,18 @@ def out_of_sample(results: Mapping[str, OutOfSample], *, title: str = "") -> Any
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(results) + 2), 4.5))
     width = 0.8 / len(keys)
     positions = np.arange(len(results))
+    tops, bottoms = [], []
     for k, (key, label, color) in enumerate(zip(keys, labels, colors, strict=True)):
-        means = [r.summary()[key]["mean"] for r in results.values()]
-        ses = [r.summary()[key]["se"] for r in results.values()]
+        means = np.array([r.summary()[key]["mean"] for r in results.values()])
+        ses = np.array([r.summary()[key]["se"] for r in results.values()])
         ax.bar(positions + (k - 2.5) * width, means, width, yerr=ses, color=color, label=label, capsize=2)
+        tops.append(np.max(means + ses))
+        bottoms.append(np.min(means - ses))
     ax.set_xticks(positions, list(results.keys()), fontsize=8)
-    lows = [min(r.reference.mean(), r.unhedged.mean()) for r in results.values()]
-    highs = [r.oracle.mean() for r in results.values()]
-    span = max(highs) - min(lows)
-    ax.set_ylim(min(lows) - 0.5 * span, max(highs) + 0.3 * span)
+    # Bars rise from 0: the axis spans 0 and every bar, with room above for the legend.
+    low, high = min(0.0, min(bottoms)), max(0.0, max(tops))
+    span = (high - low) or 1.0
+    ax.set_ylim(low - (0.05 * span if low < 0 else 0.0), high + 0.3 * span)
     ax.set_ylabel("held-out expected true reward")
     ax.set_title(title or "Out of sample: tuned on half the prompts, scored on the other half (mean ± s.e.)")
     ax.legend(fontsize=8, ncol=3, loc="upper left")
