@@ -74,3 +74,21 @@ def test_pools_average_true_rewards_within_ties() -> None:
     np.testing.assert_array_equal(group.proxy, [[0.0, 1.0, 1.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
     np.testing.assert_array_equal(group.true, [[0.0, 15.0, 15.0, 5.0], [4.0, 3.0, 2.0, 1.0]])
     np.testing.assert_array_equal(group.has_ties, [True, False])
+
+
+def test_row_blocks_cover_every_row_once_even_when_nested(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks run on a kept pool of threads; a block that itself splits rows runs its blocks
+    inline instead of waiting on the pool it occupies."""
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    seen = np.zeros((100, 10), dtype=int)
+
+    def outer(start: int, stop: int) -> None:
+        def inner(a: int, b: int) -> None:
+            seen[start:stop, a:b] += 1
+
+        _threads.over_row_blocks(10, 2, inner)
+
+    _threads.over_row_blocks(100, 2, outer)
+    np.testing.assert_array_equal(seen, 1)
+    with pytest.raises(ZeroDivisionError):
+        _threads.over_row_blocks(100, 2, lambda a, b: 1 // 0)

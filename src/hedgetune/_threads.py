@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,18 +18,28 @@ def row_workers(rows: int, min_rows: int = 8) -> int:
     return max(1, min(available_cores(), rows // max(1, min_rows)))
 
 
+_PREFIX = "hedgetune-rows"
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One pool of worker threads per size, started on first use and kept: starting threads for
+    every call cost milliseconds each, which a tune (dozens of calls) felt."""
+    return ThreadPoolExecutor(workers, thread_name_prefix=_PREFIX)
+
+
 def over_row_blocks(rows: int, workers: int, fill: Callable[[int, int], None]) -> None:
     """``fill(start, stop)`` over a few blocks of rows per worker thread (the work must release the
     GIL for the threads to run at once; several blocks each balance rows of unequal cost). An
-    exception in any block is raised here."""
+    exception in any block is raised here. Called from one of the workers, it runs inline (a
+    worker waiting on its own pool could wait forever)."""
     edges = np.linspace(0, rows, 4 * workers + 1).astype(int)
     blocks = [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
-    if workers == 1:
+    if workers == 1 or threading.current_thread().name.startswith(_PREFIX):
         for start, stop in blocks:
             fill(start, stop)
         return
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda bounds: fill(*bounds), blocks))
+    list(_pool(workers).map(lambda bounds: fill(*bounds), blocks))
 
 
 #: Below this many values a copy runs on one thread.
