@@ -206,7 +206,7 @@ def test_matrices_build_the_same_table_as_long_rows(dtype: type) -> None:
     assert fast.prompt_ids[0] == "a"
 
 
-def test_matrices_with_large_values_take_the_full_checks() -> None:
+def test_matrices_the_shortcut_cannot_take_get_the_full_checks() -> None:
     big = np.full((2, 3), 9e99)  # every value allowed, but the sum of squares exceeds the bound
     big[1] = -9e99
     t = ht.RewardTable.from_arrays(big, big)
@@ -218,6 +218,9 @@ def test_matrices_with_large_values_take_the_full_checks() -> None:
         ht.RewardTable.from_arrays(np.ones((2, 3)), np.ones((2, 3)), groups=["a", "b", "c"])
     with pytest.raises(ht.TableError, match="fewer than two"):
         ht.RewardTable.from_arrays(np.ones((2, 1)), np.ones((2, 1)))
+    for shape in ((0, 3), (3, 0)):  # no prompts, or no responses: an empty table, refused
+        with pytest.raises(ht.TableError, match="empty"):
+            ht.RewardTable.from_arrays(np.ones(shape), np.ones(shape))
     with pytest.raises(ValueError, match="invalid must be"):
         ht.RewardTable.from_arrays(np.ones((2, 3)), np.ones((2, 3)), invalid="keep")  # type: ignore[arg-type]
 

@@ -268,7 +268,8 @@ class RewardTable:
                     raise TableError(f"groups has {group_per_prompt.size} entries for {prompts} prompts (rows)")
             columns = [*named.values(), *([] if true_2d is None else [true_2d])]
             if (
-                samples >= 2
+                prompts >= 1
+                and samples >= 2
                 and set(kwargs) <= {"groups", "provenance", "invalid"}
                 and kwargs.get("invalid", "raise") in ("raise", "drop")
                 and all(_finite_and_bounded(values) for values in columns)
