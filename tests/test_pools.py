@@ -92,3 +92,25 @@ def test_row_blocks_cover_every_row_once_even_when_nested(monkeypatch: pytest.Mo
     np.testing.assert_array_equal(seen, 1)
     with pytest.raises(ZeroDivisionError):
         _threads.over_row_blocks(100, 2, lambda a, b: 1 // 0)
+
+
+def test_row_blocks_work_in_a_forked_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child forked after the pool started inherits the pool but not its threads: it must start
+    its own, not wait forever on threads that do not exist."""
+    import multiprocessing
+
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    _threads.over_row_blocks(100, 2, lambda a, b: None)  # the parent's pool is running
+    child = multiprocessing.get_context("fork").Process(
+        target=_threads.over_row_blocks, args=(100, 2, _touch_rows)
+    )
+    child.start()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on its parent's pool")
+    assert child.exitcode == 0
+
+
+def _touch_rows(start: int, stop: int) -> None:
+    np.zeros(stop - start).sum()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +23,10 @@ _PREFIX = "hedgetune-rows"
 
 
 @functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """One pool of worker threads per size, started on first use and kept: starting threads for
-    every call cost milliseconds each, which a tune (dozens of calls) felt."""
+def _pool(workers: int, process: int) -> ThreadPoolExecutor:
+    """One pool of worker threads per size and process, started on first use and kept: starting
+    threads for every call cost milliseconds each, which a tune (dozens of calls) felt. Keyed by
+    the process id: a forked child inherits the pool but not its threads, so it starts its own."""
     return ThreadPoolExecutor(workers, thread_name_prefix=_PREFIX)
 
 
@@ -39,7 +41,7 @@ def over_row_blocks(rows: int, workers: int, fill: Callable[[int, int], None]) -
         for start, stop in blocks:
             fill(start, stop)
         return
-    list(_pool(workers).map(lambda bounds: fill(*bounds), blocks))
+    list(_pool(workers, os.getpid()).map(lambda bounds: fill(*bounds), blocks))
 
 
 #: Below this many values a copy runs on one thread.
