@@ -163,10 +163,12 @@ def out_of_sample(results: Mapping[str, OutOfSample], *, title: str = "") -> Any
         tops.append(np.max(means + ses))
         bottoms.append(np.min(means - ses))
     ax.set_xticks(positions, list(results.keys()), fontsize=8)
-    # Bars rise from 0: the axis spans 0 and every bar, with room above for the legend.
-    low, high = min(0.0, min(bottoms)), max(0.0, max(tops))
-    span = (high - low) or 1.0
-    ax.set_ylim(low - (0.05 * span if low < 0 else 0.0), high + 0.3 * span)
+    # Zoomed on the bars (the differences between policies are the point), with room above for the
+    # legend; never into negative values that no bar reaches.
+    low, high = min(bottoms), max(tops)
+    span = (high - low) or max(abs(high), 1.0)
+    floor = low - 0.5 * span
+    ax.set_ylim(max(floor, 0.0) if low >= 0 else floor, high + 0.3 * span)
     ax.set_ylabel("held-out expected true reward")
     ax.set_title(title or "Out of sample: tuned on half the prompts, scored on the other half (mean ± s.e.)")
     ax.legend(fontsize=8, ncol=3, loc="upper left")
