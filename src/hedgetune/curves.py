@@ -119,13 +119,7 @@ def deployment_probabilities(
     The tilted policy is not a sampler with finitely many candidates: it has no deployment estimator.
     With ``start``, only positions ``start + 1 .. m`` are returned, ``(1, m - start)``.
     """
-    mech = template.with_theta(theta)
-    if not mech.deployable:
-        raise ValueError(
-            f"{mech.display_name} has no without-replacement (deployment) estimator: it is the "
-            "infinite-sample frontier, not a sampler"
-        )
-    return mech.deployment_probabilities(m, derivative, start)
+    return template.with_theta(theta).deployment_probabilities(m, derivative, start)
 
 
 @dataclass(frozen=True)
@@ -254,8 +248,6 @@ def rank_probabilities(
             return 0, np.concatenate([mech.pool_probabilities_dtheta(grid_scores) for mech in per_theta])
         return 0, np.concatenate([mech.pool_probabilities(grid_scores) for mech in per_theta])
     if estimator == "unbiased":
-        if not template.deployable:
-            deployment_probabilities(template, float(thetas[0]), m)  # raises, naming the mechanism
         return template.deployment_rows(thetas, m, derivative)
     coarse = np.linspace(0.0, 1.0, 129)
     negligible = template.cdf_many(thetas, coarse) <= NEGLIGIBLE_MASS

@@ -305,7 +305,8 @@ class Mechanism(ABC):
         """:meth:`candidate_counts`, or the error that says why there are none."""
         counts = self.candidate_counts(m)
         if counts is None:
-            raise ValueError(f"{self.display_name} has no without-replacement (deployment) estimator on rank positions")
+            why = ": it is the infinite-sample frontier, not a sampler" if not self.deployable else " on rank positions"
+            raise ValueError(f"{self.display_name} has no without-replacement (deployment) estimator{why}")
         if derivative and counts[2] is None:
             raise ValueError(f"{self.display_name} has a whole-number parameter: no derivative of its weights")
         return counts
