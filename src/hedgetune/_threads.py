@@ -13,6 +13,9 @@ import numpy as np
 
 from ._limits import available_cores
 
+#: Fewest values worth a worker thread of their own: below it, threads cost more than they save.
+THREAD_VALUES = 1 << 20
+
 
 def row_workers(rows: int, min_rows: int = 8) -> int:
     """Threads for work over ``rows`` rows: one per available core, at least ``min_rows`` each."""
@@ -44,14 +47,10 @@ def over_row_blocks(rows: int, workers: int, fill: Callable[[int, int], None]) -
     list(_pool(workers, os.getpid()).map(lambda bounds: fill(*bounds), blocks))
 
 
-#: Below this many values a copy runs on one thread.
-_THREADED_COPY = 1 << 20
-
-
 def flat_copy(values: np.ndarray) -> np.ndarray:
     """A contiguous 1-D copy of ``values`` (C order), in blocks on worker threads when it is large:
     a large copy is bound by first touches of fresh memory, which the threads share out."""
     source = values.reshape(-1)
     out = np.empty(source.size, dtype=source.dtype)
-    over_row_blocks(source.size, row_workers(source.size, _THREADED_COPY), lambda a, b: np.copyto(out[a:b], source[a:b]))
+    over_row_blocks(source.size, row_workers(source.size, THREAD_VALUES), lambda a, b: np.copyto(out[a:b], source[a:b]))
     return out

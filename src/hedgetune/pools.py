@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from ._threads import over_row_blocks, row_workers
+from ._threads import THREAD_VALUES, over_row_blocks, row_workers
 from .arrays import FloatArray, IntArray
-from .mechanisms._compiled import Engine, kernel_for
+from .mechanisms._compiled import SMALL_CALL, Engine, kernel_for
 from .mechanisms.toolkit import average_over_ties
 from .table import RewardTable, TableError
 
@@ -155,12 +155,6 @@ def build_pools(table: RewardTable, proxy: str | None = None, extras: Sequence[s
     return Pools(tuple(groups), table.n_prompts, proxy or table.proxy)
 
 
-#: Below this many values a group is sorted on one thread (threads cost more than they save).
-_THREADED_VALUES = 1 << 20
-#: Fewest values for which ``engine="auto"`` takes the compiled pass.
-_KERNEL_LEAST_VALUES = 1 << 16
-
-
 def _sort_rows(
     scores: FloatArray, columns: Sequence[FloatArray], keep_order: bool = False, engine: Engine = "auto"
 ) -> tuple[IntArray | None, list[FloatArray], NDArray[np.bool_]]:
@@ -182,7 +176,7 @@ def _sort_rows(
     matrices = [a.reshape(rows, m) for a in sources]
     status = np.empty(rows, dtype=np.int8)  # the compiled pass's verdict on each row
     simple = len(columns) == 1 and not keep_order and all(a.dtype == np.float64 for a in sources) and _packable(m)
-    kernel = kernel_for(engine, "_pools_compiled", rows * m, _KERNEL_LEAST_VALUES) if simple else None
+    kernel = kernel_for(engine, "_pools_compiled", rows * m, SMALL_CALL) if simple else None
 
     def gather(at: IntArray, positions: IntArray) -> None:
         """Rows ``at`` of every output, in the order ``positions`` (overwritten)."""
@@ -215,7 +209,7 @@ def _sort_rows(
         ranked = outputs[0][start:stop]
         check(start, np.flatnonzero(np.any(ranked[:, 1:] <= ranked[:, :-1], axis=1)))
 
-    over_row_blocks(rows, row_workers(rows, max(1, _THREADED_VALUES // max(m, 1))), fill)
+    over_row_blocks(rows, row_workers(rows, max(1, THREAD_VALUES // max(m, 1))), fill)
     return order, outputs, ties
 
 

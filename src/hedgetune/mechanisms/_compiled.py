@@ -29,6 +29,10 @@ def load(name: str) -> ModuleType | None:
         return None
 
 
+#: Fewest values for which ``engine="auto"`` takes a kernel that a small call gains nothing from.
+SMALL_CALL = 1 << 16
+
+
 def check_engine(engine: str) -> None:
     """Raise ``ValueError`` unless ``engine`` is ``"auto"``, ``"compiled"`` or ``"numpy"``."""
     if engine not in ("auto", "compiled", "numpy"):

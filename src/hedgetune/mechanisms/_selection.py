@@ -14,7 +14,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .._threads import over_row_blocks, row_workers
 from ..arrays import IntArray as IntArray
-from ._compiled import Engine, kernel_for
+from ._compiled import SMALL_CALL, Engine, kernel_for
 from ._numerics import FloatArray, as_float_array
 
 
@@ -65,8 +65,6 @@ def check_scores(matrix: FloatArray, name: str = "scores") -> None:
         raise ValueError(f"{name}: prompt {bad} has no candidate (every score is NaN)")
 
 
-#: Fewest scores for which ``engine="auto"`` takes a compiled selection kernel.
-_KERNEL_LEAST_SCORES = 1 << 16
 # Rows per block in the selection kernels: a block of scores stays in cache between passes.
 _BLOCK_ROWS = 2048
 #: Scores per block in the softmax sampler, and the widest row it cumulates with a matrix product.
@@ -91,10 +89,10 @@ def argmax_random_ties(
     its errors (an infinite score, a prompt with every score NaN). ``engine``: ``"compiled"``
     ``np.argmax`` and then one pass per row in a Numba kernel that checks the row and counts ties
     (threads over blocks of rows), ``"numpy"`` the vectorised route, ``"auto"`` the kernel when
-    Numba is installed and there are at least ``_KERNEL_LEAST_SCORES`` scores. Both break ties
+    Numba is installed and there are at least ``SMALL_CALL`` scores. Both break ties
     with the same draws, so they choose the same candidates.
     """
-    kernel = kernel_for(engine, "_selection_compiled", scores.size, _KERNEL_LEAST_SCORES)
+    kernel = kernel_for(engine, "_selection_compiled", scores.size, SMALL_CALL)
     rows = scores.shape[0]
     if kernel is None:
         if check_values:
@@ -176,13 +174,13 @@ def sample_softmax(scores: FloatArray, beta: float, rng: np.random.Generator, en
     overflow). ``engine``: ``"compiled"`` one pass per row in a Numba kernel
     (:mod:`._selection_compiled`, threads over blocks of rows), ``"numpy"`` the vectorised route
     below, ``"auto"`` the kernel when Numba is installed and there are at least
-    ``_KERNEL_LEAST_SCORES`` scores; both draw by inverse CDF from the same
+    ``SMALL_CALL`` scores; both draw by inverse CDF from the same
     uniforms, so they agree except within rounding of a cumulative boundary. On the NumPy route
     short rows cumulate by a product with a triangular matrix of ones, which BLAS does far faster
     than ``np.cumsum``; wide rows use ``np.cumsum`` (the matrix would grow as the square of the
     width). Memory stays linear in the input: blocks hold about a million scores.
     """
-    kernel = kernel_for(engine, "_selection_compiled", scores.size, _KERNEL_LEAST_SCORES)
+    kernel = kernel_for(engine, "_selection_compiled", scores.size, SMALL_CALL)
     if not 0.0 <= beta < np.inf:  # the kernel's exponentials assume a finite gap >= 0
         kernel = None
     width = scores.shape[1]
