@@ -65,6 +65,8 @@ def check_scores(matrix: FloatArray, name: str = "scores") -> None:
         raise ValueError(f"{name}: prompt {bad} has no candidate (every score is NaN)")
 
 
+#: Fewest rows per thread of a compiled selection kernel.
+_KERNEL_ROWS = 1024
 # Rows per block in the selection kernels: a block of scores stays in cache between passes.
 _BLOCK_ROWS = 2048
 #: Scores per block in the softmax sampler, and the widest row it cumulates with a matrix product.
@@ -108,7 +110,7 @@ def argmax_random_ties(
             choice[low:high] = matrix[low:high].argmax(axis=1)
             kernel.ties_at_top(matrix, choice, status, low, high)
 
-    over_row_blocks(rows, row_workers(rows, 1024), fill)
+    over_row_blocks(rows, row_workers(rows, _KERNEL_ROWS), fill)
     if check_values and (status >= kernel.INFINITE).any():
         check_scores(matrix)  # raises, naming the first bad prompt
     tied = status == kernel.TIED
@@ -189,7 +191,7 @@ def sample_softmax(scores: FloatArray, beta: float, rng: np.random.Generator, en
     if kernel is not None:
         rows = scores.shape[0]
         matrix = np.ascontiguousarray(scores, dtype=float)
-        over_row_blocks(rows, row_workers(rows, 1024), lambda a, b: kernel.sample_rows(matrix, beta, uniform, choice, a, b))
+        over_row_blocks(rows, row_workers(rows, _KERNEL_ROWS), lambda a, b: kernel.sample_rows(matrix, beta, uniform, choice, a, b))
         return choice
     upper = np.triu(np.ones((width, width))) if width <= _TRIANGULAR_WIDTH else None
     rows_per_block = max(1, min(_BLOCK_ROWS // 2, _BLOCK_ELEMENTS // width))
