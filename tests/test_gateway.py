@@ -150,11 +150,13 @@ def test_upstream_faults() -> None:
     with TestClient(app) as client:
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 502
 
-    # Some candidates fail: the gateway selects among those that arrived, and says so.
-    upstream = Upstream(honours_n=False, fail=2)
+    # Some fan-out calls fail: the gateway selects among those that arrived, and says so.
+    upstream = Upstream(honours_n=False)
     with _client(upstream, _policy("bon", 4), limits=Limits(backoff_s=0.0, retries=0)) as client:
+        assert client.post("/v1/chat/completions", json=CHAT).json()["hedgetune"]["candidates"] == 4  # learns: n ignored
+        upstream.fail = 2
         decision = client.post("/v1/chat/completions", json=CHAT).json()["hedgetune"]
-        assert decision["failed"] == 2 and decision["candidates"] == 3  # 1 + 4 calls, 2 failed
+        assert decision["failed"] == 2 and decision["candidates"] == 2  # 4 concurrent calls, 2 failed
 
 
 @pytest.mark.parametrize(
@@ -179,13 +181,17 @@ def test_bad_requests_get_openai_style_errors(body: bytes, status: int, fragment
 
 
 def test_bearer_token_health_and_metrics() -> None:
+    auth = {"Authorization": "Bearer s3cret"}
     with _client(Upstream(), _policy("bop", 1.5), token="s3cret") as client:
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 401
-        ok = client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer s3cret"})
+        ok = client.post("/v1/chat/completions", json=CHAT, headers=auth)
         assert ok.status_code == 200
         assert client.get("/health").json()["policy"]["mechanism"] == "bop"
-        text = client.get("/metrics").text
+        assert client.get("/metrics").status_code == 401 and client.get("/v1/models").status_code == 401
+        text = client.get("/metrics", headers=auth).text
         assert "hedgetune_candidates_total" in text and 'mechanism="bop"' in text
+    with _client(Upstream(), _policy("bop", 1.5), token="s3cret", public_metrics=True) as client:
+        assert client.get("/metrics").status_code == 200 and client.get("/v1/models").status_code == 401
 
 
 def test_policy_files(tmp_path: Path) -> None:
@@ -384,7 +390,8 @@ def test_the_decision_log_becomes_a_calibration_table(tmp_path: Path) -> None:
     "fault", [httpx.ReadTimeout("hung"), httpx.RemoteProtocolError("closed"), httpx.ConnectError("refused")]
 )
 def test_an_upstream_that_hangs_or_drops_the_connection(fault: Exception) -> None:
-    """Timeouts and dropped connections are retried, then answered with a 502, never a crash."""
+    """Timeouts and dropped connections are retried, then answered with a 502, never a crash; a
+    dead upstream is not fanned out to (the first call's tries are all it gets)."""
     calls = []
 
     def broken(request: httpx.Request) -> httpx.Response:
@@ -396,7 +403,7 @@ def test_an_upstream_that_hangs_or_drops_the_connection(fault: Exception) -> Non
         reply = client.post("/v1/chat/completions", json=CHAT)
         assert reply.status_code == 502 and type(fault).__name__ in reply.json()["error"]["message"]
         assert "hedgetune_upstream_errors_total" in client.get("/metrics").text
-    assert len(calls) == 3 * 3  # the n-request and the two fill-ins, each tried 1 + 2 times
+    assert len(calls) == 3  # the n-request, tried 1 + 2 times; no fill-ins to a dead upstream
 
 
 class _RawUpstream:
@@ -441,19 +448,25 @@ class _RawUpstream:
         self.loop.call_soon_threadsafe(self.server.close)
 
 
-@pytest.mark.parametrize("fault, named", [("hang", "timeout"), ("close", "ServerDisconnected"), ("503", "HTTP 503"), ("garbage", "malformed JSON")])
+@pytest.mark.parametrize("fault, named", [("hang", "deadline"), ("close", "ServerDisconnected"), ("503", "HTTP 503"), ("garbage", "malformed JSON")])
 def test_the_real_client_against_a_misbehaving_upstream(fault: str, named: str) -> None:
-    """The same faults over real sockets, through the gateway's own (aiohttp) client: retried,
-    then a 502 that names the failure; nothing hangs, nothing crashes."""
+    """The same faults over real sockets, through the gateway's own (aiohttp) client: retried
+    within the deadline, then a 502 (504 when the deadline passed) that names the failure; nothing
+    hangs, nothing crashes."""
+    import time
+
     upstream = _RawUpstream(fault)
-    app = make_app(upstream.url, _policy("bon", 2), limits=Limits(backoff_s=0.0, retries=1, timeout_s=0.5))
+    app = make_app(upstream.url, _policy("bon", 2), limits=Limits(backoff_s=0.0, retries=1, deadline_s=0.5))
     try:
         with TestClient(app) as client:
+            started = time.monotonic()
             reply = client.post("/v1/chat/completions", json=CHAT)
-            assert reply.status_code == 502 and reply.json()["error"]["type"] == "upstream_error"
+            assert time.monotonic() - started < 3.0  # one deadline bounds every attempt
+            assert reply.status_code == (504 if fault == "hang" else 502), reply.text
+            assert reply.json()["error"]["type"] == ("timeout_error" if fault == "hang" else "upstream_error")
             assert named in reply.json()["error"]["message"]
             assert client.get("/v1/models").status_code == 502
-        assert upstream.calls >= 3 * 2 if fault != "close" else upstream.calls >= 3  # retried
+        assert upstream.calls >= 2 if fault != "hang" else upstream.calls >= 1  # retried
     finally:
         upstream.stop()
 

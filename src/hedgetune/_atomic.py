@@ -25,9 +25,10 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; when the block ends without error, the file written
-    there becomes ``target`` atomically. On error the temporary file is removed."""
+    there becomes ``target`` atomically. On error the temporary file is removed. ``mode`` (e.g.
+    ``0o600`` for files holding user data) replaces the umask's permissions."""
     target = Path(target)
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=_SUFFIX)
     os.close(fd)
@@ -36,7 +37,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        tmp.chmod(0o666 & ~_umask())
+        tmp.chmod(0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp, target)
         with contextlib.suppress(OSError):  # make the rename itself durable
             directory = os.open(target.parent, os.O_RDONLY)

@@ -277,7 +277,7 @@ def tune_cmd(
     if save_policy:
         from ..gateway.policy import Policy
 
-        Policy.from_tune(r, table_path, table if isinstance(table, RewardTable) else None).save(save_policy)
+        Policy.from_tune(r, table_path, table).save(save_policy)
         click.echo(f"policy: {save_policy} ({r.parameter} = {r.recommended_theta:.4g}, the recommended value)", err=True)
     if as_json:
         emit_json(r.to_dict())

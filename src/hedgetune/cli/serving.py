@@ -125,13 +125,27 @@ if __name__ == "__main__":
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--upstream-api-key-env", default=None, help="Environment variable holding the upstream's API key.")
-@click.option("--token-env", default=None, help="Environment variable holding the bearer token clients must send.")
+@click.option("--token-env", default=None, help="Environment variable holding the bearer token clients must send "
+              "(then every route but /health needs it).")
+@click.option("--public-metrics", is_flag=True, help="Serve /metrics without the token.")
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--max-candidates", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True)
+@click.option("--max-candidates", type=click.IntRange(min=1, max=1024), default=64, show_default=True,
+              help="The most candidates one request may cost (a request asking for more on average gets a 400).")
+@click.option("--allow-override", type=click.Choice(["none", "parameter", "all"]), default="all", show_default=True,
+              help="What a request's \"hedge\" may change: nothing (403), the policy's parameter only, or anything.")
+@click.option("--out-of-support", type=click.Choice(["exclude", "clip", "allow"]), default=None,
+              help="Candidates outside the policy's calibration or degenerate: leave them out of selection, clip "
+              "their scores, or allow them (default: the policy's setting, else exclude).")
+@click.option("--fallback", type=click.Choice(["reference", "error"]), default=None,
+              help="When every candidate is excluded: answer the first non-degenerate one, or 502 "
+              "(default: the policy's setting, else reference).")
+@click.option("--deadline", type=click.FloatRange(min=0.1, max=600), default=90.0, show_default=True,
+              help="Seconds one request may take in all: every upstream attempt, retries and scoring.")
+@click.option("--retries", type=click.IntRange(min=0, max=10), default=2, show_default=True,
+              help="Retries of an upstream call (429, 5xx, connection errors), inside the deadline.")
 @click.option(
     "--log", "log_dir", type=click.Path(file_okay=False), default=None,
-    help="Append every decision to Parquet shards here (see `hedgetune log-table`).",
+    help="Append every decision to Parquet shards here (0600; see `hedgetune log-table`, `hedgetune monitor`).",
 )
 @user_errors
 def gateway(
@@ -144,13 +158,19 @@ def gateway(
     port: int,
     upstream_api_key_env: str | None,
     token_env: str | None,
+    public_metrics: bool,
     max_concurrency: int,
     max_candidates: int,
-    timeout: float,
+    allow_override: str,
+    out_of_support: str | None,
+    fallback: str | None,
+    deadline: float,
+    retries: int,
     log_dir: str | None,
 ) -> None:
     """An OpenAI-compatible endpoint that applies the tuned policy: draw candidates from the
-    upstream, score them, select, answer with the chosen one (needs the 'gateway' extra)."""
+    upstream, score them, leave out those unlike the calibration, select, answer with the chosen
+    one (needs the 'gateway' extra)."""
     import os
 
     import uvicorn
@@ -167,8 +187,15 @@ def gateway(
         return value
 
     if policy_path:
-        Policy.load(policy_path)  # a broken policy file stops the start, with its message
-    limits = Limits(max_concurrency=max_concurrency, max_candidates=max_candidates, timeout_s=timeout)
+        loaded = Policy.load(policy_path)  # a broken policy file stops the start, with its message
+        if loaded.calibration is None:
+            click.echo("warning: the policy carries no calibration, so out-of-support candidates cannot be told "
+                       "(re-save it with `hedgetune tune --save-policy`)", err=True)
+    token = secret(token_env)
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: serving on {host} without --token-env: anyone who reaches it spends the upstream", err=True)
+    limits = Limits(max_concurrency=max_concurrency, max_candidates=max_candidates, deadline_s=deadline,
+                    retries=retries, allow_override=allow_override)
     app = make_app(  # the policy file is reloaded when it changes
         upstream,
         policy_path,
@@ -177,11 +204,47 @@ def gateway(
         ensemble_k=ensemble_k,
         limits=limits,
         api_key=secret(upstream_api_key_env),
-        token=secret(token_env),
+        token=token,
+        public_metrics=public_metrics,
+        out_of_support=out_of_support,
+        fallback=fallback,
         log_dir=log_dir,
     )
     click.echo(f"hedgetune gateway on http://{host}:{port} -> {upstream}", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5, h11_max_incomplete_event_size=65536)
+
+
+@main.command()
+@click.argument("log_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="The policy the gateway served (its calibration is the reference).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write monitor.html and monitor.png here.")
+@user_errors
+def monitor(log_dir: str, policy_path: str, as_json: bool, out: str | None) -> None:
+    """The label-free hacking monitor over a gateway's decision log: drift of live scores from the
+    calibration (PSI), candidates outside it, choices piling up at its top, duplicates."""
+    from ..gateway.monitor import monitor_log, write_page
+    from ..gateway.policy import Policy
+
+    try:
+        signals, quantiles = monitor_log(log_dir, Policy.load(policy_path))
+    except FileNotFoundError as exc:
+        raise InputError(str(exc)) from None
+    if out is not None:
+        page = write_page(signals, quantiles, out)
+        if not as_json:
+            click.echo(f"page: {page}", err=True)
+    if as_json:
+        emit_json(signals.to_dict())
+        return
+    data = signals.to_dict()
+    click.echo(f"{data['requests']} requests, {data['candidates']} candidates")
+    for verdict in data["verdicts"] or ["all quiet: live traffic looks like the calibration"]:
+        click.echo(f"  {verdict}")
+    psi = data["score_drift_psi"]
+    click.echo(f"  score drift PSI {'n/a' if psi is None else f'{psi:.3f}'}; outside support "
+               f"{100 * data['out_of_support_share']:.1f}% {data['out_of_support']}; duplicates {data['duplicates']}")
 
 
 @main.command("log-table")

@@ -1,12 +1,19 @@
-"""The hedged gateway: an OpenAI-compatible server in front of any OpenAI-compatible upstream.
+"""The hedged gateway's HTTP layer: an OpenAI-compatible server in front of any OpenAI-compatible
+upstream (the routes only; the work is :class:`~hedgetune.gateway.service.HedgeService`'s).
 
-For each hedged request it draws the number of candidates from the policy's mechanism (Best-of-n:
-n; Best-of-Poisson: 1 + Poisson(mu); Soft Best-of-n: n), gets them from the upstream (one request
-with ``n``, the rest concurrently when the upstream returns fewer), scores them with the policy's
-proxy, selects with the mechanism's own :meth:`~hedgetune.Mechanism.select`, and answers with the
-chosen candidate as ``choices[0]``, ``usage`` summed over every candidate and the decision under
-``hedgetune``. ``"hedge": false`` in the body passes the request through; ``"hedge": {...}``
-overrides the policy. Streaming requests are answered after selection, as one buffered event.
+Routes: ``POST /v1/chat/completions`` and ``/v1/completions`` (hedged, or passed through with
+``"hedge": false``), ``GET /v1/models``, ``/health``, ``/metrics``. Every error is JSON in OpenAI's
+schema ``{"error": {"message", "type", "param", "code"}}`` -- 404 and 405 included, and a bug's 500
+-- and ``/metrics`` counts each request under its real status (499: the client left).
+
+Auth: with a ``token`` every route but ``/health`` needs ``Authorization: Bearer <token>``
+(``public_metrics`` opens ``/metrics``). ``/v1/models`` is forwarded with the upstream's key only
+to an authenticated caller: without a token configured it is forwarded without the key.
+``/health`` says whether the upstream answers (503 when it does not) and never shows file paths.
+
+Streaming (``"stream": true``): the selected candidate's text goes out as server-sent chunks once
+selection is done; the last chunk carries ``finish_reason``, ``usage`` and ``hedgetune``. A
+pass-through stream from an upstream that answers without streaming gets an error, not an empty 200.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,29 +33,19 @@ from typing import Any
 import numpy as np
 
 from ..ensembles import RULES
-from ..mechanisms import Mechanism, SetRule, lookup, make
-from ..mechanisms.registry import option_names
+from ..protocol import ApiError, Deadline, RetryPolicy
 from .log import DecisionLog
-from .policy import Policy
-from .requests import RequestError, check_body, parse_body
-from .scoring import EnsembleScorer, Scorer, choice_logprobs, choice_text, make_scorer
-from .upstream import AiohttpUpstream, HttpxUpstream, Upstream, UpstreamUnreachable
+from .monitor import LiveMonitor
+from .policy import FALLBACKS, Policy
+from .protocol import OVERRIDES, ROUTES, HedgeRequest, check_servable, parse_hedge, parse_request
+from .scoring import EnsembleScorer, Scorer, choice_text, make_scorer
+from .service import HedgeService, Limits
+from .support import MODES
+from .upstream import AiohttpUpstream, HttpxUpstream, RetryingUpstream, Upstream, UpstreamUnreachable
 
-ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+__all__ = ["Limits", "make_app"]
 
-
-@dataclass
-class Limits:
-    """Request limits and upstream behaviour (all configurable from the command line)."""
-
-    max_body_bytes: int = 1 << 20
-    max_candidates: int = 64
-    max_tokens: int = 8192
-    max_concurrency: int = 32
-    max_queue: int = 256
-    timeout_s: float = 120.0
-    retries: int = 2
-    backoff_s: float = 0.2
+_logger = logging.getLogger("hedgetune.gateway")
 
 
 @dataclass
@@ -55,8 +53,6 @@ class Metrics:
     """Counters and a latency histogram, exposed in Prometheus' text format."""
 
     requests: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
-    candidates: int = 0
-    upstream_errors: int = 0
     reload_errors: int = 0
     buckets: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
     latency_counts: list[int] = field(default_factory=list)
@@ -74,15 +70,15 @@ class Metrics:
             if seconds <= edge:
                 self.latency_counts[i] += 1
 
-    def render(self, policy: Policy | None) -> str:
+    def render(self, policy: Policy | None, service: HedgeService, monitor: LiveMonitor) -> str:
         lines = ["# TYPE hedgetune_requests_total counter"]
         for (route, status), count in sorted(self.requests.items()):
             lines.append(f'hedgetune_requests_total{{route="{route}",status="{status}"}} {count}')
         lines += [
             "# TYPE hedgetune_candidates_total counter",
-            f"hedgetune_candidates_total {self.candidates}",
+            f"hedgetune_candidates_total {service.candidates}",
             "# TYPE hedgetune_upstream_errors_total counter",
-            f"hedgetune_upstream_errors_total {self.upstream_errors}",
+            f"hedgetune_upstream_errors_total {service.upstream.errors}",
             "# TYPE hedgetune_policy_reload_errors_total counter",
             f"hedgetune_policy_reload_errors_total {self.reload_errors}",
             "# TYPE hedgetune_request_seconds histogram",
@@ -93,22 +89,15 @@ class Metrics:
             f'hedgetune_request_seconds_bucket{{le="+Inf"}} {self.latency_total}',
             f"hedgetune_request_seconds_sum {self.latency_sum:.6f}",
             f"hedgetune_request_seconds_count {self.latency_total}",
+            *monitor.render(),
         ]
         if policy is not None:
             lines += [
                 "# TYPE hedgetune_policy_info gauge",
                 f'hedgetune_policy_info{{mechanism="{policy.mechanism}",theta="{policy.theta:g}",'
-                f'proxy="{policy.proxy}"}} 1',
+                f'proxy="{policy.proxy}",calibrated="{str(policy.calibration is not None).lower()}"}} 1',
             ]
         return "\n".join(lines) + "\n"
-
-
-class GatewayError(Exception):
-    """An error answered in OpenAI's format: ``{"error": {"message", "type", "code"}}``."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
 
 
 def make_app(
@@ -121,255 +110,222 @@ def make_app(
     limits: Limits | None = None,
     api_key: str | None = None,
     token: str | None = None,
+    public_metrics: bool = False,
+    out_of_support: str | None = None,
+    fallback: str | None = None,
     transport: Any = None,
     seed: int | None = None,
     log_dir: str | os.PathLike[str] | None = None,
-    log_rotate: int = 256,
+    log_rotate: int = 64,
+    log_seconds: float = 5.0,
 ) -> Any:
     """The gateway as an ASGI application (Starlette).
 
     ``upstream`` is the base URL of an OpenAI-compatible server (``http://host:port``, with or
-    without ``/v1``); ``api_key`` is sent to it and never logged; ``token``, if set, is the bearer
-    token clients must present. ``policy`` is a :class:`Policy` or the path of a policy file, which
-    is then reloaded when it changes (between requests, so none is dropped; a broken file keeps the
-    last good policy and counts a reload error). ``reward`` names the proxy (default: the policy's,
-    an ensemble included); several names make an ensemble combined by ``ensemble`` (mean, min,
-    mean-std with ``ensemble_k``), standardised as the policy's recipe says when its members are
-    the same, else across each request's candidates (:class:`~.scoring.EnsembleScorer`). ``transport``, an ``httpx`` transport, replaces the aiohttp client to
-    the upstream (tests script an upstream with ``httpx.MockTransport``).
-    ``log_dir`` appends every decision to Parquet shards there (:mod:`hedgetune.gateway.log`).
+    without ``/v1``); ``api_key`` is sent to it and never logged or relayed; ``token``, if set, is
+    the bearer token clients must present. ``policy`` is a :class:`Policy` or the path of a policy
+    file, which is then reloaded when it changes (between requests, so none is dropped; a broken
+    file keeps the last good policy and counts a reload error). ``reward`` names the proxy
+    (default: the policy's); several names make an ensemble combined by ``ensemble`` (mean, min,
+    mean-std with ``ensemble_k``). ``out_of_support`` and ``fallback`` override the policy's
+    serving mode (:mod:`hedgetune.gateway.support`; default ``exclude`` and ``reference``).
+    ``transport``, an ``httpx`` transport, replaces the aiohttp client to the upstream (tests
+    script an upstream with ``httpx.MockTransport``). ``log_dir`` appends every decision to
+    Parquet shards there, flushed every ``log_rotate`` requests or ``log_seconds``.
     """
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     limits = limits or Limits()
+    for value, allowed, what in ((out_of_support, MODES, "out_of_support"), (fallback, FALLBACKS, "fallback"),
+                                 (limits.allow_override, OVERRIDES, "allow_override")):
+        if value is not None and value not in allowed:
+            raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
     base = upstream.rstrip("/")
     base = base[:-3] if base.endswith("/v1") else base
     metrics = Metrics()
+    monitor = LiveMonitor()
     state = _PolicyState(policy, reward, ensemble, ensemble_k)
-    # Whether the upstream was seen to return fewer choices than the n it was asked for (as
-    # `transformers serve` does): then the candidates are requested one by one, concurrently.
-    upstream_ignores_n = {kind: False for kind in ROUTES}
-    log = None if log_dir is None else DecisionLog(log_dir, log_rotate)
-    rng = np.random.default_rng(seed)
+    log = None if log_dir is None else DecisionLog(log_dir, log_rotate, log_seconds)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    client: Upstream = AiohttpUpstream(base, headers) if transport is None else HttpxUpstream(base, headers, transport)
+    retrying = RetryingUpstream(client, RetryPolicy(limits.retries, limits.backoff_s), (api_key, token))
+    service = HedgeService(retrying, limits, np.random.default_rng(seed), log, monitor)
     slots = asyncio.Semaphore(limits.max_concurrency)
     waiting = 0
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    client: Upstream = (
-        AiohttpUpstream(base, headers, limits.timeout_s)
-        if transport is None
-        else HttpxUpstream(base, headers, limits.timeout_s, transport)
-    )
+    health_cache: dict[str, Any] = {"at": -1e9, "ok": False}
 
-    def error_response(exc: GatewayError) -> JSONResponse:
-        body = {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}}
+    def error(exc: ApiError) -> JSONResponse:
         extra = {"Retry-After": "1"} if exc.status == 429 else None
-        return JSONResponse(body, status_code=exc.status, headers=extra)
+        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=extra)
 
-    async def call_upstream(path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One upstream call with retries on 429, 5xx and connection errors."""
-        last = "no attempt"
-        for attempt in range(limits.retries + 1):
-            if attempt:
-                await asyncio.sleep(limits.backoff_s * 2 ** (attempt - 1))
-            try:
-                status, content = await client.post(path, body)
-            except UpstreamUnreachable as exc:
-                metrics.upstream_errors += 1
-                last = str(exc)
-                continue
-            if status == 429 or status >= 500:
-                metrics.upstream_errors += 1
-                last = f"HTTP {status}"
-                continue
-            text = content.decode("utf-8", "replace")
-            if status >= 400:  # the client's mistake: report it, do not retry
-                raise GatewayError(status, f"the upstream refused the request: {_excerpt(text)}")
-            try:
-                data = json.loads(text)
-            except ValueError:
-                metrics.upstream_errors += 1
-                last = "malformed JSON"
-                continue
-            if isinstance(data, dict) and isinstance(data.get("choices"), list):
-                return data
-            metrics.upstream_errors += 1
-            last = "a reply without choices"
-        raise GatewayError(502, f"the upstream failed: {last}", "upstream_error")
-
-    async def candidates(
-        kind: str, body: dict[str, Any], count: int
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, str]:
-        """``count`` candidates: one request with ``n``, the rest filled concurrently with n = 1;
-        also how many calls failed and the last failure."""
-        path = ROUTES[kind]
-        replies: list[dict[str, Any]] = []
-        failed, reason = 0, ""
-        if count > 1 and upstream_ignores_n[kind]:
-            got = 0  # learnt from an earlier reply: ask for every candidate at once, concurrently
-        else:
-            try:
-                replies.append(await call_upstream(path, {**body, "n": count}))
-            except GatewayError as exc:
-                if exc.status != 502:
-                    raise
-                failed, reason = failed + 1, exc.message
-            got = sum(len(r["choices"]) for r in replies)
-            if replies and count > 1 and got < count:
-                upstream_ignores_n[kind] = True
-        if got < count:
-            missing = count - got
-            results = await asyncio.gather(
-                *(call_upstream(path, {**body, "n": 1}) for _ in range(missing)), return_exceptions=True
-            )
-            for result in results:
-                if isinstance(result, dict):
-                    replies.append(result)
-                elif isinstance(result, GatewayError) and result.status == 502:
-                    failed, reason = failed + 1, result.message
-                elif isinstance(result, BaseException):
-                    raise result
-        choices = [c for r in replies for c in r["choices"] if isinstance(c, dict)][:count]
-        return replies, choices, failed, reason
-
-    async def hedged(kind: str, body: dict[str, Any], mechanism: Mechanism) -> dict[str, Any]:
-        count = int(mechanism.draw_n(1, rng)[0])
-        capped = count > limits.max_candidates
-        count = min(count, limits.max_candidates)
-        upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        scorer = state.scorer
-        if scorer.needs_logprobs:
-            upstream_body["logprobs"] = True if kind == "chat" else max(1, int(body.get("logprobs") or 1))
-        replies, choices, failed, reason = await candidates(kind, upstream_body, count)
-        if not choices:
-            raise GatewayError(502, f"no candidate arrived from the upstream ({reason})", "upstream_error")
-        metrics.candidates += len(choices)
-        texts = [choice_text(c) for c in choices]
-        logprobs = [choice_logprobs(c) for c in choices]
-        from starlette.concurrency import run_in_threadpool
-
-        try:
-            scores = await run_in_threadpool(scorer.score, _prompt_text(kind, body), texts, logprobs)
-        except ValueError as exc:
-            raise GatewayError(500, f"scoring failed: {exc}", "server_error") from None
-        chosen = int(mechanism.select(scores[None, :], rng=rng)[0])
-        out = dict(replies[0])
-        out["choices"] = [{**choices[chosen], "index": 0}]
-        out["usage"] = _summed_usage(replies)
-        out["hedgetune"] = {
-            "mechanism": mechanism.name,
-            "theta": mechanism.theta,
-            "options": mechanism.options,
-            "proxy": scorer.name,
-            "candidates": len(choices),
-            "requested": count,
-            "failed": failed,
-            "capped": capped,
-            "scores": scores.tolist(),
-            "chosen": chosen,
-        }
-        if log is not None:
-            out["hedgetune"]["request_id"] = log.add(
-                ROUTES[kind], _prompt_text(kind, body), texts, scores.tolist(), chosen, out["hedgetune"]
-            )
-        return out
+    def authorise(request: Request) -> None:
+        if token is not None and request.headers.get("authorization") != f"Bearer {token}":
+            raise ApiError(401, "missing or wrong bearer token")
 
     async def completions(request: Request, kind: str) -> Response:
         nonlocal waiting
-        started = time.perf_counter()
-        status = 200
+        authorise(request)
+        if slots.locked() and waiting >= limits.max_queue:  # no free slot and the queue is full
+            raise ApiError(429, "the gateway is at capacity; retry shortly")
+        deadline = Deadline(limits.deadline_s)
+        raw = await _read_body(request, limits.max_body_bytes)
+        parsed = parse_request(kind, raw, limits.max_body_bytes, limits.max_candidates, limits.max_tokens)
+        waiting += 1
         try:
-            if token is not None and request.headers.get("authorization") != f"Bearer {token}":
-                raise GatewayError(401, "missing or wrong bearer token", "authentication_error")
-            if slots.locked() and waiting >= limits.max_queue:  # no free slot and the queue is full
-                raise GatewayError(429, "the gateway is at capacity; retry shortly", "rate_limit_error")
-            waiting += 1
-            try:
-                await slots.acquire()
-            finally:
-                waiting -= 1
-            try:
-                return await answer(kind, await _read_body(request, limits))
-            finally:
-                slots.release()
-        except GatewayError as exc:
-            status = exc.status
-            return error_response(exc)
+            await slots.acquire()
         finally:
-            metrics.observe(ROUTES[kind], status, time.perf_counter() - started)
+            waiting -= 1
+        try:
+            work = asyncio.ensure_future(answer(parsed, deadline))
+            while True:  # the client may leave: then the work is cancelled, not finished for nobody
+                done, _ = await asyncio.wait({work}, timeout=0.2)
+                if done:
+                    return work.result()
+                if await request.is_disconnected():
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await work
+                    raise ApiError(499, "the client closed the request")
+        finally:
+            slots.release()
 
-    async def answer(kind: str, body: dict[str, Any]) -> Response:
-        hedge = body.pop("hedge", None)
-        stream = bool(body.get("stream", False))
-        if hedge is False:
-            return await passthrough(kind, body, stream)
+    async def answer(request: HedgeRequest, deadline: Deadline) -> Response:
+        if request.hedge is False:
+            if limits.allow_override == "none":
+                raise ApiError(403, "this gateway serves its policy only: requests may not set \"hedge\"", param="hedge")
+            return await passthrough(request, deadline)
         state.refresh(metrics)
-        mechanism = state.served if hedge is None else _override(hedge)
-        if mechanism is None:
-            raise GatewayError(400, "no policy is loaded: pass \"hedge\": {...} or start with --policy")
-        if body.get("n", 1) != 1:
-            raise GatewayError(400, "a hedged request returns one selected response: leave n at 1")
-        result = await hedged(kind, body, mechanism)
-        if stream:
-            return StreamingResponse(_buffered_events(kind, result), media_type="text/event-stream")
+        if request.hedge is None:
+            mechanism = state.served
+            if mechanism is None:
+                raise ApiError(400, 'no policy is loaded: pass "hedge": {...} or start with --policy', param="hedge")
+        else:
+            mechanism = parse_hedge(request.hedge, state.served, limits.allow_override, limits.max_candidates)
+        current = state.policy
+        mode = out_of_support or (current.out_of_support if current and current.out_of_support else limits.out_of_support)
+        backup = fallback or (current.fallback if current and current.fallback else limits.fallback)
+        calibration = state.calibration
+        result = await service.serve(request, mechanism, state.scorer, calibration, mode, backup, deadline)
+        if request.stream:
+            return StreamingResponse(_events(request.kind, result), media_type="text/event-stream")
         return JSONResponse(result)
 
-    async def passthrough(kind: str, body: dict[str, Any], stream: bool) -> Response:
-        if not stream:
-            return JSONResponse(await call_upstream(ROUTES[kind], body))
+    async def passthrough(request: HedgeRequest, deadline: Deadline) -> Response:
+        body = dict(request.body)
+        if not request.stream:
+            return JSONResponse(await retrying.call(request.route, body, deadline))
         try:
-            status, chunks = await client.stream(ROUTES[kind], body)
+            status, kind, chunks = await client.stream(request.route, {**body, "stream": True}, deadline.remaining())
         except UpstreamUnreachable as exc:
-            metrics.upstream_errors += 1
-            raise GatewayError(502, f"the upstream failed: {exc}", "upstream_error") from None
-        return StreamingResponse(chunks, status_code=status, media_type="text/event-stream")
+            retrying.errors += 1
+            raise ApiError(502, f"the upstream failed: {exc}") from None
+        if status != 200 or not kind.startswith("text/event-stream"):
+            content = b"".join([c async for c in chunks])
+            retrying.errors += 1
+            what = "refused the stream" if status >= 400 else "answered a streaming request without streaming"
+            raise ApiError(status if 400 <= status < 500 else 502,
+                           f"the upstream {what} (HTTP {status}): {retrying.clean(content.decode('utf-8', 'replace'))}")
+        return StreamingResponse(chunks, status_code=200, media_type="text/event-stream")
 
     async def models(request: Request) -> Response:
+        authorise(request)
         try:
-            status, content = await client.get("/v1/models")
-            return JSONResponse(json.loads(content), status_code=status)
+            status, content = await client.get("/v1/models", min(10.0, limits.deadline_s), authorised=token is not None)
+            data = json.loads(content)
         except (UpstreamUnreachable, ValueError):
-            metrics.upstream_errors += 1
-            return error_response(GatewayError(502, "the upstream's model list is unavailable", "upstream_error"))
+            retrying.errors += 1
+            raise ApiError(502, "the upstream's model list is unavailable") from None
+        if status >= 400 or not isinstance(data, dict):
+            raise ApiError(502, f"the upstream's model list is unavailable (HTTP {status})")
+        return JSONResponse(data)
 
     async def health(request: Request) -> Response:
+        now = time.monotonic()
+        if now - health_cache["at"] > 5.0:
+            try:
+                status, _ = await client.get("/v1/models", 2.0)
+                health_cache["ok"] = status < 500
+            except UpstreamUnreachable:
+                health_cache["ok"] = False
+            health_cache["at"] = now
         current = state.policy
-        return JSONResponse({"status": "ok", "policy": None if current is None else current.to_dict()})
+        ok = bool(health_cache["ok"])
+        body = {"status": "ok" if ok else "degraded", "upstream": "reachable" if ok else "unreachable",
+                "policy": None if current is None else current.public_dict()}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics_page(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(state.policy), media_type="text/plain; version=0.0.4")
+        if not public_metrics:
+            authorise(request)
+        return PlainTextResponse(metrics.render(state.policy, service, monitor), media_type="text/plain; version=0.0.4")
 
-    async def chat(request: Request) -> Response:
-        return await completions(request, "chat")
+    def guarded(handler: Any, route: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            status = 500
+            try:
+                response: Response = await handler(request)
+                status = response.status_code
+                return response
+            except ApiError as exc:
+                status = exc.status
+                return error(exc)
+            except Exception:  # a bug: logged here, a JSON 500 to the client, never a traceback
+                _logger.exception("unhandled error on %s", route)
+                return error(ApiError(500, "internal error in the gateway"))
+            finally:
+                metrics.observe(route, status, time.perf_counter() - started)
 
-    async def legacy(request: Request) -> Response:
-        return await completions(request, "completions")
+        return endpoint
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        message = {404: f"no route {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
+        metrics.observe("other", status, 0.0)
+        return error(ApiError(status, message.get(status, "request failed")))
+
+    async def flush_periodically() -> None:
+        while log is not None:
+            await asyncio.sleep(min(1.0, log_seconds / 2))
+            if log.due():
+                await asyncio.to_thread(log.flush)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> Any:
-        yield
-        await client.close()
-        if log is not None:
-            log.flush()
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        flusher = asyncio.ensure_future(flush_periodically())
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            await client.close()
+            if log is not None:
+                log.flush()
 
     app = Starlette(
         routes=[
-            Route(ROUTES["chat"], chat, methods=["POST"]),
-            Route(ROUTES["completions"], legacy, methods=["POST"]),
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/metrics", metrics_page, methods=["GET"]),
+            Route(ROUTES["chat"], guarded(lambda r: completions(r, "chat"), ROUTES["chat"]), methods=["POST"]),
+            Route(ROUTES["completions"], guarded(lambda r: completions(r, "completions"), ROUTES["completions"]),
+                  methods=["POST"]),
+            Route("/v1/models", guarded(models, "/v1/models"), methods=["GET"]),
+            Route("/health", guarded(health, "/health"), methods=["GET"]),
+            Route("/metrics", guarded(metrics_page, "/metrics"), methods=["GET"]),
         ],
+        exception_handlers={404: not_found, 405: not_found, 500: not_found},
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.service = service
+    app.state.log = log
     return app
 
 
 class _PolicyState:
-    """The policy being served, its mechanism and scorer; reloaded from its file when it changes."""
+    """The policy being served, its mechanism, scorer and calibration; reloaded from its file when
+    it changes."""
 
     def __init__(
         self,
@@ -404,7 +360,7 @@ class _PolicyState:
     def _install(self, policy: Policy | None) -> None:
         served = None if policy is None else policy.mechanism_at_theta()
         if served is not None:
-            _check_servable(served)
+            check_servable(served)
         recipe = None if policy is None else policy.ensemble
         if len(self.rewards) == 1:
             scorer: Scorer | EnsembleScorer = Scorer(self.rewards[0])
@@ -417,7 +373,9 @@ class _PolicyState:
             scorer = make_scorer(policy.proxy, policy.ensemble)
         else:
             scorer = Scorer("length")
-        self.policy, self.served, self.scorer = policy, served, scorer
+        # The calibration describes the policy's own proxy: another scorer's scores cannot be placed in it.
+        calibration = None if policy is None or scorer.name != policy.proxy else policy.calibration
+        self.policy, self.served, self.scorer, self.calibration = policy, served, scorer, calibration
 
     def refresh(self, metrics: Metrics) -> None:
         """Reload the policy file if it changed since it was last read."""
@@ -433,98 +391,50 @@ class _PolicyState:
             metrics.reload_errors += 1  # keep serving the last good policy
 
 
-def _check_servable(mechanism: Mechanism) -> None:
-    if not mechanism.deployable:
-        raise ValueError(f"{mechanism.display_name} is a frontier, not a sampler: it cannot be served")
-    if isinstance(mechanism, SetRule) and mechanism.extras():
-        raise ValueError(
-            f"{mechanism.display_name} needs {list(mechanism.extras())} for each candidate, which the gateway "
-            "does not compute: serve bon, bop, sbon or itp"
-        )
-    if mechanism.options.get("on") == "quantile":
-        raise ValueError("the gateway scores raw proxies: serve Soft Best-of-n with on='raw'")
-
-
-def _override(hedge: Any) -> Mechanism:
-    """A mechanism from the request's ``"hedge"`` object: ``{"mechanism": "bon", "n": 4}``,
-    ``{"mechanism": "bop", "mu": 3}``, ``{"mechanism": "sbon", "n": 8, "beta": 2}`` (the tuned
-    parameter by its name or as ``"theta"``, and the mechanism's options)."""
-    if not isinstance(hedge, dict) or not isinstance(hedge.get("mechanism"), str):
-        raise GatewayError(400, '"hedge" must be false or an object with a "mechanism" name')
-    try:
-        cls = lookup(hedge["mechanism"])
-        options = {k: hedge[k] for k in option_names(cls) if k in hedge}
-        template = make(cls.name, **options)
-        names = {"mechanism", "theta", *options} | ({template.parameter} - set(options))
-        unknown = sorted(set(hedge) - names)
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown}")
-        theta = hedge.get("theta", hedge.get(template.parameter) if template.parameter not in options else None)
-        if not isinstance(theta, int | float) or isinstance(theta, bool):
-            raise ValueError(f"give the {template.parameter} (or theta) as a number")
-        mechanism = template.with_theta(float(theta))
-        _check_servable(mechanism)
-    except (TypeError, ValueError) as exc:
-        raise GatewayError(400, f'bad "hedge": {exc}') from None
-    return mechanism
-
-
-async def _read_body(request: Any, limits: Limits) -> dict[str, Any]:
+async def _read_body(request: Any, max_bytes: int) -> bytes:
     size = request.headers.get("content-length")
-    if size is not None and (not size.isdigit() or int(size) > limits.max_body_bytes):
-        raise GatewayError(413, f"the body exceeds {limits.max_body_bytes} bytes")
-    raw = b""
+    if size is not None and (not size.isdigit() or int(size) > max_bytes):
+        raise ApiError(413, f"the body exceeds {max_bytes} bytes")
+    chunks, total = [], 0
     async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limits.max_body_bytes:
-            raise GatewayError(413, f"the body exceeds {limits.max_body_bytes} bytes")
-    try:
-        body = parse_body(raw, limits.max_body_bytes)
-        check_body(body, limits.max_candidates, limits.max_tokens)
-    except RequestError as exc:
-        raise GatewayError(exc.status, exc.message) from None
-    return body
+        total += len(chunk)
+        if total > max_bytes:
+            raise ApiError(413, f"the body exceeds {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def _prompt_text(kind: str, body: dict[str, Any]) -> str:
-    if kind == "completions":
-        prompt = body.get("prompt")
-        return prompt if isinstance(prompt, str) else json.dumps(prompt)
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for message in reversed(messages):
-            if isinstance(message, dict) and message.get("role") == "user" and isinstance(message.get("content"), str):
-                return message["content"]
-    return ""
+def _split(text: str, size: int = 24) -> list[str]:
+    """The text in pieces of about ``size`` characters, cut after white space where possible."""
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            space = text.rfind(" ", start + 1, end + 1)
+            end = space + 1 if space > start else end
+        pieces.append(text[start:end])
+        start = end
+    return pieces or [""]
 
 
-def _summed_usage(replies: list[dict[str, Any]]) -> dict[str, int]:
-    total: dict[str, int] = defaultdict(int)
-    for reply in replies:
-        usage = reply.get("usage")
-        if isinstance(usage, dict):
-            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-                value = usage.get(key)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    total[key] += value
-    return dict(total)
-
-
-async def _buffered_events(kind: str, result: dict[str, Any]) -> Any:
-    """The selected response as server-sent events: one chunk with everything, then ``[DONE]``."""
+async def _events(kind: str, result: dict[str, Any]) -> AsyncIterator[str]:
+    """The selected response as server-sent events: a chunk per piece of text, then a last chunk
+    with ``finish_reason``, ``usage`` and ``hedgetune``, then ``[DONE]``."""
     choice = result["choices"][0]
+    head = {k: v for k, v in result.items() if k not in ("choices", "usage", "hedgetune")}
+    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+    for k, piece in enumerate(_split(choice_text(choice))):
+        if kind == "chat":
+            delta: dict[str, Any] = {"content": piece} if k else {"role": "assistant", "content": piece}
+            part: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+        else:
+            part = {"index": 0, "text": piece, "finish_reason": None}
+        yield f"data: {json.dumps({**head, 'object': obj, 'choices': [part]})}\n\n"
+    last: dict[str, Any] = {"index": 0, "finish_reason": choice.get("finish_reason") or "stop"}
     if kind == "chat":
-        delta = {"role": "assistant", "content": choice_text(choice)}
-        chunk_choice = {"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")}
-        obj = "chat.completion.chunk"
+        last["delta"] = {}
     else:
-        chunk_choice = {"index": 0, "text": choice_text(choice), "finish_reason": choice.get("finish_reason")}
-        obj = "text_completion"
-    chunk = {**{k: v for k, v in result.items() if k != "choices"}, "object": obj, "choices": [chunk_choice]}
-    yield f"data: {json.dumps(chunk)}\n\n"
+        last["text"] = ""
+    final = {**head, "object": obj, "choices": [last], "usage": result["usage"], "hedgetune": result["hedgetune"]}
+    yield f"data: {json.dumps(final)}\n\n"
     yield "data: [DONE]\n\n"
-
-
-def _excerpt(text: str, limit: int = 200) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= limit else one[: limit - 3] + "..."

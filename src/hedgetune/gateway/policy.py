@@ -2,7 +2,10 @@
 
 ``hedgetune tune TABLE -m MECH --save-policy policy.json`` writes it; the gateway loads it. The
 parameter served is the tuning's safe default (``recommended_theta``); the point estimate and the
-conservative parameter are kept beside it for reference.
+conservative parameter are kept beside it for reference. The policy also carries its calibration
+(:class:`~hedgetune.gateway.support.Calibration`: quantiles of the proxy scores and response
+lengths it was tuned on), so the gateway can tell a candidate unlike anything it was tuned on, and
+may fix how such candidates are served (``out_of_support``, ``fallback``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ import numpy as np
 from .._atomic import atomic_write_text
 from .._digest import file_digest, folder_digest
 from ..mechanisms import Mechanism, make
+from .support import MODES, Calibration
+
+#: What the gateway answers when every candidate is excluded (see :mod:`hedgetune.gateway.service`).
+FALLBACKS = ("reference", "error")
 
 #: Keys a policy file must hold, and their JSON types.
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
@@ -46,9 +53,19 @@ class Policy:
     source: dict[str, Any] = field(default_factory=dict)
     #: For an ensemble proxy: its members, rule, k and standardisation (from the table's provenance).
     ensemble: dict[str, Any] | None = None
+    #: The calibration's score and length quantiles (None: an uncalibrated, hand-written policy).
+    calibration: Calibration | None = None
+    #: Serving settings the gateway's flags override: ``exclude``/``clip``/``allow`` and
+    #: ``reference``/``error`` (None: the gateway's defaults).
+    out_of_support: str | None = None
+    fallback: str | None = None
 
     def __post_init__(self) -> None:
         self.template()  # a policy that cannot build its mechanism is refused at once
+        if self.out_of_support is not None and self.out_of_support not in MODES:
+            raise PolicyError(f"out_of_support must be one of {MODES}, got {self.out_of_support!r}")
+        if self.fallback is not None and self.fallback not in FALLBACKS:
+            raise PolicyError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
 
     def template(self) -> Mechanism:
         """The mechanism at its reference parameter (with the policy's options)."""
@@ -83,7 +100,7 @@ class Policy:
             source["table"] = str(table_path)
             source["table_sha256"] = folder_digest(table_path) if Path(table_path).is_dir() else file_digest(table_path)
         ensemble = None
-        if table is not None and result.proxy in table.provenance:
+        if table is not None and result.proxy in getattr(table, "provenance", {}):
             try:
                 recipe = json.loads(table.provenance[result.proxy])
             except (ValueError, TypeError):
@@ -91,6 +108,7 @@ class Policy:
             if isinstance(recipe, dict) and "ensemble" in recipe:
                 ensemble = recipe
         return cls(
+            calibration=_calibration(table, result.proxy),
             ensemble=ensemble,
             mechanism=result.mechanism,
             theta=float(result.recommended_theta),
@@ -102,7 +120,14 @@ class Policy:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["calibration"] = None if self.calibration is None else self.calibration.to_dict()
+        return data
+
+    def public_dict(self) -> dict[str, Any]:
+        """What a client may see (``/health``): no file paths, no provenance."""
+        return {"mechanism": self.mechanism, "theta": self.theta, "proxy": self.proxy, "options": self.options,
+                "calibrated": self.calibration is not None}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the policy as JSON, atomically."""
@@ -134,12 +159,37 @@ class Policy:
                 raise PolicyError(f"{where}: {key!r} has the wrong type ({type(data[key]).__name__})")
         if not np.isfinite(data["theta"]):
             raise PolicyError(f"{where}: theta must be finite")
-        known = {"mechanism", "theta", "proxy", "options", "point_theta", "conservative_theta", "source", "ensemble"}
+        known = {"mechanism", "theta", "proxy", "options", "point_theta", "conservative_theta", "source", "ensemble",
+                 "calibration", "out_of_support", "fallback"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise PolicyError(f"{where} has unknown keys {unknown}")
         if data.get("ensemble") is not None and not isinstance(data["ensemble"], dict):
             raise PolicyError(f"{where}: 'ensemble' must be an object")
+        data = dict(data)
+        if data.get("calibration") is not None:
+            try:
+                data["calibration"] = Calibration.from_dict(data["calibration"])
+            except ValueError as exc:
+                raise PolicyError(f"{where}: {exc}") from None
         policy = cls(**data)
         policy.mechanism_at_theta()
         return policy
+
+
+def _calibration(table: Any, proxy: str) -> Calibration | None:
+    """The calibration of ``proxy`` in ``table`` (in memory, or streamed chunk by chunk)."""
+    if table is None:
+        return None
+    if hasattr(table, "proxies"):
+        return Calibration.from_table(table, proxy)
+    if hasattr(table, "chunks"):
+        scores, lengths = [], []
+        for _, chunk in table.chunks():
+            scores.append(np.asarray(chunk.proxies[proxy]))
+            if "length" in chunk.proxies:
+                lengths.append(np.asarray(chunk.proxies["length"]))
+        if not scores:
+            return None
+        return Calibration.from_values(np.concatenate(scores), np.concatenate(lengths) if lengths else None)
+    return None

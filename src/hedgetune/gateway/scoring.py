@@ -2,15 +2,36 @@
 
 A proxy is a name of :data:`hedgetune.pipeline.scorers.PROXIES` (``length``, ``mean_logprob``,
 ``judge``, ``similarity``), a local sequence-classification reward-model folder, a reward head
-saved by ``hedgetune train-proxy --save-heads`` (``.json``), or the URL of a remote scoring server
-that speaks vLLM's score API (``POST /score`` with ``text_1`` = the prompt and ``text_2`` = the
-candidates, answering ``{"data": [{"index", "score"}]}``). Local proxies go through the very
-function ``hedgetune score`` applies to a generation run, so the scores a policy was tuned on and
-the scores it serves with are computed alike.
+saved by ``hedgetune train-proxy --save-heads`` (``.json``), or a reward model behind a server,
+written ``PROTOCOL+URL`` (a bare ``http(s)://`` URL means ``vllm-score``; ``#model=NAME`` at the
+end names the served model):
+
+=====================  =================================================================
+``vllm-score``         ``POST /score`` ``{"text_1": prompt, "text_2": [candidates]}`` ->
+                       ``{"data": [{"index", "score"}]}``
+``vllm-classify``      ``POST /classify`` ``{"input": [prompt + "\n\n" + candidate, ...]}`` ->
+                       ``{"data": [{"index", "probs"}]}``; the score is the last class's probability
+``vllm-pooling``       ``POST /pooling`` ``{"input": [...]}`` -> ``{"data": [{"index", "data"}]}``;
+                       the score is the last value of the pooled output (a reward model's
+                       reward at the final token)
+``sglang-classify``    ``POST /v1/classify`` ``{"input": text}``, one call per candidate, answered
+                       like vLLM's ``/classify``
+``chat-reward``        ``POST /v1/chat/completions`` with the prompt as the user turn and the
+                       candidate as the assistant turn; the score is the number in the reply
+                       text (``"reward:-3.2"``, NVIDIA NIM style, or a bare number)
+=====================  =================================================================
+
+Local proxies go through the very function ``hedgetune score`` applies to a generation run, so the
+scores a policy was tuned on and the scores it serves with are computed alike.
+
+A scorer never invents a score: a candidate it cannot score (no log-probabilities for
+``mean_logprob``, a non-finite value) gets NaN, which the gateway treats as missing, and a scorer
+that fails as a whole (a server down, a malformed reply) raises :class:`ScoringFailed`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +42,25 @@ from ..arrays import FloatArray
 
 #: Proxies that ``hedgetune score`` computes by name (:data:`hedgetune.pipeline.scorers.PROXIES`).
 _NAMED = ("length", "mean_logprob", "judge", "similarity")
+#: Remote reward-model protocols (module docstring).
+PROTOCOLS = ("vllm-score", "vllm-classify", "vllm-pooling", "sglang-classify", "chat-reward")
+_REWARD_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+class ScoringFailed(Exception):
+    """The scorer could not score the request's candidates at all (the message says why)."""
+
+
+def remote_spec(name: str) -> tuple[str, str, str | None] | None:
+    """``(protocol, base URL, model)`` of a remote reward ``name``, or ``None`` for a local one."""
+    protocol, _, rest = name.partition("+")
+    if not rest:
+        protocol, rest = "vllm-score", name
+    if protocol not in PROTOCOLS or not rest.startswith(("http://", "https://")):
+        return None
+    url, _, fragment = rest.partition("#")
+    model = fragment[len("model="):] if fragment.startswith("model=") else None
+    return protocol, url.rstrip("/"), model or None
 
 
 @dataclass(frozen=True)
@@ -35,7 +75,7 @@ class Scorer:
     _models: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.name in _NAMED or self.name.startswith(("http://", "https://")) or Path(self.name).is_dir():
+        if self.name in _NAMED or remote_spec(self.name) is not None or Path(self.name).is_dir():
             return
         if self.name.endswith(".json") and Path(self.name).is_file():
             from ..pipeline.train_proxy import BradleyTerryHead
@@ -44,7 +84,8 @@ class Scorer:
             return
         raise ValueError(
             f"unknown reward {self.name!r}: use length, mean_logprob, judge, similarity, a local "
-            "sequence-classification reward-model folder, a reward head (.json) or a scoring-server URL"
+            "sequence-classification reward-model folder, a reward head (.json) or PROTOCOL+URL of a reward "
+            f"server (PROTOCOL one of {', '.join(PROTOCOLS)})"
         )
 
     @property
@@ -56,12 +97,18 @@ class Scorer:
             self._models[key] = load()
         return self._models[key]
 
-    def score(self, prompt: str, responses: list[str], token_logprobs: list[list[float]]) -> FloatArray:
-        """One score per response (blocking; the gateway runs it in a worker thread)."""
+    def score(
+        self, prompt: str, responses: list[str], token_logprobs: list[list[float] | None], timeout: float = 60.0
+    ) -> FloatArray:
+        """One score per response, NaN where it cannot be computed (blocking; the gateway runs it
+        in a worker thread). Raises :class:`ScoringFailed` when nothing can be scored."""
         from ..pipeline import scorers
 
-        if self.name.startswith(("http://", "https://")):
-            values = remote_scores(self.name, prompt, responses)
+        remote = remote_spec(self.name)
+        if remote is not None:
+            values = remote_scores(*remote, prompt, responses, timeout=timeout)
+        elif self.name == "mean_logprob":
+            values = np.array([np.mean(lp) if lp else np.nan for lp in token_logprobs], dtype=float)
         elif "head" in self._models:
             from ..pipeline.alpacaeval import minilm_model
             from ..pipeline.train_proxy import head_features
@@ -75,7 +122,7 @@ class Scorer:
                 {
                     "prompt": [prompt] * len(responses),
                     "response": responses,
-                    "token_logprobs": pa.array(token_logprobs, type=pa.list_(pa.float64())),
+                    "token_logprobs": pa.array([lp or [] for lp in token_logprobs], type=pa.list_(pa.float64())),
                 }
             )
             if self.name == "judge":
@@ -92,9 +139,9 @@ class Scorer:
                 loaded = self._model("reward_model", lambda: scorers.load_reward_model(self.name))
                 values, _ = scorers.reward_model(candidates, self.name, loaded=loaded)
         scores = np.asarray(values, dtype=float)
-        if scores.shape != (len(responses),) or not np.all(np.isfinite(scores)):
-            raise ValueError(f"the reward {self.name!r} gave invalid scores")
-        return scores
+        if scores.shape != (len(responses),):
+            raise ScoringFailed(f"the reward {self.name!r} gave {scores.size} scores for {len(responses)} candidates")
+        return np.where(np.isfinite(scores), scores, np.nan)  # a non-finite score is missing, never a number
 
 
 @dataclass(frozen=True)
@@ -124,10 +171,24 @@ class EnsembleScorer:
     def needs_logprobs(self) -> bool:
         return any(m.needs_logprobs for m in self.members)
 
-    def score(self, prompt: str, responses: list[str], token_logprobs: list[list[float]]) -> FloatArray:
+    def score(
+        self, prompt: str, responses: list[str], token_logprobs: list[list[float] | None], timeout: float = 60.0
+    ) -> FloatArray:
+        """As :meth:`Scorer.score`; a candidate missing any member's score is missing."""
+        values = {m.name: m.score(prompt, responses, token_logprobs, timeout) for m in self.members}
+        missing = np.any([np.isnan(v) for v in values.values()], axis=0)
+        if missing.any():
+            present = ~missing
+            out = np.full(len(responses), np.nan)
+            if present.any():
+                out[present] = self.score_present({k: v[present] for k, v in values.items()})
+            return out
+        return self.score_present(values)
+
+    def score_present(self, values: dict[str, FloatArray]) -> FloatArray:
+        """The rule applied to members that scored every candidate."""
         from ..ensembles import ensemble_scores
 
-        values = {m.name: m.score(prompt, responses, token_logprobs) for m in self.members}
         if self.centres is not None and self.scales is not None:
             return ensemble_scores(values, self.rule, self.k, self.centres, self.scales)
         stacked = np.stack(list(values.values()))
@@ -155,21 +216,72 @@ def make_scorer(name: str, ensemble: dict[str, Any] | None = None) -> Scorer | E
         raise ValueError(f"the ensemble recipe of {name!r} is incomplete ({exc})") from None
 
 
-def remote_scores(url: str, prompt: str, responses: list[str], timeout: float = 60.0) -> FloatArray:
-    """Scores from a server speaking vLLM's score API: ``POST {url}/score`` with
-    ``{"text_1": prompt, "text_2": responses}``, answered by ``{"data": [{"index", "score"}]}``."""
+def remote_scores(
+    protocol: str, url: str, model: str | None, prompt: str, responses: list[str], timeout: float = 60.0
+) -> FloatArray:
+    """Scores from a reward-model server speaking ``protocol`` (module docstring); NaN for a
+    candidate the reply leaves out. Raises :class:`ScoringFailed` when the server fails."""
     import httpx
 
+    named = {"model": model} if model else {}
+    joined = [f"{prompt}\n\n{r}" for r in responses]
+    scores = np.full(len(responses), np.nan)
     try:
-        reply = httpx.post(url.rstrip("/") + "/score", json={"text_1": prompt, "text_2": responses}, timeout=timeout)
-        reply.raise_for_status()
-        data = reply.json()["data"]
-        scores = np.full(len(responses), np.nan)
-        for item in data:
-            scores[int(item["index"])] = float(item["score"])
+        with httpx.Client(timeout=timeout) as client:
+            if protocol == "vllm-score":
+                data = _post(client, url + "/score", {**named, "text_1": prompt, "text_2": responses})["data"]
+                _fill(scores, data, lambda item: item["score"])
+            elif protocol in ("vllm-classify", "vllm-pooling"):
+                path = "/classify" if protocol == "vllm-classify" else "/pooling"
+                data = _post(client, url + path, {**named, "input": joined})["data"]
+                _fill(scores, data, _last_prob if protocol == "vllm-classify" else _last_value)
+            elif protocol == "sglang-classify":
+                for k, text in enumerate(joined):
+                    item = _post(client, url + "/v1/classify", {**named, "input": text})["data"][0]
+                    scores[k] = _last_prob(item)
+            else:  # chat-reward
+                for k, response in enumerate(responses):
+                    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+                    reply = _post(client, url + "/v1/chat/completions", {**named, "messages": messages})
+                    scores[k] = _reward_in_text(reply["choices"][0]["message"]["content"])
     except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise ValueError(f"the scoring server {url} failed: {type(exc).__name__}") from None
-    return scores
+        raise ScoringFailed(f"the reward server ({protocol}) failed: {type(exc).__name__}") from None
+    return np.where(np.isfinite(scores), scores, np.nan)
+
+
+def _post(client: Any, url: str, body: dict[str, Any]) -> Any:
+    reply = client.post(url, json=body)
+    reply.raise_for_status()
+    return reply.json()
+
+
+def _fill(scores: FloatArray, data: Any, value: Any) -> None:
+    for item in data:
+        index = int(item["index"])
+        if not 0 <= index < scores.size:
+            raise IndexError(index)
+        scores[index] = float(value(item))
+
+
+def _last_prob(item: dict[str, Any]) -> float:
+    return float(item["probs"][-1])
+
+
+def _last_value(item: dict[str, Any]) -> float:
+    return float(np.asarray(item["data"], dtype=float).ravel()[-1])
+
+
+def _reward_in_text(text: Any) -> float:
+    """The reward in a chat reward model's reply: after ``reward:`` if present, else the only number."""
+    if not isinstance(text, str):
+        raise TypeError("the reply has no text")
+    tagged = re.search(r"(?i)reward\s*[:=]\s*(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)", text)
+    if tagged:
+        return float(tagged.group(1))
+    numbers = _REWARD_NUMBER.findall(text)
+    if len(numbers) != 1:
+        raise ValueError("no single reward in the reply")
+    return float(numbers[0])
 
 
 def choice_text(choice: dict[str, Any]) -> str:
@@ -182,18 +294,24 @@ def choice_text(choice: dict[str, Any]) -> str:
     return text if isinstance(text, str) else ""
 
 
-def choice_logprobs(choice: dict[str, Any]) -> list[float]:
-    """Token log-probabilities of a choice, in either protocol's layout (empty when absent)."""
+def choice_logprobs(choice: dict[str, Any]) -> list[float] | None:
+    """Token log-probabilities of a choice, in either protocol's layout; ``None`` when the choice
+    has none or any of them is not a finite number (never a partial list)."""
     logprobs = choice.get("logprobs")
     if not isinstance(logprobs, dict):
-        return []
+        return None
     content = logprobs.get("content")  # chat: [{"token": ..., "logprob": ...}, ...]
+    values: list[Any]
     if isinstance(content, list):
-        return [float(t["logprob"]) for t in content if isinstance(t, dict) and _number(t.get("logprob"))]
-    tokens = logprobs.get("token_logprobs")  # completions: [float, ...]
-    if isinstance(tokens, list):
-        return [float(x) for x in tokens if _number(x)]
-    return []
+        values = [t.get("logprob") if isinstance(t, dict) else None for t in content]
+    else:
+        tokens = logprobs.get("token_logprobs")  # completions: [float, ...]
+        if not isinstance(tokens, list):
+            return None
+        values = tokens
+    if not all(_number(v) for v in values):
+        return None
+    return [float(v) for v in values]
 
 
 def _number(value: Any) -> bool:

@@ -7,13 +7,20 @@ and 1.6-1.9x with httpx (``benchmarks/bench_gateway.py``). :class:`HttpxUpstream
 ``httpx`` transport, so tests can script an upstream with ``httpx.MockTransport``.
 
 Both raise :class:`UpstreamUnreachable` for connection errors and timeouts, and return the status
-and body of every reply that arrived, whatever its status: retrying is the caller's decision.
+and body of every reply that arrived, whatever its status. :class:`RetryingUpstream` wraps either
+with the project's one :class:`~hedgetune.protocol.RetryPolicy`, inside a whole-request
+:class:`~hedgetune.protocol.Deadline`: each attempt gets only the time left, and no retry starts
+after it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
+
+from ..protocol import ApiError, Deadline, RetryPolicy, redact
 
 
 class UpstreamUnreachable(Exception):
@@ -21,11 +28,13 @@ class UpstreamUnreachable(Exception):
 
 
 class Upstream(Protocol):
-    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]: ...
+    async def post(self, path: str, body: dict[str, Any], timeout: float) -> tuple[int, bytes]: ...
 
-    async def get(self, path: str) -> tuple[int, bytes]: ...
+    async def get(self, path: str, timeout: float, authorised: bool = True) -> tuple[int, bytes]: ...
 
-    async def stream(self, path: str, body: dict[str, Any]) -> tuple[int, AsyncIterator[bytes]]: ...
+    async def stream(
+        self, path: str, body: dict[str, Any], timeout: float
+    ) -> tuple[int, str, AsyncIterator[bytes]]: ...
 
     async def close(self) -> None: ...
 
@@ -33,8 +42,8 @@ class Upstream(Protocol):
 class AiohttpUpstream:
     """An aiohttp session to ``base`` + path (created on first use, in the server's event loop)."""
 
-    def __init__(self, base: str, headers: dict[str, str], timeout_s: float) -> None:
-        self.base, self.headers, self.timeout_s = base, headers, timeout_s
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
+        self.base, self.headers = base, headers
         self._session: Any = None
 
     def _open(self) -> Any:
@@ -42,36 +51,38 @@ class AiohttpUpstream:
 
         if self._session is None:
             # No connection cap here: the gateway's own concurrency limit and candidate cap bound it.
-            self._session = aiohttp.ClientSession(
-                headers=self.headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                connector=aiohttp.TCPConnector(limit=0),
-            )
+            self._session = aiohttp.ClientSession(headers=self.headers, connector=aiohttp.TCPConnector(limit=0))
         return self._session
 
-    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    async def post(self, path: str, body: dict[str, Any], timeout: float) -> tuple[int, bytes]:
         import aiohttp
 
         try:
-            async with self._open().post(self.base + path, json=body) as reply:
+            limit = aiohttp.ClientTimeout(total=timeout)
+            async with self._open().post(self.base + path, json=body, timeout=limit) as reply:
                 return reply.status, await reply.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamUnreachable(_describe(exc)) from None
 
-    async def get(self, path: str) -> tuple[int, bytes]:
+    async def get(self, path: str, timeout: float, authorised: bool = True) -> tuple[int, bytes]:
         import aiohttp
 
+        limit = aiohttp.ClientTimeout(total=timeout)
         try:
-            async with self._open().get(self.base + path) as reply:
+            if not authorised:  # a session of its own, without the upstream's key
+                async with aiohttp.ClientSession(timeout=limit) as bare, bare.get(self.base + path) as reply:
+                    return reply.status, await reply.read()
+            async with self._open().get(self.base + path, timeout=limit) as reply:
                 return reply.status, await reply.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamUnreachable(_describe(exc)) from None
 
-    async def stream(self, path: str, body: dict[str, Any]) -> tuple[int, AsyncIterator[bytes]]:
+    async def stream(self, path: str, body: dict[str, Any], timeout: float) -> tuple[int, str, AsyncIterator[bytes]]:
         import aiohttp
 
         try:
-            reply = await self._open().post(self.base + path, json=body)
+            limit = aiohttp.ClientTimeout(total=timeout)
+            reply = await self._open().post(self.base + path, json=body, timeout=limit)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamUnreachable(_describe(exc)) from None
 
@@ -82,7 +93,7 @@ class AiohttpUpstream:
             finally:
                 reply.release()
 
-        return reply.status, chunks()
+        return reply.status, reply.headers.get("content-type", ""), chunks()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -93,35 +104,39 @@ class AiohttpUpstream:
 class HttpxUpstream:
     """An ``httpx.AsyncClient`` over ``transport`` (tests script an upstream with it)."""
 
-    def __init__(self, base: str, headers: dict[str, str], timeout_s: float, transport: Any) -> None:
+    def __init__(self, base: str, headers: dict[str, str], transport: Any) -> None:
         import httpx
 
-        self._client = httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout_s, transport=transport)
+        self._client = httpx.AsyncClient(base_url=base, headers=headers, transport=transport)
 
-    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    async def post(self, path: str, body: dict[str, Any], timeout: float) -> tuple[int, bytes]:
         import httpx
 
         try:
-            reply = await self._client.post(path, json=body)
-        except httpx.HTTPError as exc:
+            reply = await asyncio.wait_for(self._client.post(path, json=body, timeout=timeout), timeout)
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise UpstreamUnreachable(_describe(exc)) from None
         return reply.status_code, reply.content
 
-    async def get(self, path: str) -> tuple[int, bytes]:
+    async def get(self, path: str, timeout: float, authorised: bool = True) -> tuple[int, bytes]:
         import httpx
 
         try:
-            reply = await self._client.get(path)
-        except httpx.HTTPError as exc:
+            request = self._client.build_request("GET", path, timeout=timeout)
+            if not authorised:
+                request.headers.pop("Authorization", None)
+            reply = await asyncio.wait_for(self._client.send(request), timeout)
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise UpstreamUnreachable(_describe(exc)) from None
         return reply.status_code, reply.content
 
-    async def stream(self, path: str, body: dict[str, Any]) -> tuple[int, AsyncIterator[bytes]]:
+    async def stream(self, path: str, body: dict[str, Any], timeout: float) -> tuple[int, str, AsyncIterator[bytes]]:
         import httpx
 
         try:
-            reply = await self._client.send(self._client.build_request("POST", path, json=body), stream=True)
-        except httpx.HTTPError as exc:
+            request = self._client.build_request("POST", path, json=body, timeout=timeout)
+            reply = await asyncio.wait_for(self._client.send(request, stream=True), timeout)
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise UpstreamUnreachable(_describe(exc)) from None
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -131,10 +146,78 @@ class HttpxUpstream:
             finally:
                 await reply.aclose()
 
-        return reply.status_code, chunks()
+        return reply.status_code, reply.headers.get("content-type", ""), chunks()
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class RetryingUpstream:
+    """Upstream calls with the retry policy inside a deadline; replies checked and parsed.
+
+    A reply is used only when it is a JSON object with a ``choices`` list and no NaN or infinity
+    anywhere (Python's ``json`` would accept them; OpenAI's protocol has none). Errors the client
+    sees are :class:`~hedgetune.protocol.ApiError` with any credential redacted.
+    """
+
+    def __init__(self, client: Upstream, retry: RetryPolicy, secrets: tuple[str | None, ...] = ()) -> None:
+        self.client, self.retry, self.secrets = client, retry, secrets
+        self.errors = 0
+
+    async def call(self, path: str, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+        """One completion call, retried on 429, 5xx, timeouts and connection errors while the
+        deadline allows; a 4xx is relayed (redacted) as the client's mistake."""
+        last = "no attempt"
+        for attempt in range(self.retry.attempts):
+            wait = self.retry.delay(attempt)
+            if attempt and wait >= deadline.remaining():
+                break
+            await asyncio.sleep(wait)
+            try:
+                status, content = await self.client.post(path, body, deadline.remaining())
+            except UpstreamUnreachable as exc:
+                self.errors += 1
+                last = str(exc)
+                if deadline.expired:
+                    raise ApiError(504, f"the request's deadline of {deadline.seconds:g} s passed ({last})") from None
+                continue
+            if self.retry.retryable(status):
+                self.errors += 1
+                last = f"HTTP {status}"
+                continue
+            text = content.decode("utf-8", "replace")
+            if status >= 400:  # the client's mistake: report it, do not retry
+                raise ApiError(status if status in (400, 401, 403, 404, 413, 422) else 502,
+                               f"the upstream refused the request: {self.clean(text)}")
+            data = _strict_json(text)
+            if isinstance(data, dict) and isinstance(data.get("choices"), list):
+                return data
+            self.errors += 1
+            last = "malformed JSON" if data is None else "a reply without choices"
+        if deadline.expired:
+            raise ApiError(504, f"the request's deadline of {deadline.seconds:g} s passed ({last})")
+        raise ApiError(502, f"the upstream failed: {last}")
+
+    def clean(self, text: str) -> str:
+        """An excerpt of upstream text, safe to relay: credentials redacted, 200 characters."""
+        return redact(_excerpt(redact(text, self.secrets)), self.secrets)
+
+
+def _strict_json(text: str) -> Any:
+    """The JSON value of ``text``, or ``None`` if it is not JSON or holds NaN or infinities."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(constant)
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[: limit - 3] + "..."
 
 
 def _describe(exc: BaseException) -> str:

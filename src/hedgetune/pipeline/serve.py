@@ -15,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ..gateway.requests import MAX_BODY_BYTES, MAX_N, MAX_TOKENS, RequestError, check_body, parse_body
+from ..protocol.requests import MAX_BODY_BYTES, MAX_N, MAX_TOKENS, RequestError, check_body, parse_body
 from .backends import TransformersBackend
 
 
