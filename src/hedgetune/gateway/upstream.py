@@ -141,7 +141,7 @@ class HttpxUpstream:
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
-                async for chunk in reply.aiter_raw():
+                async for chunk in reply.aiter_bytes():
                     yield chunk
             finally:
                 await reply.aclose()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._digest import folder_digest as folder_digest
+from ..protocol import RetryPolicy, redact
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -231,9 +231,6 @@ class TransformersBackend:
 
 
 
-_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
 # ------------------------------------------------------------------------------------ OpenAI
 def completion_request(
     prompt: Prompt, n: int, seed: int, *, model: str, max_tokens: int, temperature: float, top_p: float
@@ -292,7 +289,10 @@ class OpenAIBackend:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         data = json.dumps(body).encode()
-        for attempt in range(self.retries + 1):
+        retry = RetryPolicy(self.retries, self.backoff)  # the gateway's policy too
+        shown = redact(url, [self.api_key])
+        for attempt in range(retry.attempts):
+            time.sleep(retry.delay(attempt))
             self.requests_made += 1
             try:
                 request = urllib.request.Request(url, data=data, headers=headers, method="POST")
@@ -300,12 +300,13 @@ class OpenAIBackend:
                     result: dict[str, Any] = json.loads(response.read())
                     return result
             except urllib.error.HTTPError as exc:
-                if exc.code not in _RETRY_STATUS or attempt == self.retries:
-                    raise RuntimeError(f"{url} answered {exc.code}: {exc.read()[:200]!r}") from None
+                if not retry.retryable(exc.code) or attempt == self.retries:
+                    text = redact(exc.read()[:200].decode("utf-8", "replace"), [self.api_key])
+                    raise RuntimeError(f"{shown} answered {exc.code}: {text!r}") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 if attempt == self.retries:
-                    raise RuntimeError(f"{url} unreachable after {self.retries + 1} tries: {exc}") from None
-            time.sleep(self.backoff * 2**attempt * (1 + random.random()))
+                    reason = type(getattr(exc, "reason", exc)).__name__
+                    raise RuntimeError(f"{shown} unreachable after {retry.attempts} tries ({reason})") from None
         raise AssertionError("unreachable")
 
     def generate(self, prompt: Prompt, n: int, seed: int) -> list[Sample]:

@@ -28,9 +28,9 @@ def parse_body(raw: bytes, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     if len(raw) > max_bytes:
         raise RequestError(413, f"the body exceeds {max_bytes} bytes")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
-        raise RequestError(400, "the body is not valid JSON") from None
+        raise RequestError(400, "the body is not valid JSON (NaN and Infinity are not JSON)") from None
     if not isinstance(body, dict):
         raise RequestError(400, "the body must be a JSON object")
     try:
@@ -38,6 +38,10 @@ def parse_body(raw: bytes, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     except UnicodeEncodeError:
         raise RequestError(400, "the body holds text that is not valid Unicode (a lone surrogate such as \\ud800)") from None
     return body
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def check_body(body: dict[str, Any], max_n: int = MAX_N, max_tokens: int = MAX_TOKENS) -> None:
