@@ -295,6 +295,114 @@ def test_the_gateway_in_front_of_transformers_serve(tmp_path: Any) -> None:
             assert len(reply.choices[0].message.content) == decision["scores"][decision["chosen"]]
         finally:
             gateway.should_exit = True
+        # Review: `transformers serve` sends no log-probabilities, and every candidate scored 0.0.
+        gateway, url = _serve_in_thread(make_app(upstream, Policy("bon", 3, "mean_logprob"), seed=0))
+        try:
+            client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
+            reply = client.chat.completions.create(
+                model=folder, messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=8
+            )
+            decision = (reply.model_extra or {})["hedgetune"]
+            assert decision["scores"] == [None] * 3 and decision["fallback"] == "reference"
+            assert {e["reason"] for e in decision["excluded"]} == {"score_missing"}
+        finally:
+            gateway.should_exit = True
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------- hedgetune serve
+def _post(url: str, body: Any, timeout: float = 60) -> Any:
+    import httpx
+
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(url, content=content, headers={"content-type": "application/json"}, timeout=timeout)
+
+
+def test_serve_has_a_chat_route_greedy_decoding_and_json_errors(server: str) -> None:
+    """Review: the README's chat curl failed against `serve` (no route); temperature 0 and a lone
+    surrogate dropped the connection; a 404 was not OpenAI JSON."""
+    import openai
+
+    client = openai.OpenAI(base_url=server + "/v1", api_key="unused")
+    reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "2+2?"}], max_tokens=6, logprobs=True)
+    assert reply.choices[0].message.content and reply.usage is not None and reply.usage.completion_tokens > 0
+    assert reply.choices[0].logprobs is not None and len(reply.choices[0].logprobs.content or []) == reply.usage.completion_tokens
+    greedy = [_post(server + "/v1/completions", {"prompt": "2+2=", "temperature": 0, "max_tokens": 5, "n": 2, "seed": s}).json()
+              for s in (1, 2)]
+    texts = {c["text"] for g in greedy for c in g["choices"]}
+    assert len(texts) == 1  # greedy: the same text whatever the seed
+    for body, status, param in (
+        (b'{"prompt": "\\ud800"}', 400, None),
+        ({"prompt": "x", "n": 16, "max_tokens": 1024}, 400, "max_tokens"),
+        ({"messages": "x"}, 400, "messages"),
+    ):
+        path = "/v1/chat/completions" if isinstance(body, dict) and "messages" in body else "/v1/completions"
+        got = _post(server + path, body)
+        assert got.status_code == status and got.json()["error"]["param"] == param, got.text
+    import httpx
+
+    missing = httpx.get(server + "/nope")
+    assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
+
+
+class _SlowBackend:
+    """A stand-in model: each token takes 10 ms; it records when generation stopped early."""
+
+    model = "slow"
+
+    def __init__(self) -> None:
+        self.stopped_early = 0
+
+    def load(self) -> None:
+        return None
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def chat_messages(self, messages: list[dict[str, str]]) -> str:
+        return " ".join(m["content"] for m in messages)
+
+    def sample_text(self, text: str, n: int, seed: int, *, max_new_tokens: int, temperature: float, top_p: float,
+                    stop: Any = None) -> list[Any]:
+        from hedgetune.pipeline.backends import Sample
+
+        made = 0
+        for _ in range(max_new_tokens):
+            if stop is not None and stop():
+                self.stopped_early += 1
+                break
+            time.sleep(0.01)
+            made += 1
+        return [Sample("t " * made, [-1.0] * made) for _ in range(n)]
+
+
+def test_serve_queues_fairly_and_stops_for_a_client_that_left() -> None:
+    """Review: one request within the limits blocked every other for 60-120 s and kept generating
+    after its client left."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hedgetune.pipeline.serve import make_server
+
+    backend = _SlowBackend()
+    server = make_server(backend, port=0, max_batch_tokens=1000, max_queue=1)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/completions"
+    try:
+        import httpx
+
+        with pytest.raises(httpx.ReadTimeout):  # 1,000 tokens = 10 s; the client leaves after 0.5 s
+            _post(url, {"prompt": "long", "max_tokens": 1000}, timeout=0.5)
+        begun = time.monotonic()
+        assert _post(url, {"prompt": "short", "max_tokens": 2}).status_code == 200
+        assert time.monotonic() - begun < 3 and backend.stopped_early == 1
+        with ThreadPoolExecutor(4) as pool:  # one runs, one waits, the others are told to retry
+            replies = list(pool.map(lambda _: _post(url, {"prompt": "p", "max_tokens": 100}), range(4)))
+        statuses = sorted(r.status_code for r in replies)
+        assert statuses.count(200) >= 2 and 429 in statuses
+        busy = next(r for r in replies if r.status_code == 429)
+        assert busy.headers["retry-after"] == "1" and busy.json()["error"]["type"] == "rate_limit_error"
+    finally:
+        server.shutdown()

@@ -553,3 +553,117 @@ def test_save_policy_carries_the_calibration(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="score_quantiles"):
         Policy.load(tmp_path / "bad.json")
     assert not math.isnan(policy.theta)
+
+
+# ---------------------------------------------------------------------------- 10. reward servers
+def _reward_server(calls: list[tuple[str, Any]]) -> Any:
+    """One loopback server speaking every supported reward protocol; each prefers the *shortest*
+    candidate (score = -characters of the candidate), unlike the length proxy."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    def candidate(text: str) -> str:
+        return text.split("\n\n", 1)[1]
+
+    async def score(request: Request) -> JSONResponse:
+        body = await request.json()
+        calls.append(("score", body))
+        return JSONResponse({"data": [{"index": i, "score": -float(len(t))} for i, t in enumerate(body["text_2"])]})
+
+    async def classify(request: Request) -> JSONResponse:
+        body = await request.json()
+        calls.append(("classify", body))
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"index": i, "label": "x", "probs": [0.5, -float(len(candidate(t)))], "num_classes": 2} for i, t in enumerate(inputs)]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def pooling(request: Request) -> JSONResponse:
+        body = await request.json()
+        calls.append(("pooling", body))
+        data = [{"index": i, "object": "pooling", "data": [[0.0], [-float(len(candidate(t)))]]} for i, t in enumerate(body["input"])]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def chat(request: Request) -> JSONResponse:
+        body = await request.json()
+        calls.append(("chat", body))
+        reward = -float(len(body["messages"][1]["content"]))
+        return JSONResponse({"choices": [{"index": 0, "message": {"role": "assistant", "content": f"reward:{reward}"}}]})
+
+    return Starlette(routes=[
+        Route("/score", score, methods=["POST"]), Route("/classify", classify, methods=["POST"]),
+        Route("/pooling", pooling, methods=["POST"]), Route("/v1/classify", classify, methods=["POST"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+    ])
+
+
+@pytest.mark.parametrize("protocol", ["", "vllm-score+", "vllm-classify+", "vllm-pooling+", "sglang-classify+", "chat-reward+"])
+def test_reward_models_behind_servers(protocol: str) -> None:
+    from test_gateway import _serve_in_thread
+
+    calls: list[tuple[str, Any]] = []
+    server, url = _serve_in_thread(_reward_server(calls))
+    try:
+        upstream = Scripted(lambda k, b: ("w " * (k % 4 + 1), None))
+        reward = f"{protocol}{url}#model=rm-8b"
+        with _client(upstream, Policy(mechanism="bon", theta=4, proxy="length"), reward=reward) as client:
+            decision = client.post("/v1/chat/completions", json=CHAT).json()["hedgetune"]
+        assert decision["scores"] == [-2.0, -4.0, -6.0, -8.0] and decision["chosen"] == 0
+        assert decision["proxy"] == reward and all(body.get("model") == "rm-8b" for _, body in calls)
+        if protocol == "sglang-classify+":
+            assert len(calls) == 4 and isinstance(calls[0][1]["input"], str)  # one call per candidate
+    finally:
+        server.should_exit = True
+
+
+def test_a_reward_server_that_is_down_invents_nothing() -> None:
+    upstream = Scripted(lambda k, b: (f"answer {k}", None))
+    with _client(upstream, Policy(mechanism="bon", theta=3, proxy="length"), reward="vllm-classify+http://127.0.0.1:9") as client:
+        data = client.post("/v1/chat/completions", json=CHAT).json()
+        assert data["hedgetune"]["scores"] == [None] * 3 and data["hedgetune"]["fallback"] == "reference"
+        assert "reward server" in data["hedgetune"]["scoring_error"]
+    with _client(upstream, Policy(mechanism="bon", theta=3, proxy="length"), reward="vllm-classify+http://127.0.0.1:9",
+                 fallback="error") as client:
+        reply = client.post("/v1/chat/completions", json=CHAT)
+        assert reply.status_code == 502 and "the scorer failed" in reply.json()["error"]["message"]
+
+
+def test_a_chat_reward_reply_without_a_single_number_is_missing() -> None:
+    from hedgetune.gateway.scoring import _reward_in_text
+
+    assert _reward_in_text("reward:-3.25") == -3.25 and _reward_in_text(" 4.5e-1 ") == 0.45
+    assert _reward_in_text("helpfulness:1.6,correctness:1.2,reward: 2") == 2.0
+    for text in ("no number", "1 and 2", None):
+        with pytest.raises((ValueError, TypeError)):
+            _reward_in_text(text)
+
+
+# ---------------------------------------------------------------------------- any body
+def test_any_json_body_gets_a_json_answer() -> None:
+    """Hypothesis over request bodies: whatever JSON arrives, the gateway answers JSON with a 2xx
+    or 4xx status, never a 500, a traceback or a dropped connection."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+    keys = st.sampled_from(["model", "messages", "prompt", "n", "max_tokens", "temperature", "top_p", "seed", "stream",
+                            "stream_options", "logprobs", "top_logprobs", "hedge"])
+    hedges = st.fixed_dictionaries({}, optional={"mechanism": st.sampled_from(["bon", "bop", "sbon", "itp", "x"]) | values,
+                                                 "n": values, "mu": values, "beta": values, "theta": values, "on": values})
+    bodies = st.dictionaries(keys, values | hedges, max_size=6).map(lambda b: {**CHAT, **b})
+    client = _client(Scripted(lambda k, b: (f"a{k}", [-1.0])), Policy(mechanism="bon", theta=2, proxy="length"))
+    with client:
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(body=bodies, route=st.sampled_from(["/v1/chat/completions", "/v1/completions"]))
+        def check(body: dict[str, Any], route: str) -> None:
+            reply = client.post(route, content=json.dumps(body), headers={"content-type": "application/json"})
+            assert reply.status_code < 500, (body, reply.text)
+            if reply.headers["content-type"].startswith("application/json"):
+                data = reply.json()
+                assert "error" in data or "choices" in data
+            else:
+                assert reply.headers["content-type"].startswith("text/event-stream")
+
+        check()

@@ -172,12 +172,16 @@ class TransformersBackend:
         return self._loaded
 
     def chat(self, text: str) -> str:
+        return self.chat_messages([{"role": "user", "content": text}])
+
+    def chat_messages(self, messages: list[dict[str, str]]) -> str:
+        """A conversation in the model's chat template, ready for the assistant's turn."""
         tokenizer, _ = self.load()
-        return str(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-            )
-        )
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    def count_tokens(self, text: str) -> int:
+        tokenizer, _ = self.load()
+        return len(tokenizer(text)["input_ids"])
 
     def generate(self, prompt: Prompt, n: int, seed: int) -> list[Sample]:
         return self.sample_text(self.chat(prompt.text), n, seed)
@@ -195,28 +199,50 @@ class TransformersBackend:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        stop: Any = None,
     ) -> list[Sample]:
-        """``n`` continuations of ``text`` exactly as given (no chat template), in one batch."""
+        """``n`` continuations of ``text`` exactly as given (no chat template), in one batch.
+
+        Temperature 0 decodes greedily. ``stop``, a function of no arguments, is asked after every
+        token; when it answers true, generation ends there (a client that left)."""
         import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), bool(stop()), dtype=torch.bool, device=input_ids.device)
 
         tokenizer, model = self.load()
         encoded = tokenizer([text] * n, return_tensors="pt").to(self.device)
         torch.manual_seed(seed)
+        temperature = self.temperature if temperature is None else temperature
+        sampling: dict[str, Any] = (
+            {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            if temperature == 0
+            else {"do_sample": True, "temperature": temperature, "top_p": self.top_p if top_p is None else top_p}
+        )
         with torch.no_grad():
             result = model.generate(
                 **encoded,
-                do_sample=True,
-                temperature=self.temperature if temperature is None else temperature,
-                top_p=self.top_p if top_p is None else top_p,
+                **sampling,
                 max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
                 output_logits=True,
                 return_dict_in_generate=True,
                 pad_token_id=tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([_Stop()]) if stop is not None else None,
             )
         start = encoded["input_ids"].shape[1]
         new_tokens = result.sequences[:, start:]
-        logits = torch.stack(result.logits, dim=1).float()  # raw logits: the policy's own log-probs
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens[..., None])[..., 0]
+        # Raw logits (the policy's own log-probs), one step at a time: stacking them all would hold
+        # a second n x steps x vocabulary copy.
+        steps = list(result.logits)
+        del result
+        columns = []
+        for t in range(len(steps)):
+            step = steps[t].float()
+            columns.append(torch.log_softmax(step, dim=-1).gather(-1, new_tokens[:, t : t + 1])[:, 0])
+            steps[t] = None
+        logprobs = torch.stack(columns, dim=1) if columns else torch.zeros((n, 0))
         samples = []
         for row in range(n):
             tokens = new_tokens[row]

@@ -98,7 +98,7 @@ def check_completion(body: dict[str, Any], single_prompt: bool = False) -> None:
     prompt = body.get("prompt")
     if single_prompt:
         if not isinstance(prompt, str):
-            raise RequestError(400, "prompt must be one string", "prompt")
+            raise RequestError(400, "prompt must be a string (one prompt per request)", "prompt")
     elif not isinstance(prompt, str) and not (isinstance(prompt, list) and prompt):
         raise RequestError(400, "prompt must be a string or a non-empty list", "prompt")
     logprobs = body.get("logprobs")
