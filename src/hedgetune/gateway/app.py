@@ -133,12 +133,6 @@ def make_app(
     script an upstream with ``httpx.MockTransport``). ``log_dir`` appends every decision to
     Parquet shards there, flushed every ``log_rotate`` requests or ``log_seconds``.
     """
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-    from starlette.routing import Route
-
     limits = limits or Limits()
     for value, allowed, what in ((out_of_support, MODES, "out_of_support"), (fallback, FALLBACKS, "fallback"),
                                  (limits.allow_override, OVERRIDES, "allow_override")):
@@ -146,41 +140,87 @@ def make_app(
             raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
     base = upstream.rstrip("/")
     base = base[:-3] if base.endswith("/v1") else base
-    metrics = Metrics()
-    monitor = LiveMonitor()
-    state = _PolicyState(policy, reward, ensemble, ensemble_k)
-    log = None if log_dir is None else DecisionLog(log_dir, log_rotate, log_seconds)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     client: Upstream = AiohttpUpstream(base, headers) if transport is None else HttpxUpstream(base, headers, transport)
-    retrying = RetryingUpstream(client, RetryPolicy(limits.retries, limits.backoff_s), (api_key, token))
-    service = HedgeService(retrying, limits, np.random.default_rng(seed), log, monitor)
-    slots = asyncio.Semaphore(limits.max_concurrency)
-    waiting = 0
-    health_cache: dict[str, Any] = {"at": -1e9, "ok": False}
+    gateway = Gateway(
+        client=client,
+        state=_PolicyState(policy, reward, ensemble, ensemble_k),
+        limits=limits,
+        secrets=(api_key, token),
+        token=token,
+        public_metrics=public_metrics,
+        out_of_support=out_of_support,
+        fallback=fallback,
+        rng=np.random.default_rng(seed),
+        log=None if log_dir is None else DecisionLog(log_dir, log_rotate, log_seconds),
+    )
+    return gateway.asgi()
 
-    def error(exc: ApiError) -> JSONResponse:
+
+class Gateway:
+    """The routes over one :class:`HedgeService`; :meth:`asgi` is the Starlette application."""
+
+    def __init__(self, client: Upstream, state: _PolicyState, limits: Limits, secrets: tuple[str | None, ...],
+                 token: str | None, public_metrics: bool, out_of_support: str | None, fallback: str | None,
+                 rng: np.random.Generator, log: DecisionLog | None) -> None:
+        self.client, self.state, self.limits, self.token = client, state, limits, token
+        self.public_metrics, self.out_of_support, self.fallback, self.log = public_metrics, out_of_support, fallback, log
+        self.metrics, self.monitor = Metrics(), LiveMonitor()
+        self.upstream = RetryingUpstream(client, RetryPolicy(limits.retries, limits.backoff_s), secrets)
+        self.service = HedgeService(self.upstream, limits, rng, log, self.monitor)
+        self.slots = asyncio.Semaphore(limits.max_concurrency)
+        self.waiting = 0
+        self.health_checked, self.upstream_ok = -1e9, False
+
+    # ------------------------------------------------------------------ helpers
+    def authorise(self, request: Any) -> None:
+        if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
+            raise ApiError(401, "missing or wrong bearer token")
+
+    @staticmethod
+    def error(exc: ApiError) -> Any:
+        from starlette.responses import JSONResponse
+
         extra = {"Retry-After": "1"} if exc.status == 429 else None
         return JSONResponse(exc.to_dict(), status_code=exc.status, headers=extra)
 
-    def authorise(request: Request) -> None:
-        if token is not None and request.headers.get("authorization") != f"Bearer {token}":
-            raise ApiError(401, "missing or wrong bearer token")
+    def guarded(self, handler: Any, route: str) -> Any:
+        """``handler`` answering every error as JSON and counted under its real status."""
 
-    async def completions(request: Request, kind: str) -> Response:
-        nonlocal waiting
-        authorise(request)
-        if slots.locked() and waiting >= limits.max_queue:  # no free slot and the queue is full
+        async def endpoint(request: Any) -> Any:
+            started = time.perf_counter()
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status_code
+                return response
+            except ApiError as exc:
+                status = exc.status
+                return self.error(exc)
+            except Exception:  # a bug: logged here, a JSON 500 to the client, never a traceback
+                _logger.exception("unhandled error on %s", route)
+                return self.error(ApiError(500, "internal error in the gateway"))
+            finally:
+                self.metrics.observe(route, status, time.perf_counter() - started)
+
+        return endpoint
+
+    # ------------------------------------------------------------------ completions
+    async def completions(self, request: Any, kind: str) -> Any:
+        self.authorise(request)
+        limits = self.limits
+        if self.slots.locked() and self.waiting >= limits.max_queue:  # no free slot and the queue is full
             raise ApiError(429, "the gateway is at capacity; retry shortly")
         deadline = Deadline(limits.deadline_s)
         raw = await _read_body(request, limits.max_body_bytes)
         parsed = parse_request(kind, raw, limits.max_body_bytes, limits.max_candidates, limits.max_tokens)
-        waiting += 1
+        self.waiting += 1
         try:
-            await slots.acquire()
+            await self.slots.acquire()
         finally:
-            waiting -= 1
+            self.waiting -= 1
         try:
-            work = asyncio.ensure_future(answer(parsed, deadline))
+            work = asyncio.ensure_future(self.answer(parsed, deadline))
             while True:  # the client may leave: then the work is cancelled, not finished for nobody
                 done, _ = await asyncio.wait({work}, timeout=0.2)
                 if done:
@@ -191,14 +231,17 @@ def make_app(
                         await work
                     raise ApiError(499, "the client closed the request")
         finally:
-            slots.release()
+            self.slots.release()
 
-    async def answer(request: HedgeRequest, deadline: Deadline) -> Response:
+    async def answer(self, request: HedgeRequest, deadline: Deadline) -> Any:
+        from starlette.responses import JSONResponse, StreamingResponse
+
+        state, limits = self.state, self.limits
         if request.hedge is False:
             if limits.allow_override == "none":
                 raise ApiError(403, "this gateway serves its policy only: requests may not set \"hedge\"", param="hedge")
-            return await passthrough(request, deadline)
-        state.refresh(metrics)
+            return await self.passthrough(request, deadline)
+        state.refresh(self.metrics)
         if request.hedge is None:
             mechanism = state.served
             if mechanism is None:
@@ -206,121 +249,115 @@ def make_app(
         else:
             mechanism = parse_hedge(request.hedge, state.served, limits.allow_override, limits.max_candidates)
         current = state.policy
-        mode = out_of_support or (current.out_of_support if current and current.out_of_support else limits.out_of_support)
-        backup = fallback or (current.fallback if current and current.fallback else limits.fallback)
-        calibration = state.calibration
-        result = await service.serve(request, mechanism, state.scorer, calibration, mode, backup, deadline)
+        mode = self.out_of_support or (current.out_of_support if current and current.out_of_support else limits.out_of_support)
+        backup = self.fallback or (current.fallback if current and current.fallback else limits.fallback)
+        result = await self.service.serve(request, mechanism, state.scorer, state.calibration, mode, backup, deadline)
         if request.stream:
             return StreamingResponse(_events(request.kind, result), media_type="text/event-stream")
         return JSONResponse(result)
 
-    async def passthrough(request: HedgeRequest, deadline: Deadline) -> Response:
+    async def passthrough(self, request: HedgeRequest, deadline: Deadline) -> Any:
+        from starlette.responses import JSONResponse, StreamingResponse
+
         body = dict(request.body)
         if not request.stream:
-            return JSONResponse(await retrying.call(request.route, body, deadline))
+            return JSONResponse(await self.upstream.call(request.route, body, deadline))
         try:
-            status, kind, chunks = await client.stream(request.route, {**body, "stream": True}, deadline.remaining())
+            status, kind, chunks = await self.client.stream(request.route, {**body, "stream": True}, deadline.remaining())
         except UpstreamUnreachable as exc:
-            retrying.errors += 1
+            self.upstream.errors += 1
             raise ApiError(502, f"the upstream failed: {exc}") from None
         if status != 200 or not kind.startswith("text/event-stream"):
             content = b"".join([c async for c in chunks])
-            retrying.errors += 1
+            self.upstream.errors += 1
             what = "refused the stream" if status >= 400 else "answered a streaming request without streaming"
-            raise ApiError(status if 400 <= status < 500 else 502,
-                           f"the upstream {what} (HTTP {status}): {retrying.clean(content.decode('utf-8', 'replace'))}")
+            text = self.upstream.clean(content.decode("utf-8", "replace"))
+            raise ApiError(status if 400 <= status < 500 else 502, f"the upstream {what} (HTTP {status}): {text}")
         return StreamingResponse(chunks, status_code=200, media_type="text/event-stream")
 
-    async def models(request: Request) -> Response:
-        authorise(request)
+    # ------------------------------------------------------------------ the other routes
+    async def models(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        self.authorise(request)
         try:
-            status, content = await client.get("/v1/models", min(10.0, limits.deadline_s), authorised=token is not None)
+            timeout = min(10.0, self.limits.deadline_s)
+            status, content = await self.client.get("/v1/models", timeout, authorised=self.token is not None)
             data = json.loads(content)
         except (UpstreamUnreachable, ValueError):
-            retrying.errors += 1
+            self.upstream.errors += 1
             raise ApiError(502, "the upstream's model list is unavailable") from None
         if status >= 400 or not isinstance(data, dict):
             raise ApiError(502, f"the upstream's model list is unavailable (HTTP {status})")
         return JSONResponse(data)
 
-    async def health(request: Request) -> Response:
+    async def health(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
         now = time.monotonic()
-        if now - health_cache["at"] > 5.0:
+        if now - self.health_checked > 5.0:  # the upstream is asked at most every 5 s
             try:
-                status, _ = await client.get("/v1/models", 2.0)
-                health_cache["ok"] = status < 500
+                status, _ = await self.client.get("/v1/models", 2.0)
+                self.upstream_ok = status < 500
             except UpstreamUnreachable:
-                health_cache["ok"] = False
-            health_cache["at"] = now
-        current = state.policy
-        ok = bool(health_cache["ok"])
+                self.upstream_ok = False
+            self.health_checked = now
+        current, ok = self.state.policy, self.upstream_ok
         body = {"status": "ok" if ok else "degraded", "upstream": "reachable" if ok else "unreachable",
                 "policy": None if current is None else current.public_dict()}
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    async def metrics_page(request: Request) -> Response:
-        if not public_metrics:
-            authorise(request)
-        return PlainTextResponse(metrics.render(state.policy, service, monitor), media_type="text/plain; version=0.0.4")
+    async def metrics_page(self, request: Any) -> Any:
+        from starlette.responses import PlainTextResponse
 
-    def guarded(handler: Any, route: str) -> Any:
-        async def endpoint(request: Request) -> Response:
-            started = time.perf_counter()
-            status = 500
-            try:
-                response: Response = await handler(request)
-                status = response.status_code
-                return response
-            except ApiError as exc:
-                status = exc.status
-                return error(exc)
-            except Exception:  # a bug: logged here, a JSON 500 to the client, never a traceback
-                _logger.exception("unhandled error on %s", route)
-                return error(ApiError(500, "internal error in the gateway"))
-            finally:
-                metrics.observe(route, status, time.perf_counter() - started)
+        if not self.public_metrics:
+            self.authorise(request)
+        text = self.metrics.render(self.state.policy, self.service, self.monitor)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-        return endpoint
+    async def unrouted(self, request: Any, exc: Exception) -> Any:
+        from starlette.exceptions import HTTPException
 
-    async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         message = {404: f"no route {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
-        metrics.observe("other", status, 0.0)
-        return error(ApiError(status, message.get(status, "request failed")))
-
-    async def flush_periodically() -> None:
-        while log is not None:
-            await asyncio.sleep(min(1.0, log_seconds / 2))
-            if log.due():
-                await asyncio.to_thread(log.flush)
+        self.metrics.observe("other", status, 0.0)
+        return self.error(ApiError(status, message.get(status, "request failed")))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        log = self.log
+
+        async def flush_periodically() -> None:
+            while log is not None:
+                await asyncio.sleep(min(1.0, log.flush_seconds / 2))
+                if log.due():
+                    await asyncio.to_thread(log.flush)
+
         flusher = asyncio.ensure_future(flush_periodically())
         try:
             yield
         finally:
             flusher.cancel()
-            await client.close()
+            await self.client.close()
             if log is not None:
                 log.flush()
 
-    app = Starlette(
-        routes=[
-            Route(ROUTES["chat"], guarded(lambda r: completions(r, "chat"), ROUTES["chat"]), methods=["POST"]),
-            Route(ROUTES["completions"], guarded(lambda r: completions(r, "completions"), ROUTES["completions"]),
-                  methods=["POST"]),
-            Route("/v1/models", guarded(models, "/v1/models"), methods=["GET"]),
-            Route("/health", guarded(health, "/health"), methods=["GET"]),
-            Route("/metrics", guarded(metrics_page, "/metrics"), methods=["GET"]),
-        ],
-        exception_handlers={404: not_found, 405: not_found, 500: not_found},
-        lifespan=lifespan,
-    )
-    app.state.metrics = metrics
-    app.state.service = service
-    app.state.log = log
-    return app
+    def asgi(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        chat, legacy = ROUTES["chat"], ROUTES["completions"]
+        routes = [
+            Route(chat, self.guarded(lambda r: self.completions(r, "chat"), chat), methods=["POST"]),
+            Route(legacy, self.guarded(lambda r: self.completions(r, "completions"), legacy), methods=["POST"]),
+            Route("/v1/models", self.guarded(self.models, "/v1/models"), methods=["GET"]),
+            Route("/health", self.guarded(self.health, "/health"), methods=["GET"]),
+            Route("/metrics", self.guarded(self.metrics_page, "/metrics"), methods=["GET"]),
+        ]
+        handlers = {404: self.unrouted, 405: self.unrouted, 500: self.unrouted}
+        app = Starlette(routes=routes, exception_handlers=handlers, lifespan=self.lifespan)
+        app.state.metrics, app.state.service, app.state.log = self.metrics, self.service, self.log
+        return app
 
 
 class _PolicyState:
