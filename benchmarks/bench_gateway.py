@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from hedgetune.gateway import Policy
 from hedgetune.gateway.app import Limits, make_app
+from hedgetune.gateway.support import Calibration
 
 
 def stub(delay: float, honours_n: bool) -> Starlette:
@@ -144,7 +145,10 @@ if __name__ == "__main__":
         app = stub(float(sys.argv[2]), sys.argv[3] == "1")
         uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[4]), log_level="error")
     elif sys.argv[1:2] == ["--gateway"]:  # --gateway UPSTREAM N PORT
-        app = make_app(sys.argv[2], Policy("bon", float(sys.argv[3]), "length"), limits=Limits(max_concurrency=64), seed=0)
+        # The guards on: a calibrated policy places every candidate in its support before selection.
+        calibration = Calibration.from_values(np.arange(1.0, 9.0), np.arange(1.0, 9.0))
+        policy = Policy("bon", float(sys.argv[3]), "length", calibration=calibration)
+        app = make_app(sys.argv[2], policy, limits=Limits(max_concurrency=64), seed=0)
         uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[4]), log_level="error")
     else:
         main()

@@ -406,3 +406,30 @@ def test_serve_queues_fairly_and_stops_for_a_client_that_left() -> None:
         assert busy.headers["retry-after"] == "1" and busy.json()["error"]["type"] == "rate_limit_error"
     finally:
         server.shutdown()
+
+
+def test_the_readme_serving_example_runs(server: str) -> None:
+    """The README's gateway curl (a chat request) answered by the gateway in front of `hedgetune
+    serve` and by `serve` itself (review: it failed against serve: no chat route)."""
+    import re
+    from pathlib import Path
+
+    import httpx
+    from test_gateway import _serve_in_thread
+
+    from hedgetune.gateway import Policy
+    from hedgetune.gateway.app import make_app
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    match = re.search(r"curl -s http://127\.0\.0\.1:8080(/v1/chat/completions) -d '([^']+)'", readme)
+    assert match, "the README's gateway curl is gone"
+    path, body = match.group(1), json.loads(match.group(2))
+    direct = httpx.post(server + path, json={**body, "max_tokens": 8}, timeout=120)
+    assert direct.status_code == 200 and direct.json()["choices"][0]["message"]["content"]
+    gateway, url = _serve_in_thread(make_app(server, Policy("bon", 3, "mean_logprob"), seed=0))
+    try:
+        reply = httpx.post(url + path, json=body, timeout=120)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["choices"][0]["message"]["content"] and reply.json()["hedgetune"]["candidates"] == 3
+    finally:
+        gateway.should_exit = True
