@@ -89,7 +89,7 @@ def test_nan_budget_on_the_command_line_exits_2(tmp_path) -> None:  # type: igno
     path = tmp_path / "t.parquet"
     ht.write_table(ht.synthetic.make_table("toy", 20, 16, seed=0), path)
     result = CliRunner().invoke(main, ["tune", str(path), "--max-kl", "nan", "--bootstrap", "0"])
-    assert result.exit_code == 2 and "max_kl must be a finite number" in result.output
+    assert result.exit_code == 2 and "--max-kl must be a finite number" in result.output
 
 
 def test_a_nan_proxy_with_a_true_reward_is_invalid_not_missing() -> None:

@@ -150,7 +150,7 @@ def test_demo_writes_the_report(tmp_path: Path) -> None:
     [
         (["info", "missing.parquet"], "no such table"),
         (["tune", "{t}", "--proxy-col", "nope"], "missing column"),
-        (["tune", "{t}", "--max-samples", "0.5"], "max_samples must be >= 1"),
+        (["tune", "{t}", "--max-samples", "0.5"], "--max-samples must be >= 1"),
         (["tune", "{t}", "-m", "bop", "--n", "4"], "--n applies to -m sbon, itp"),
         (["curve", "{t}", "--thetas", "1,x"], "comma-separated numbers"),
         (["select", "--theta", "2"], "no scores given"),

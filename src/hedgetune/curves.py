@@ -486,7 +486,7 @@ def curve(
     return Curve(
         mechanism=template.name,
         parameter=template.parameter,
-        label=repr(template.with_theta(template.reference_theta)),
+        label=template.short_label(),
         estimator=estimator,
         proxy=pools.proxy_name,
         theta=grid,

@@ -40,6 +40,67 @@ def classify(values: ArrayLike, rtol: float = 1e-6, atol: float = 0.0, scale: fl
     return "increasing" if f[-1] > f[0] else "decreasing"
 
 
+def regime_with_noise(values: ArrayLike, noise: float, tol: float) -> str:
+    """The one hacking verdict: :func:`classify` of the curve, where a fall after the peak counts
+    as hacking ("rise-then-fall") only when it exceeds ``noise`` -- one bootstrap standard error
+    of the drop from the peak to the top of the range (0 without a bootstrap) -- and rounding
+    (``tol``). A smaller fall is within noise: the curve is reported as "increasing" (flat after
+    its peak). Every surface (tune, curve, the demo, the report) reports this verdict."""
+    f = np.asarray(values, dtype=float)
+    regime = classify(f, rtol=0.0, atol=tol)
+    if regime == "rise-then-fall" and float(f.max() - f[-1]) <= noise:
+        return "increasing"
+    return regime
+
+
+def percent(share: float) -> str:
+    """A share as a percentage that never reads 0% for a positive share."""
+    value = 100 * share
+    return f"{value:.0f}%" if value >= 9.5 else f"{value:.2g}%"
+
+
+def describe(
+    label: str,
+    parameter: str,
+    regime: str,
+    peak_theta: float,
+    peak_value: float,
+    reference_value: float,
+    top_theta: float,
+    top_value: float,
+    at_pool_limit: bool,
+) -> str:
+    """The verdict in words, one formatter for every surface."""
+    p = parameter
+    gain = peak_value - reference_value
+    if regime == "rise-then-fall":
+        peak = f"{label} peaks at {p} = {peak_theta:.3g} (true reward {peak_value:.4f})"
+        lost = (peak_value - top_value) / gain if gain > 0 else float("inf")
+        if lost > 1:
+            return (
+                f"{peak} and by {p} = {top_theta:.3g} falls below the reference "
+                f"({top_value:.4f} vs {reference_value:.4f})"
+            )
+        return f"{peak} and loses {percent(lost)} of its gain by {p} = {top_theta:.3g}: hacking"
+    if regime == "increasing":
+        if peak_theta < top_theta and peak_value > top_value:
+            return (
+                f"{label} peaks at {p} = {peak_theta:.3g} (true reward {peak_value:.4f}); the fall after it is within "
+                f"noise: no sure hacking up to {p} = {top_theta:.3g}"
+            )
+        where = (
+            "no hacking up to what the calibration pools support (larger pools would tell beyond)"
+            if at_pool_limit
+            else "no hacking in range"
+        )
+        return f"{label} keeps improving up to {p} = {top_theta:.3g} (true reward {top_value:.4f}): {where}"
+    if regime == "decreasing":
+        return f"{label} only hurts: the proxy is anti-aligned, stay at the reference (true reward {reference_value:.4f})"
+    if regime == "fall-then-rise":
+        return f"{label} first hurts, then helps: best at {p} = {peak_theta:.3g} (true reward {peak_value:.4f})"
+    return f"{label} leaves the true reward unchanged ({reference_value:.4f}): the proxy carries no signal"
+
+
 @dataclass(frozen=True)
 class Diagnosis:
     """Where a mechanism's true reward peaks on the searched range, and what overshooting costs.
@@ -62,6 +123,8 @@ class Diagnosis:
     share_of_gain_lost: float
     hacking_share: float
     curve: Curve
+    #: The verdict in words (the tuning's, when the diagnosis was given one).
+    summary: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON values, the curve included."""
@@ -71,56 +134,52 @@ class Diagnosis:
 
     def sentence(self) -> str:
         """The regime in words."""
-        name = self.curve.template.short_label()
-        p = self.parameter
-        if self.regime == "rise-then-fall":
-            peak = f"{name} peaks at {p} = {self.threshold:.3g} (true reward {self.best_true_reward:.4f})"
-            if self.share_of_gain_lost > 1:
-                return (
-                    f"{peak} and by {p} = {self.top_theta:.3g} falls below the reference "
-                    f"({self.top_true_reward:.4f} vs {self.reference_true_reward:.4f})"
-                )
-            return f"{peak} and loses {100 * self.share_of_gain_lost:.0f}% of its gain by {p} = {self.top_theta:.3g}"
-        if self.regime == "increasing":
-            where = (
-                "no hacking up to what the calibration pools support (larger pools would tell beyond)"
-                if self.top_theta >= self.curve.supported_max * (1 - 1e-9)
-                else "no hacking in range"
-            )
-            return f"{name} keeps improving up to {p} = {self.top_theta:.3g} (true reward {self.top_true_reward:.4f}): {where}"
-        if self.regime == "decreasing":
-            return f"{name} only hurts: the proxy is anti-aligned, stay at the reference (true reward {self.reference_true_reward:.4f})"
-        if self.regime == "fall-then-rise":
-            return f"{name} first hurts, then helps: best at {p} = {self.threshold:.3g} (true reward {self.best_true_reward:.4f})"
-        return f"{name} leaves the true reward unchanged ({self.reference_true_reward:.4f}): the proxy carries no signal"
+        return self.summary
 
 
-def diagnose_curve(c: Curve) -> Diagnosis:
-    """Diagnose an already computed :class:`Curve`."""
+def diagnose_curve(c: Curve, tuned: Any = None) -> Diagnosis:
+    """Diagnose an already computed :class:`Curve`.
+
+    With ``tuned`` (the :class:`~hedgetune.TuneResult` of the same mechanism on the same table)
+    the regime, peak and sentence are the tuning's, so that a curve and its tuning never disagree;
+    otherwise the curve's own, by the same rule (:func:`regime_with_noise`)."""
     f = c.true_reward
-    regime = classify(f, scale=c.reward_scale)
     best = int(np.argmax(f))
     reference = c.reference_true_reward
-    gain = f[best] - reference
-    loss = float(f[best] - f[-1])
-    rounding = 1e-12 * c.reward_scale  # sums over prompts differ by ~1e-16 of the rewards' scale
-    share: float = loss / gain if gain > rounding else 0.0
+    noise = 0.0
     hacking = float("nan")
     if c.replicates is not None:
-        hacking = float(np.mean([classify(rep, scale=c.reward_scale) == "rise-then-fall" for rep in c.replicates]))
+        reps = np.asarray(c.replicates)
+        noise = float(np.std(reps[:, best] - reps[:, -1], ddof=1)) if reps.shape[0] > 1 else 0.0
+        tol = 1e-12 * c.reward_scale
+        hacking = float(np.mean([regime_with_noise(rep, 0.0, tol) == "rise-then-fall" for rep in reps]))
+    regime = regime_with_noise(f, noise, 1e-12 * c.reward_scale)
+    peak_theta, peak_value = float(c.theta[best]), float(f[best])
+    top_theta, top_value = float(c.theta[-1]), float(f[-1])
+    label = c.template.short_label()
+    summary = describe(label, c.parameter, regime, peak_theta, peak_value, reference, top_theta, top_value,
+                       top_theta >= c.supported_max * (1 - 1e-9))
+    if tuned is not None:
+        regime, summary = tuned.regime, tuned.sentence()
+        peak_theta, peak_value = tuned.theta, tuned.true_reward
+    gain = peak_value - reference
+    loss = float(peak_value - top_value)
+    rounding = 1e-12 * c.reward_scale  # sums over prompts differ by ~1e-16 of the rewards' scale
+    share: float = loss / gain if gain > rounding else 0.0
     return Diagnosis(
         mechanism=c.mechanism,
         parameter=c.parameter,
         regime=regime,
-        threshold=float(c.theta[best]),
-        best_true_reward=float(f[best]),
+        threshold=peak_theta,
+        best_true_reward=peak_value,
         reference_true_reward=reference,
-        top_theta=float(c.theta[-1]),
-        top_true_reward=float(f[-1]),
+        top_theta=top_theta,
+        top_true_reward=top_value,
         loss_at_top=loss,
         share_of_gain_lost=share,
         hacking_share=hacking,
         curve=c,
+        summary=summary,
     )
 
 

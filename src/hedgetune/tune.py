@@ -29,7 +29,7 @@ from .curves import (
     resolve_estimator,
     supported_max,
 )
-from .diagnose import classify
+from .diagnose import describe, regime_with_noise
 from .extrapolate import Extrapolation, extrapolate
 from .mechanisms import BestOfN, Mechanism
 from .pools import Pools
@@ -91,6 +91,9 @@ class TuneResult:
     recommended_theta: float = float("nan")
     recommended_true_reward: float = float("nan")
     recommended_rule: str = ""
+    #: Why ``theta_ci`` reads as it does: widened to contain the point estimate, or
+    #: "uninformative: more prompts needed" when it spans the whole searched range ("" otherwise).
+    theta_ci_note: str = ""
     template: Mechanism = field(repr=False, compare=False, default_factory=lambda: BestOfN(1))
     extrapolation: Extrapolation | None = field(default=None, repr=False)
 
@@ -101,6 +104,13 @@ class TuneResult:
         out["options"] = self.template.options
         out["extrapolation"] = None if self.extrapolation is None else self.extrapolation.to_dict()
         return jsonable(out)
+
+    def sentence(self) -> str:
+        """The hacking verdict in words (:func:`hedgetune.diagnose.describe`): the one sentence
+        that ``tune``, ``curve``, the demo and the report print."""
+        at_limit = self.unhedged_theta >= self.supported_max * (1 - 1e-9)
+        return describe(self.template.short_label(), self.parameter, self.regime, self.theta, self.true_reward,
+                        self.reference_true_reward, self.unhedged_theta, self.unhedged_true_reward, at_limit)
 
     def mechanism_at(self, theta: float | None = None) -> Mechanism:
         """The tuned mechanism, ready for :meth:`Mechanism.select`."""
@@ -370,6 +380,7 @@ def tune(
     alpha = (1 - confidence) / 2
     theta_ci: tuple[float, float] = (theta, theta)
     value_ci: tuple[float, float] = (f_theta, f_theta)
+    ci_note = ""
     conservative = lo
     noise = 0.0
     rep_curves = None
@@ -383,6 +394,7 @@ def tune(
             rep_thetas = np.round(rep_thetas)
         theta_ci = (float(np.quantile(rep_thetas, alpha)), float(np.quantile(rep_thetas, 1 - alpha)))
         value_ci = (float(np.quantile(rep_values, alpha)), float(np.quantile(rep_values, 1 - alpha)))
+        theta_ci, value_ci, ci_note = _contain(theta_ci, theta, value_ci, f_theta, (lo, hi), template.parameter)
         candidates_mask = (grid == np.round(grid)) if integer else np.ones(grid.size, dtype=bool)
         conservative = _conservative_theta(grid, f_grid, rep_curves, lo, conservative_level, candidates_mask)
         # The bootstrap standard error of the drop from the peak to the top of the range.
@@ -393,6 +405,8 @@ def tune(
         extrapolation = extrapolate(
             template, grid, f_grid, f_ref, hi, rep_curves, rep_ref, confidence, pools.reward_range
         )
+    if conservative > theta:  # the conservative rule never goes further than the point estimate
+        conservative = theta
     mech = template.with_theta(theta)
     kl_pool = float(theta_pass.kl_pool[0]) / total
     conservative_value = at_point(conservative)[0]
@@ -400,7 +414,7 @@ def tune(
     return TuneResult(
         mechanism=template.name,
         parameter=template.parameter,
-        label=repr(template.with_theta(template.reference_theta)),
+        label=repr(mech),
         theta=theta,
         theta_ci=theta_ci,
         true_reward=f_theta,
@@ -428,6 +442,7 @@ def tune(
         recommended_theta=recommended,
         recommended_true_reward=f_theta if recommended == theta else f_ref,
         recommended_rule=rule,
+        theta_ci_note=ci_note,
         template=template,
         extrapolation=extrapolation,
     )
@@ -469,11 +484,10 @@ def _regime(
     drop from the peak to the top of the range (or rounding, without a bootstrap): a smaller fall is
     noise, so the curve is reported as "increasing", with a note that it is flat after its peak.
     """
-    regime = classify(f_grid, rtol=0.0, atol=flat_tol)
+    regime = regime_with_noise(f_grid, noise, flat_tol)
     note = ""
     name = template.parameter
-    if regime == "rise-then-fall" and f_theta - f_top <= noise:
-        regime = "increasing"
+    if regime == "increasing" and f_theta - f_top > flat_tol and theta < hi:
         note = (
             f"peaks at {name} = {theta:.4g}, but the fall after it ({f_theta - f_top:.2g}) is within "
             f"its bootstrap standard error ({noise:.2g}): flat after the peak"
@@ -484,6 +498,30 @@ def _regime(
             "a deployment beyond it is not estimated (larger pools would tell)"
         )
     return regime, note
+
+
+def _contain(
+    theta_ci: tuple[float, float],
+    theta: float,
+    value_ci: tuple[float, float],
+    value: float,
+    searched: tuple[float, float],
+    parameter: str,
+) -> tuple[tuple[float, float], tuple[float, float], str]:
+    """Intervals that contain their point: a bootstrap percentile interval of a maximiser (or of
+    its value) can miss the point estimate when the replicates' maximisers are skewed; it is then
+    widened to reach it, and the note says so. An interval spanning the whole searched range is
+    labelled uninformative."""
+    note = ""
+    if not theta_ci[0] <= theta <= theta_ci[1] or not value_ci[0] <= value <= value_ci[1]:
+        note = (f"the bootstrap interval was widened to contain the point estimate (the replicates' "
+                f"maximisers are skewed: read the {parameter} with caution)")
+    theta_ci = (min(theta_ci[0], theta), max(theta_ci[1], theta))
+    value_ci = (min(value_ci[0], value), max(value_ci[1], value))
+    lo, hi = searched
+    if hi > lo and theta_ci[0] <= lo + 1e-9 * max(1.0, abs(lo)) and theta_ci[1] >= hi * (1 - 1e-9):
+        note = "uninformative: more prompts needed (the interval spans the whole searched range)"
+    return theta_ci, value_ci, note
 
 
 def _conservative_theta(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -38,15 +39,31 @@ def _with_options(options: list[Callable[[Any], Any]], fn: Any) -> Any:
     return fn
 
 
+#: The library's keyword arguments as the command line spells them, for errors raised under it.
+_FLAGS = (
+    (re.compile(r"\b(on|invalid|residual|estimator|format)='([\w-]+)'"), lambda m: f"--{m.group(1)} {m.group(2)}"),
+    (re.compile(r"\bpass format="), lambda m: "pass --format"),
+    (re.compile(r"\b(max_kl|max_n|max_theta|max_samples)\b"), lambda m: "--" + m.group(1).replace("_", "-")),
+)
+
+
+def as_flags(message: str) -> str:
+    """``message`` with the library's keyword arguments written as the CLI's flags."""
+    for pattern, replace in _FLAGS:
+        message = pattern.sub(replace, message)
+    return message
+
+
 def user_errors(fn: F) -> F:
-    """Turn the library's input errors into ``click`` usage errors (message, exit code 2)."""
+    """Turn the library's input errors into ``click`` usage errors (message, exit code 2), naming
+    the command line's flags where the library names its keyword arguments."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
-            raise InputError(str(exc)) from None
+            raise InputError(as_flags(str(exc))) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -155,7 +172,7 @@ def table_options(fn: F | None = None, *, streamable: bool = False) -> Any:
             try:
                 streamed = scan_table(table_path, proxy_name, chunk_prompts=stream_prompts)
             except (*USER_ERRORS, OSError) as exc:
-                raise InputError(str(exc)) from None
+                raise InputError(as_flags(str(exc))) from None
             if takes_auto:
                 kwargs["ensemble_auto"] = False
             return fn(table=streamed, table_path=table_path, **kwargs)
@@ -168,7 +185,7 @@ def table_options(fn: F | None = None, *, streamable: bool = False) -> Any:
             if ensemble is not None and not auto:
                 table = with_ensemble(table, None, ensemble, _number(ensemble_k, "--ensemble-k"))
         except USER_ERRORS as exc:
-            raise InputError(str(exc)) from None
+            raise InputError(as_flags(str(exc))) from None
         if takes_auto:
             kwargs["ensemble_auto"] = auto
         return fn(table=table, table_path=table_path, **kwargs)
@@ -248,7 +265,7 @@ def mechanism_options(fn: F) -> F:
         try:
             template = make(mechanism, n=sbon_n, on=sbon_on, column=covariate)
         except USER_ERRORS as exc:
-            raise InputError(str(exc)) from None
+            raise InputError(as_flags(str(exc))) from None
         return fn(template=template, **kwargs)
 
     wrapped: Any = with_mechanism

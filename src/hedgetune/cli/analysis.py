@@ -170,7 +170,11 @@ def curve_cmd(
         bootstrap=bootstrap,
         seed=seed,
     )
-    d = diagnose_curve(c)
+    # The verdict is the tuning's (same table, mechanism, estimator and bootstrap): one answer.
+    from ..tune import tune
+
+    tuned = tune(table, template, estimator=estimator, bootstrap=bootstrap, seed=seed)  # type: ignore[arg-type]
+    d = diagnose_curve(c, tuned)
     if out_path:
         import pyarrow.csv as pacsv
 
@@ -283,6 +287,9 @@ def tune_cmd(
         emit_json(r.to_dict())
         return
     click.echo(_tune_line(r))
+    click.echo(f"  {r.sentence()}")
+    if r.theta_ci_note:
+        click.echo(f"  interval: {r.theta_ci_note}")
     click.echo(
         f"  recommended: {r.parameter} = {r.recommended_theta:.4g} (true reward {r.recommended_true_reward:.4f}); "
         f"{r.recommended_rule}"

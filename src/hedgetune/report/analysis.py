@@ -110,7 +110,7 @@ def analyse(
             tuned = tune(pools, template, bootstrap=bootstrap, seed=seed)
             grid = _report_grid(template, tuned)
             c = curve(pools, template, grid, bootstrap=bootstrap, seed=seed)
-            pa.curves[key], pa.tuned[key], pa.diagnoses[key] = c, tuned, diagnose_curve(c)
+            pa.curves[key], pa.tuned[key], pa.diagnoses[key] = c, tuned, diagnose_curve(c, tuned)
         if proxy in oos:
             if progress:
                 progress(f"{name}: {proxy} / out of sample")

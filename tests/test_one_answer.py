@@ -1,0 +1,109 @@
+"""One answer, the same everywhere: labels that match theta, intervals that contain their point,
+one hacking verdict (tied to the curve's uncertainty) rendered alike by tune, curve, the demo's
+summary and the report, and errors under the CLI that name its flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import hedgetune as ht
+from hedgetune.cli import main
+from hedgetune.data import load
+from hedgetune.diagnose import diagnose_curve
+
+
+def _run(*args: str) -> str:
+    out = CliRunner().invoke(main, list(args))
+    assert out.exit_code == 0, out.output
+    return out.stdout
+
+
+def test_labels_match_theta(tmp_path: Path) -> None:
+    table = ht.synthetic.make_table("toy", 120, 16, seed=0)
+    ht.write_table(table, tmp_path / "t.parquet")
+    for mech in ("bon", "bop"):
+        data = json.loads(_run("tune", str(tmp_path / "t.parquet"), "-m", mech, "--bootstrap", "40", "--json"))
+        assert f"{data['theta']:g}" in data["label"] or repr(float(data["theta"])) in data["label"], data["label"]
+    header = _run("curve", str(tmp_path / "t.parquet"), "-m", "bon", "--bootstrap", "20").splitlines()[0]
+    assert "n=1.0" not in header and header.startswith("Best-of-n")
+
+
+def _results(table: ht.RewardTable) -> list[ht.TuneResult]:
+    out = []
+    for proxy in table.proxy_names:
+        for mech, kwargs in (("bon", {}), ("bop", {}), ("sbon", {"n": 4, "on": "quantile"})):
+            out.append(ht.tune(table, mech, proxy=proxy, bootstrap=150, seed=0, **kwargs))
+    return out
+
+
+@pytest.mark.parametrize("name", ["alpacaeval", "arithmetic"])
+def test_intervals_contain_their_point_and_conservative_stays_below(name: str) -> None:
+    for r in _results(load(name)):
+        assert r.theta_ci[0] <= r.theta <= r.theta_ci[1], (r.proxy, r.mechanism, r.theta, r.theta_ci)
+        assert r.true_reward_ci[0] <= r.true_reward <= r.true_reward_ci[1], (r.proxy, r.mechanism)
+        assert r.reference_theta <= r.conservative_theta <= r.theta, (r.proxy, r.mechanism)
+
+
+def test_an_interval_over_the_whole_range_is_called_uninformative(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    gold = rng.random((6, 8))
+    table = ht.RewardTable.from_arrays(rng.random((6, 8)), gold)  # 6 prompts, a proxy of pure noise
+    r = ht.tune(table, "bop", bootstrap=200, seed=0)
+    if r.theta_ci == r.search_range:
+        assert "uninformative" in r.theta_ci_note
+    ht.write_table(table, tmp_path / "t.parquet")
+    text = _run("tune", str(tmp_path / "t.parquet"), "-m", "bop", "--bootstrap", "200")
+    if r.theta_ci == r.search_range:
+        assert "uninformative: more prompts needed" in text
+
+
+@pytest.mark.parametrize("name", ["alpacaeval", "arithmetic"])
+def test_one_verdict_in_tune_curve_summary_and_report(name: str) -> None:
+    """Review: the same curve was 'loses 36% of its gain' in the demo and `curve`, 'increasing'
+    in the report and 'flat after the peak' in `tune`."""
+    from hedgetune.report.analysis import analyse, summary_lines
+
+    table = load(name)
+    analysis = analyse(table, name, bootstrap=150, repeats=2, out_of_sample_proxies=[])
+    rows = {(row["proxy"], row["mechanism"]): row for row in analysis.rows()}
+    summary = "\n".join(summary_lines(analysis))
+    assert "loses 0%" not in summary
+    for (proxy, key), row in rows.items():
+        tuned = analysis.proxies[proxy].tuned[key]
+        assert row["regime"] == tuned.regime == analysis.proxies[proxy].diagnoses[key].regime, (proxy, key)
+        assert row["sentence"] == tuned.sentence(), (proxy, key)
+        assert "loses 0%" not in row["sentence"]
+        if key == "bon":
+            assert tuned.sentence() in summary
+            c = ht.curve(table, "bon", proxy=proxy, bootstrap=150, seed=0)
+            assert diagnose_curve(c, tuned).regime == tuned.regime
+
+
+def test_the_curve_command_renders_tunes_verdict(tmp_path: Path) -> None:
+    table = load("alpacaeval")
+    ht.write_table(table, tmp_path / "a.parquet")
+    for proxy in ("rm_300p_flip25", "length"):
+        tuned = ht.tune(table, "bon", proxy=proxy, bootstrap=100, seed=0)
+        data = json.loads(_run("curve", str(tmp_path / "a.parquet"), "-m", "bon", "--proxy-col", proxy,
+                               "--bootstrap", "100", "--json"))
+        assert data["regime"] == tuned.regime and data["summary"] == tuned.sentence()
+        text = _run("tune", str(tmp_path / "a.parquet"), "-m", "bon", "--proxy-col", proxy, "--bootstrap", "100")
+        assert tuned.sentence() in text
+
+
+def test_cli_errors_name_the_flags(tmp_path: Path) -> None:
+    table = ht.synthetic.make_table("toy", 40, 8, seed=0)
+    ht.write_table(table, tmp_path / "t.parquet")
+    out = CliRunner().invoke(main, ["tune", str(tmp_path / "t.parquet"), "-m", "sbon", "--n", "8", "--max-kl", "1.5"])
+    assert out.exit_code == 2 and "--on quantile" in out.output and "on='quantile'" not in out.output
+    (tmp_path / "nan.csv").write_text("prompt_id,proxy_reward,true_reward\n0,1,1\n0,nan,0\n1,1,1\n1,2,0\n")
+    out = CliRunner().invoke(main, ["info", str(tmp_path / "nan.csv")])
+    assert out.exit_code == 2 and "--invalid drop" in out.output and "invalid='drop'" not in out.output
+    (tmp_path / "t.weird").write_text("x")
+    out = CliRunner().invoke(main, ["info", str(tmp_path / "t.weird")])
+    assert out.exit_code == 2 and "--format" in out.output and "format=" not in out.output
