@@ -93,3 +93,14 @@ def test_hedges_experiment(tmp_path: Path) -> None:
     assert by_name["length-regularised BoN (n=8)"]["held_out_gain"] > by_name["Best-of-n, n <= 8 (the set rules' budget)"]["held_out_gain"]
     assert "RBoN-KL (n=8)" not in {r["hedge"] for r in results["datasets"]["AlpacaEval (rm_300p_flip0)"]}  # no log-probs
     assert (tmp_path / "hedges.md").is_file()
+
+
+def test_extrapolation_coverage_experiment(tmp_path: Path) -> None:
+    """Extrapolation is honest or silent: offered intervals cover the toy's true peak in >= 90% of
+    offers, or extrapolation is not offered; the toy's true peaks by independent computation."""
+    module = _load("extrapolation")
+    results = module.run(tmp_path, quick=True)
+    assert results["true_peak"]["bon"] == pytest.approx(12.49, abs=0.01)
+    assert results["true_peak"]["bop"] == pytest.approx(12.40, abs=0.01)
+    assert results["offers"] == 0 or results["coverage"] >= 0.9 or not results["offered"]
+    assert all(row["slowest_tune_s"] < 2.0 for row in results["rows"])  # the search is bounded

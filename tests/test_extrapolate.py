@@ -24,7 +24,7 @@ def gao_curve(template: ht.Mechanism, grid: np.ndarray, alpha: float, beta: floa
 
 @pytest.mark.parametrize("template", [ht.BestOfN(1), ht.BestOfPoisson(0)])
 def test_a_curve_of_the_model_form_is_recovered(template: ht.Mechanism) -> None:
-    alpha, beta, ref = 0.3, 0.06, 0.2  # peak at d* = 2.5, far past the supported range
+    alpha, beta, ref = 0.3, 0.1, 0.2  # peak at d* = 1.5: past the supported range, within the horizon
     top = 11.0
     grid = np.unique(np.r_[template.reference_theta, np.geomspace(0.5, top, 12)]) if not template.integer_parameter else np.arange(1.0, top + 1)
     e = extrapolate(template, grid, gao_curve(template, grid, alpha, beta, ref), ref, top)
@@ -40,9 +40,9 @@ def test_a_curve_of_the_model_form_is_recovered(template: ht.Mechanism) -> None:
 def test_replicates_give_intervals_around_the_peak() -> None:
     template, grid, ref = ht.BestOfN(1), np.arange(1.0, 12.0), 0.2
     rng = np.random.default_rng(0)
-    alphas, betas = 0.3 + rng.normal(0, 0.01, 200), 0.06 + rng.normal(0, 0.002, 200)
+    alphas, betas = 0.3 + rng.normal(0, 0.005, 200), 0.1 + rng.normal(0, 0.002, 200)
     reps = np.stack([gao_curve(template, grid, a, b, ref) for a, b in zip(alphas, betas, strict=True)])
-    e = extrapolate(template, grid, gao_curve(template, grid, 0.3, 0.06, ref), ref, 11.0, reps, np.full(200, ref))
+    e = extrapolate(template, grid, gao_curve(template, grid, 0.3, 0.1, ref), ref, 11.0, reps, np.full(200, ref))
     lo, hi = e.peak_theta_ci
     assert lo < e.peak_theta < hi and e.share_of_replicates_with_a_peak == 1.0
     vlo, vhi = e.peak_true_reward_ci
@@ -64,10 +64,23 @@ def test_the_gate_refuses_what_the_model_does_not_support() -> None:
     json.dumps(few.to_dict(), allow_nan=False)
 
 
-def test_predictions_stay_within_the_rewards_range() -> None:
+def test_no_peak_at_the_reward_ceiling_or_past_the_horizon() -> None:
+    """Review: a peak was reported at n = inf with true reward 1.0000 (the ceiling), from replicates
+    of which a third had no peak at all."""
+    from hedgetune.extrapolate import HORIZON
+
     template, grid, ref = ht.BestOfN(1), np.arange(1.0, 12.0), 0.5
-    e = extrapolate(template, grid, gao_curve(template, grid, 2.0, 0.05, ref), ref, 11.0, reward_range=(0.0, 1.0))
-    assert e.accepted and e.peak_true_reward == 1.0 and e.true_reward.max() <= 1.0
+    ceiling = extrapolate(template, grid, gao_curve(template, grid, 2.0, 2 / 3, ref), ref, 11.0, reward_range=(0.0, 1.0))
+    assert not ceiling.accepted and "ceiling" in ceiling.reason
+    far = extrapolate(template, grid, gao_curve(template, grid, 0.3, 0.06, 0.2), 0.2, 11.0)  # d* = 2.5: n ~ 1,400
+    assert not far.accepted and "horizon" in far.reason and f"{HORIZON * 11:.4g}" in far.reason
+    # A third of the replicates rise without a peak: they count as +inf, so the interval is open.
+    rng = np.random.default_rng(0)
+    reps = np.stack([gao_curve(template, grid, 0.3, 0.1 if k % 3 else -0.01, 0.2) + rng.normal(0, 1e-4, grid.size)
+                     for k in range(300)])
+    e = extrapolate(template, grid, gao_curve(template, grid, 0.3, 0.1, 0.2), 0.2, 11.0, reps, np.full(300, 0.2))
+    assert e.accepted and e.peak_theta_ci[1] == np.inf and e.share_of_replicates_with_a_peak == pytest.approx(2 / 3, abs=0.01)
+    assert e.theta.max() <= HORIZON * 11 * (1 + 1e-12)
 
 
 def test_tune_offers_it_labelled_where_the_curve_still_rises(tmp_path: Path) -> None:

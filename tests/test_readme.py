@@ -102,8 +102,9 @@ def _command_line_block() -> list[str]:
 def test_every_command_line_example_runs_on_a_bundled_table(command: str, tmp_path: Path) -> None:
     """Review: two README examples failed when run. Each runs here as written, TABLE being the
     bundled AlpacaEval table (and folders under a temporary directory)."""
-    import hedgetune as ht
     from click.testing import CliRunner
+
+    import hedgetune as ht
     from hedgetune.data import load
 
     path = tmp_path / "alpacaeval.parquet"
@@ -122,7 +123,7 @@ def test_the_library_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     block = block[: block.index("```")]
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
-    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    exec(compile(block, "README.md", "exec"), namespace)
     chosen = namespace["chosen"]
     counts = namespace["counts"]
     import numpy as np
