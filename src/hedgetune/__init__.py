@@ -8,6 +8,7 @@ Large Language Models" (arXiv 2506.19248, NeurIPS 2025).
 
 from . import synthetic
 from .curves import Curve, curve
+from .decision import Decision, decide
 from .diagnose import Diagnosis, diagnose
 from .ensembles import EnsembleTuning, tune_ensemble, with_ensemble
 from .io import read_table, write_table
@@ -22,6 +23,7 @@ __all__ = [
     "BestOfN",
     "BestOfPoisson",
     "Curve",
+    "Decision",
     "Diagnosis",
     "EnsembleTuning",
     "Mechanism",
@@ -34,6 +36,7 @@ __all__ = [
     "TuneResult",
     "__version__",
     "curve",
+    "decide",
     "diagnose",
     "evaluate",
     "read_table",

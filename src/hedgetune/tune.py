@@ -94,6 +94,13 @@ class TuneResult:
     #: Why ``theta_ci`` reads as it does: widened to contain the point estimate, or
     #: "uninformative: more prompts needed" when it spans the whole searched range ("" otherwise).
     theta_ci_note: str = ""
+    #: The gain of ``recommended_theta`` over the reference and its bootstrap interval (0 at the
+    #: reference itself).
+    gain: float = 0.0
+    gain_ci: tuple[float, float] = (0.0, 0.0)
+    #: When the curve still rises where the pools stop: how many samples per prompt would resolve
+    #: it, with its basis ("" otherwise).
+    next_step: str = ""
     template: Mechanism = field(repr=False, compare=False, default_factory=lambda: BestOfN(1))
     extrapolation: Extrapolation | None = field(default=None, repr=False)
 
@@ -411,6 +418,15 @@ def tune(
     kl_pool = float(theta_pass.kl_pool[0]) / total
     conservative_value = at_point(conservative)[0]
     recommended, rule = _recommend(theta, conservative, lo, weights is not None, template.base_name)
+    gain, gain_ci = 0.0, (0.0, 0.0)
+    if recommended != lo:
+        gain = f_theta - f_ref
+        if rep_values is not None and rep_ref is not None:
+            gains = rep_values - rep_ref
+            gain_ci = (min(float(np.quantile(gains, alpha)), gain), max(float(np.quantile(gains, 1 - alpha)), gain))
+        else:
+            gain_ci = (gain, gain)
+    next_step = _next_step(template, pools, hi, extrapolation) if note.startswith("still rising") else ""
     return TuneResult(
         mechanism=template.name,
         parameter=template.parameter,
@@ -443,9 +459,42 @@ def tune(
         recommended_true_reward=f_theta if recommended == theta else f_ref,
         recommended_rule=rule,
         theta_ci_note=ci_note,
+        gain=gain,
+        gain_ci=gain_ci,
+        next_step=next_step,
         template=template,
         extrapolation=extrapolation,
     )
+
+
+def pool_size_for(template: Mechanism, theta: float, limit: int = 1 << 20) -> int | None:
+    """The smallest pool size whose deployment estimate reaches ``theta`` (``None`` past ``limit``)."""
+    if not np.isfinite(theta) or template.deployment_limit(limit) < theta:
+        return None
+    lo, hi = 1, 2
+    while template.deployment_limit(hi) < theta:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:  # the limit grows with the pool size
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if template.deployment_limit(mid) < theta else (lo, mid)
+    return hi
+
+
+def _next_step(template: Mechanism, pools: Pools, top: float, extrapolation: Extrapolation | None) -> str:
+    """How many samples per prompt would resolve a curve still rising where the pools stop."""
+    m = pools.min_size
+    p = template.parameter
+    if extrapolation is not None and extrapolation.accepted:
+        target = 1.5 * extrapolation.peak_theta
+        basis = (f"to see past the extrapolated peak near {p} = {extrapolation.peak_theta:.3g} "
+                 f"(a model, not a measurement) with room to spare")
+    else:
+        target = 2.0 * top
+        basis = f"to measure twice the {p} the current pools support ({top:.4g}); the curve has not turned by then"
+    needed = pool_size_for(template, target)
+    if needed is None or needed <= m:
+        return ""
+    return f"about {needed} samples per prompt (now {m}) would resolve it: {basis}"
 
 
 def _recommend(

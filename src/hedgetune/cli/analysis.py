@@ -100,6 +100,35 @@ def demo(out: str, repeats: int, bootstrap: int, seed: int) -> None:
     click.echo(f"report: {path}")
 
 
+# ------------------------------------------------------------------------------------ decide
+@main.command()
+@table_options
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also check each choice on held-out prompts over this many random half splits.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: {\"deploy\": ... | null, \"rows\": [...]}.")
+@user_errors
+def decide(table: RewardTable, table_path: str, bootstrap: int, repeats: int, seed: int, as_json: bool) -> None:
+    """What to deploy: every proxy x mechanism tuned once, ranked, and one recommendation."""
+    from ..decision import DEFINITIONS
+    from ..decision import decide as decide_table
+
+    decision = decide_table(table, bootstrap=bootstrap, repeats=repeats, seed=seed)
+    if as_json:
+        emit_json(decision.to_dict())
+        return
+    click.echo(decision.sentence())
+    for row in decision.ranked():
+        held = "" if row.held_out_gain is None else f"; held out {row.held_out_gain:+.4f} ± {row.held_out_gain_se or 0:.4f}"
+        click.echo(f"  {row.sentence()}{held}")
+        click.echo(f"    {row.verdict}")
+        if row.next_step:
+            click.echo(f"    next: {row.next_step}")
+    for name, meaning in DEFINITIONS.items():
+        click.echo(f"{name}: {meaning}")
+
+
 # ------------------------------------------------------------------------------------ info
 @main.command()
 @table_options
@@ -290,6 +319,8 @@ def tune_cmd(
     click.echo(f"  {r.sentence()}")
     if r.theta_ci_note:
         click.echo(f"  interval: {r.theta_ci_note}")
+    if r.next_step:
+        click.echo(f"  next: {r.next_step}")
     click.echo(
         f"  recommended: {r.parameter} = {r.recommended_theta:.4g} (true reward {r.recommended_true_reward:.4f}); "
         f"{r.recommended_rule}"

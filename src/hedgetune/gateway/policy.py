@@ -95,6 +95,9 @@ class Policy:
             "regime": result.regime,
             "recommended_rule": result.recommended_rule,
             "n_prompts": result.n_prompts,
+            "verdict": result.sentence(),
+            "gain": result.gain,
+            "gain_ci": list(result.gain_ci),
         }
         if table_path is not None:
             source["table"] = str(table_path)

@@ -16,6 +16,7 @@ import numpy as np
 from .._atomic import atomic_write_text
 from .._jsonable import jsonable
 from ..curves import Curve, as_pools, curve, make_mechanism
+from ..decision import DEFINITIONS, Decision, decision_from
 from ..diagnose import Diagnosis, diagnose_curve
 from ..mechanisms import Mechanism, SetRule
 from ..pools import Pools
@@ -30,6 +31,8 @@ DEFAULT_MECHANISMS: dict[str, tuple[str, dict[str, Any]]] = {
     "sbon-n4": ("sbon", {"n": 4, "on": "quantile"}),
     "tilted": ("tilted", {}),
 }
+#: The mechanisms a deployment can use (the tilted policy is a frontier, not a sampler).
+DECIDED = ("bon", "bop", "sbon-n4")
 
 
 @dataclass
@@ -47,6 +50,13 @@ class TableAnalysis:
     description: str
     table: RewardTable
     proxies: dict[str, ProxyAnalysis]
+
+    def decision(self) -> Decision:
+        """The table's one decision, from the tunings and held-out checks computed here."""
+        results = {(proxy, key): r for proxy, pa in self.proxies.items() for key, r in pa.tuned.items() if key in DECIDED}
+        held = {(proxy, "bop"): pa.out_of_sample for proxy, pa in self.proxies.items()
+                if pa.out_of_sample is not None and "bop" in pa.tuned}
+        return decision_from(results, held)
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per (proxy, mechanism) for the report's table and ``--json``."""
@@ -71,6 +81,7 @@ class TableAnalysis:
                         "recommended_rule": r.recommended_rule,
                         "regime_note": r.regime_note,
                         "regime": r.regime,
+                        "theta_ci_note": r.theta_ci_note,
                         "share_of_gain_lost": d.share_of_gain_lost,
                         "sentence": d.sentence(),
                     }
@@ -130,16 +141,18 @@ def _report_grid(template: Mechanism, tuned: TuneResult) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------- output
 def summary_lines(analysis: TableAnalysis) -> list[str]:
-    """What a user must know, in a few sentences."""
-    lines = [f"{analysis.name}: {analysis.table.n_prompts} prompts, {analysis.table.n_responses} responses"]
+    """What a user must know, in a few sentences: the decision first."""
+    lines = [f"{analysis.name}: {analysis.table.n_prompts} prompts, {analysis.table.n_responses} responses",
+             f"  {analysis.decision().sentence()}"]
     for proxy, pa in analysis.proxies.items():
         bon, bop = pa.diagnoses.get("bon"), pa.tuned.get("bop")
         parts = []
         if bon is not None:
             parts.append(bon.sentence())
         if bop is not None:
+            note = " (uninformative: more prompts needed)" if bop.theta_ci_note.startswith("uninformative") else ""
             parts.append(
-                f"Best-of-Poisson: mu = {bop.theta:.3g} [{bop.theta_ci[0]:.3g}, {bop.theta_ci[1]:.3g}], "
+                f"Best-of-Poisson: mu = {bop.theta:.3g} [{bop.theta_ci[0]:.3g}, {bop.theta_ci[1]:.3g}]{note}, "
                 f"true reward {bop.true_reward:.4f} vs {bop.reference_true_reward:.4f} at the reference"
             )
         if pa.out_of_sample is not None:
@@ -180,8 +193,11 @@ def write_figures(analysis: TableAnalysis, out: Path) -> dict[str, list[Path]]:
 
 
 def _img(path: Path) -> str:
+    """An embedded figure that opens full size (the PNG beside the report) on click."""
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+    name = html.escape(path.name)
+    return (f'<figure><a href="{name}" target="_blank" title="open full size">'
+            f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}"></a></figure>')
 
 
 def write_report(
@@ -190,8 +206,14 @@ def write_report(
     """Figures, ``summary.json`` and a self-contained ``report.html`` (figures embedded)."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    answers = [f"<li><b>{html.escape(a.name)}</b>: {html.escape(a.decision().sentence())}</li>" for a in analyses]
     body = [
         f"<h1>{html.escape(title)}</h1>",
+        f"<div class='answer'><b>What to deploy</b><ul>{''.join(answers)}</ul></div>",
+        "<p class='defs'>" + "<br>".join(f"<b>{k}</b>: {html.escape(v)}" for k, v in DEFINITIONS.items())
+        + "<br><b>hacking</b>: the true reward falls after its peak by more than one bootstrap standard error "
+        "(highlighted rows)<br><b>uninformative</b>: an interval spanning the whole searched range (more prompts "
+        "needed)</p>",
         "<p>How hard should we optimise the proxy? Each mechanism's true reward is what a deployment drawing "
         "fresh candidates gets, estimated without replacement (unbiased, no Monte Carlo) on the calibration "
         "pools, up to the largest parameter the pools support; HedgeTune finds where it peaks (95% bootstrap "
@@ -211,15 +233,16 @@ def write_report(
                 if pa.out_of_sample is not None
             },
         }
-        body.append(f"<h2>{html.escape(analysis.name)}</h2><p>{html.escape(analysis.description)}</p>")
-        body.append(
-            "<ul>"
-            + "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines(analysis)[1:])
-            + "</ul>"
-        )
-        body.append(_rows_table(rows))
+        decision = analysis.decision()
+        summary[analysis.name]["decision"] = decision.to_dict()
+        body.append(f"<h2>{html.escape(analysis.name)}</h2>")
+        body.append(f"<p class='answer'><b>Recommendation:</b> {html.escape(decision.sentence())}</p>")
+        body.append(f"<p>{html.escape(analysis.description)}</p>")
+        body.append("<h3>Proxies ranked</h3>" + _decision_table(decision))
+        body.append("<details><summary>Every mechanism and the tilted frontier</summary>" + _rows_table(rows) + "</details>")
         if "out_of_sample" in written:
-            body.append("<h3>Out of sample</h3>" + _img(written["out_of_sample"][0]) + _oos_table(analysis))
+            body.append("<h3>Out of sample</h3><div class='figs'>" + _img(written["out_of_sample"][0]) + "</div>"
+                        + _oos_table(analysis))
         for proxy in analysis.proxies:
             prov = analysis.table.provenance.get(proxy, "")
             body.append(
@@ -233,16 +256,22 @@ def write_report(
                 )
                 + "</ul>"
             )
-            body.append(_img(written[f"{proxy}/reward_vs_kl"][0]) + _img(written[f"{proxy}/curve"][0]))
+            body.append("<div class='figs'>" + _img(written[f"{proxy}/reward_vs_kl"][0])
+                        + _img(written[f"{proxy}/curve"][0]) + "</div>")
         truth = analysis.table.provenance.get("true_reward", "")
         if truth:
             body.append(f"<p class='prov'>True reward: {html.escape(truth)}</p>")
     atomic_write_text(out_dir / "summary.json", json.dumps(jsonable(summary), indent=1))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;font-size:13px;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}
-th{{background:#f3f3f3}}td.l{{text-align:left}}img{{max-width:49%;margin:4px 0}}.prov{{color:#666;font-size:12px}}
-tr.hack td{{background:#fff3f0}}</style></head><body>{"".join(body)}
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:1400px;margin:1.5em auto;padding:0 1em;color:#222}}
+.scroll{{overflow-x:auto;max-width:100%}}
+table{{border-collapse:collapse;font-size:13px;margin:0.5em 0;width:100%}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;overflow-wrap:anywhere}}
+th{{background:#f3f3f3}}td.l{{text-align:left}}.prov{{color:#666;font-size:12px}}
+tr.hack td{{background:#ffe4dc}}.answer{{background:#eef6ee;border-left:4px solid #2a7a2a;padding:0.5em 1em}}
+.defs{{font-size:13px;color:#333}}figure{{margin:4px 0}}figure img{{width:100%;height:auto;cursor:zoom-in}}
+.figs{{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:8px}}
+@media (max-width:900px){{.figs{{grid-template-columns:1fr}}table{{font-size:12px}}}}</style></head><body>{"".join(body)}
 <p class="prov">Method: Khalaf et al., Inference-Time Reward Hacking in Large Language Models (arXiv 2506.19248).</p>
 </body></html>"""
     path = out_dir / "report.html"
@@ -254,6 +283,24 @@ def _fmt(x: float) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.4g}"
 
 
+def _decision_table(decision: Decision) -> str:
+    """The decision's rows, ranked (held-out gain where measured, else the gain's lower bound)."""
+    head = ("<tr><th>proxy</th><th>mechanism</th><th>recommended θ</th><th>gain over the reference [95% CI]</th>"
+            "<th>held-out gain</th><th>samples</th><th>verdict</th></tr>")
+    cells = []
+    for r in decision.ranked():
+        cls = " class='hack'" if r.regime == "rise-then-fall" else ""
+        held = "–" if r.held_out_gain is None else f"{r.held_out_gain:+.4f} ± {r.held_out_gain_se or 0:.4f}"
+        gain = "0 (reference)" if not r.sure else f"{r.gain:+.4f} [{r.gain_ci[0]:+.4f}, {r.gain_ci[1]:+.4f}]"
+        verdict = r.verdict + (f" Next: {r.next_step}." if r.next_step else "")
+        cells.append(
+            f"<tr{cls}><td class='l'>{html.escape(r.proxy)}</td><td class='l'>{html.escape(r.label)}</td>"
+            f"<td>{r.parameter} = {_fmt(r.recommended_theta)}</td><td>{gain}</td><td>{held}</td>"
+            f"<td>{r.expected_samples:.3g}</td><td class='l'>{html.escape(verdict)}</td></tr>"
+        )
+    return "<div class='scroll'><table>" + head + "".join(cells) + "</table></div>"
+
+
 def _rows_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "<tr><th>proxy</th><th>mechanism</th><th>tuned θ [95% CI]</th><th>true reward [95% CI]</th>"
@@ -263,15 +310,16 @@ def _rows_table(rows: list[dict[str, Any]]) -> str:
     cells = []
     for r in rows:
         cls = " class='hack'" if r["regime"] == "rise-then-fall" else ""
+        note = " (uninformative)" if r.get("theta_ci_note", "").startswith("uninformative") else ""
         cells.append(
             f"<tr{cls}><td class='l'>{html.escape(r['proxy'])}</td><td class='l'>{html.escape(r['mechanism'])}</td>"
-            f"<td>{r['parameter']} = {_fmt(r['theta'])} [{_fmt(r['theta_ci'][0])}, {_fmt(r['theta_ci'][1])}]</td>"
+            f"<td>{r['parameter']} = {_fmt(r['theta'])} [{_fmt(r['theta_ci'][0])}, {_fmt(r['theta_ci'][1])}]{note}</td>"
             f"<td>{_fmt(r['true_reward'])} [{_fmt(r['true_reward_ci'][0])}, {_fmt(r['true_reward_ci'][1])}]</td>"
             f"<td>{_fmt(r['reference_true_reward'])}</td><td>{_fmt(r['unhedged_theta'])} → {_fmt(r['unhedged_true_reward'])}</td>"
             f"<td>{_fmt(r['conservative_theta'])}</td><td>{_fmt(r['recommended_theta'])}</td>"
             f"<td class='l'>{html.escape(r['regime'])}</td></tr>"
         )
-    return "<table>" + head + "".join(cells) + "</table>"
+    return "<div class='scroll'><table>" + head + "".join(cells) + "</table></div>"
 
 
 def _oos_table(analysis: TableAnalysis) -> str:

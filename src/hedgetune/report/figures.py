@@ -110,18 +110,30 @@ def hacking_curve(c: Curve, tuned: TuneResult | None = None, *, title: str = "")
             label="95% band of the gain over the reference",
         )
     ax.axhline(c.reference_true_reward, color="black", lw=0.8, ls=":", label="reference")
+    left, right = float(np.nanmin(x)), float(np.nanmax(x))
     if tuned is not None:
-        ax.axvline(
-            tuned.theta, color="black", lw=1, ls="--", label=f"HedgeTune {c.parameter} = {tuned.theta:.3g}"
-        )
-        lo, hi = tuned.theta_ci
-        ax.axvspan(max(lo, np.nanmin(x)), hi, color="black", alpha=0.07)
+        label = f"HedgeTune {c.parameter} = {tuned.theta:.3g}"
+        if tuned.theta > 0:
+            ax.axvline(tuned.theta, color="black", lw=1, ls="--", label=label)
+        else:  # at the reference, which a log axis cannot show: in the legend only
+            ax.plot([], [], color="black", lw=1, ls="--", label=label + " (the reference)")
+        lo, hi = max(tuned.theta_ci[0], left), min(tuned.theta_ci[1], right)
+        if hi > lo:  # the band is in the legend, and never stretches the axis
+            ax.axvspan(lo, hi, color="black", alpha=0.07, label=f"95% interval of HedgeTune's {c.parameter}")
         extra = tuned.extrapolation
         if extra is not None and extra.accepted:  # past the data: a model, drawn dashed and labelled
             ax.plot(extra.theta, extra.true_reward, color=color, lw=1.5, ls="--",
                     label=f"extrapolated (Gao et al. 2022 fit): peak near {c.parameter} = {extra.peak_theta:.3g}")
             ax.axvline(tuned.supported_max, color="grey", lw=0.8, ls=":", label="largest supported by the pools")
+            right = max(right, float(np.max(extra.theta)))
     ax.set_xscale("log")
+    # The x range starts a decade before the true reward first moves (by 1% of its range).
+    f = np.asarray(c.true_reward, dtype=float)
+    span = float(np.nanmax(f) - np.nanmin(f))
+    moving = np.flatnonzero((np.abs(f - f[0]) > 0.01 * span) & np.isfinite(x)) if span > 0 else np.array([], dtype=int)
+    if moving.size:
+        left = max(left, float(x[moving[0]]) / 10)
+    ax.set_xlim(left, right * 1.05)
     ax.set_xlabel(f"{c.parameter} (log scale)")
     ax.set_ylabel("expected true reward", color=color)
     twin = ax.twinx()
