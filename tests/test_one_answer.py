@@ -107,3 +107,40 @@ def test_cli_errors_name_the_flags(tmp_path: Path) -> None:
     (tmp_path / "t.weird").write_text("x")
     out = CliRunner().invoke(main, ["info", str(tmp_path / "t.weird")])
     assert out.exit_code == 2 and "--format" in out.output and "format=" not in out.output
+
+
+@pytest.mark.parametrize("name", ["alpacaeval", "arithmetic", "toy", "increasing", "flat"])
+def test_decide_json_demo_report_and_policy_say_the_same(name: str, tmp_path: Path) -> None:
+    """The decision is computed once and rendered alike by `decide --json`, the demo's summary,
+    the HTML report and `tune --save-policy`."""
+    from hedgetune.gateway import Policy
+    from hedgetune.report.analysis import analyse, summary_lines, write_report
+
+    if name in ("alpacaeval", "arithmetic"):
+        table = load(name)
+    else:
+        rng = np.random.default_rng(0)
+        base = ht.synthetic.make_table(name, 80, 12, seed=0)
+        gold = base.true_reward.reshape(80, 12)
+        proxy = base.proxies["proxy_reward"].reshape(80, 12)
+        table = ht.RewardTable.from_arrays({"proxy_reward": proxy, "noise": rng.random(gold.shape)}, gold)
+    path = tmp_path / "t.parquet"
+    ht.write_table(table, path)
+    data = json.loads(_run("decide", str(path), "--bootstrap", "120", "--json"))
+    decision = ht.decide(table, bootstrap=120)
+    assert data["sentence"] == decision.sentence()
+    assert (data["deploy"] is None) == (decision.deploy is None)
+    analysis = analyse(table, name, bootstrap=120, repeats=2)
+    assert analysis.decision().sentence() == decision.sentence()
+    assert summary_lines(analysis)[1].strip() == decision.sentence()
+    page = write_report([analysis], tmp_path / "report").read_text()
+    import html as html_module
+
+    assert html_module.escape(decision.sentence()) in page
+    if decision.deploy is not None:
+        d = decision.deploy
+        _run("tune", str(path), "-m", {"bon": "bon", "bop": "bop"}.get(d.mechanism, "sbon"), "--proxy-col", d.proxy,
+             "--bootstrap", "120", "--save-policy", str(tmp_path / "p.json"),
+             *(["--n", "4", "--on", "quantile"] if d.mechanism == "sbon-n4" else []))
+        policy = Policy.load(tmp_path / "p.json")
+        assert policy.theta == pytest.approx(d.recommended_theta) and policy.source["verdict"] == d.verdict
