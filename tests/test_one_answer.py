@@ -144,3 +144,60 @@ def test_decide_json_demo_report_and_policy_say_the_same(name: str, tmp_path: Pa
              *(["--n", "4", "--on", "quantile"] if d.mechanism == "sbon-n4" else []))
         policy = Policy.load(tmp_path / "p.json")
         assert policy.theta == pytest.approx(d.recommended_theta) and policy.source["verdict"] == d.verdict
+
+
+def _in_a_terminal(args: list[str], cwd: Path) -> str:
+    """Run the command line with a pseudo-terminal as its output (as a person sees it)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "hedgetune.cli", *args], stdout=follower, stderr=follower,
+                               stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, "COLUMNS": "120"})
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(300)
+    os.close(leader)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_in_a_terminal_and_quiet_otherwise(tmp_path: Path) -> None:
+    """Review: no progress for 50-70 s on demo, plot and report."""
+    table = ht.synthetic.make_table("toy", 40, 8, seed=0)
+    ht.write_table(table, tmp_path / "t.parquet")
+    shown = _in_a_terminal(["report", "t.parquet", "--out", "r1", "--bootstrap", "30", "--repeats", "2"], tmp_path)
+    assert "analysing" in shown and "7/7" in shown and "figures" in shown, shown[-500:]
+    quiet = _in_a_terminal(["report", "t.parquet", "--out", "r2", "--bootstrap", "30", "--repeats", "2", "--quiet"], tmp_path)
+    assert "analysing" not in quiet and "report:" in quiet
+    piped = CliRunner().invoke(main, ["report", str(tmp_path / "t.parquet"), "--out", str(tmp_path / "r3"),
+                                      "--bootstrap", "30", "--repeats", "2"])
+    assert piped.exit_code == 0 and "analysing" not in piped.output  # not a terminal: no bar
+
+
+def test_generation_progress_counts_real_tokens_per_prompt(tmp_path: Path) -> None:
+    """Review: `generate` showed "generating" for 14 minutes, then "0 tokens/s"."""
+    from hedgetune.pipeline.backends import Prompt, Sample
+    from hedgetune.pipeline.generate import generate
+
+    class Local:
+        name, model = "local", "stub"
+
+        def generate_many(self, prompts: list[Prompt], n: int, seeds: list[int]) -> list[list[Sample]]:
+            return [[Sample("x y z", [-0.1, -0.2, -0.3]) for _ in range(n)] for _ in prompts]
+
+    seen: list[tuple[int, int]] = []
+    prompts = [Prompt(f"p{i}", f"question {i}", "1") for i in range(5)]
+    stats = generate(prompts, Local(), tmp_path / "run", n=2, prompts_per_shard=4,
+                     progress=lambda s: seen.append((s.prompts, s.tokens)))
+    assert [p for p, _ in seen[:4]] == [1, 2, 3, 4]  # after every prompt, not every shard
+    assert seen[-1] == (5, 30) and stats.tokens == 30 and stats.tokens_per_second > 0

@@ -346,6 +346,7 @@ def report_options(default_out: str) -> Callable[[F], F]:
                 show_default=True,
                 help="Out-of-sample splits.",
             ),
+            quiet_option,
         ]
         return _with_options(options, fn)
 
@@ -355,6 +356,47 @@ def report_options(default_out: str) -> Callable[[F], F]:
 force_option = click.option(
     "--force", is_flag=True, help="Overwrite existing output (otherwise it is refused)."
 )
+
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No progress bars or start-up messages (they are also off when "
+    "the output is not a terminal)."
+)
+
+
+class _NoBar:
+    """A progress bar that shows nothing (``--quiet``, or output to a file or a pipe)."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, steps: int, current_item: Any = None) -> None:
+        return None
+
+
+def showing_progress(quiet: bool) -> bool:
+    """Progress is shown unless ``--quiet``, and only when both output streams are terminals."""
+    import sys
+
+    return not quiet and sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def progress_bar(length: int, label: str, quiet: bool, item_show_func: Any = None) -> Any:
+    """A ``click`` progress bar on standard error, or one that shows nothing (:func:`showing_progress`)."""
+    import sys
+
+    if not showing_progress(quiet):
+        return _NoBar()
+    return click.progressbar(length=length, label=label, file=sys.stderr, item_show_func=item_show_func,
+                             show_eta=True, show_pos=True)
+
+
+def announce(message: str, quiet: bool) -> None:
+    """A start-up line on standard error (``loading the model...``), shown like progress."""
+    if showing_progress(quiet):
+        click.echo(message, err=True)
 
 
 def refuse_to_overwrite(path: str | Path, force: bool) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,9 @@ from ._common import (
     force_option,
     mechanism_options,
     parse_floats,
+    progress_bar,
     proxy_chosen,
+    quiet_option,
     refuse_to_overwrite,
     report_options,
     table_options,
@@ -48,8 +49,9 @@ from ._group import main
 )
 @click.option("--bootstrap", type=click.IntRange(min=0), default=300, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@quiet_option
 @user_errors
-def demo(out: str, repeats: int, bootstrap: int, seed: int) -> None:
+def demo(out: str, repeats: int, bootstrap: int, seed: int, quiet: bool) -> None:
     """The main job on the bundled real data: hacking curves, HedgeTune and a report."""
     from ..data import available, load
     from ..report.analysis import analyse, summary_lines, write_report
@@ -71,13 +73,13 @@ def demo(out: str, repeats: int, bootstrap: int, seed: int) -> None:
     if not names:
         raise InputError("no bundled table is installed")
     steps: list[str] = []
-    with click.progressbar(
-        length=sum(len(load(n).proxy_names) * 5 for n in names), label="analysing", file=sys.stderr
-    ) as bar:
+    analysis_steps = sum(len(load(n).proxy_names) * 5 for n in names)
+    figure_steps = sum(len(load(n).proxy_names) + 1 for n in names)
+    with progress_bar(analysis_steps + figure_steps, "analysing", quiet, item_show_func=lambda s: s) as bar:
 
         def progress(message: str) -> None:
             steps.append(message)
-            bar.update(1)
+            bar.update(1, message)
 
         for name in names:
             title, description = descriptions.get(name, (name, ""))
@@ -93,7 +95,8 @@ def demo(out: str, repeats: int, bootstrap: int, seed: int) -> None:
                     progress=progress,
                 )
             )
-    path = write_report(analyses, out, title="hedgetune demo: inference-time reward hacking on real data")
+        path = write_report(analyses, out, title="hedgetune demo: inference-time reward hacking on real data",
+                            progress=progress)
     for analysis in analyses:
         for line in summary_lines(analysis):
             click.echo(line)
@@ -414,11 +417,18 @@ def _whole_analysis(default_out: str) -> Callable[[F], F]:
             bootstrap: int,
             seed: int,
             repeats: int,
+            quiet: bool,
             **kwargs: Any,
         ) -> Any:
             refuse_to_overwrite(out, force)
-            analysis = _analyse_with_progress(table, Path(table_path).stem, bootstrap, seed, repeats)
-            return fn(analysis=analysis, out=Path(out), table_path=table_path, **kwargs)
+            proxies = [table.proxy] if proxy_chosen() else table.proxy_names
+            steps = len(proxies) * 6 + 1  # five tunings and one figure set per proxy, and the out-of-sample figure
+            with progress_bar(steps, "analysing", quiet, item_show_func=lambda s: s) as bar:
+                def progress(message: str) -> None:
+                    bar.update(1, message)
+
+                analysis = _analyse(table, Path(table_path).stem, proxies, bootstrap, seed, repeats, progress)
+                return fn(analysis=analysis, out=Path(out), table_path=table_path, progress=progress, **kwargs)
 
         wrapped: Any = run
         return report_options(default_out)(wrapped)
@@ -430,11 +440,11 @@ def _whole_analysis(default_out: str) -> Callable[[F], F]:
 @table_options
 @_whole_analysis("hedgetune-plots")
 @user_errors
-def plot(analysis: Any, out: Path, table_path: str) -> None:
+def plot(analysis: Any, out: Path, table_path: str, progress: Any) -> None:
     """Figures (PNG and SVG): reward vs KL, the hacking curve, the out-of-sample comparison."""
     from ..report.analysis import write_figures
 
-    for paths in write_figures(analysis, out).values():
+    for paths in write_figures(analysis, out, progress).values():
         for path in paths:
             click.echo(str(path))
 
@@ -443,28 +453,21 @@ def plot(analysis: Any, out: Path, table_path: str) -> None:
 @table_options
 @_whole_analysis("hedgetune-report")
 @user_errors
-def report(analysis: Any, out: Path, table_path: str) -> None:
+def report(analysis: Any, out: Path, table_path: str, progress: Any) -> None:
     """A self-contained HTML report on a table, with a short summary here."""
     from ..report.analysis import summary_lines, write_report
 
-    path = write_report([analysis], out, title=f"hedgetune report: {Path(table_path).name}")
+    path = write_report([analysis], out, title=f"hedgetune report: {Path(table_path).name}", progress=progress)
     for line in summary_lines(analysis):
         click.echo(line)
     click.echo(f"report: {path}")
 
 
-def _analyse_with_progress(table: RewardTable, name: str, bootstrap: int, seed: int, repeats: int) -> Any:
+def _analyse(table: RewardTable, name: str, proxies: list[str], bootstrap: int, seed: int, repeats: int,
+             progress: Any) -> Any:
     """The whole analysis of ``plot`` and ``report``: the chosen proxy, or every proxy."""
     from ..report.analysis import analyse
 
-    proxies = [table.proxy] if proxy_chosen() else table.proxy_names
-    with click.progressbar(length=len(proxies) * 5, label="analysing", file=sys.stderr) as bar:
-        return analyse(
-            table,
-            name,
-            proxies=proxies,
-            bootstrap=bootstrap,
-            seed=seed,
-            repeats=repeats,
-            progress=lambda _: bar.update(1),
-        )
+    return analyse(table, name, proxies=proxies, bootstrap=bootstrap, seed=seed, repeats=repeats, progress=progress)
+
+

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
 from ..io import read_table
 from ._common import (
+    announce,
     force_option,
+    progress_bar,
+    quiet_option,
     refuse_to_overwrite,
     user_errors,
 )
@@ -106,6 +108,7 @@ def _parse_config(items: tuple[str, ...]) -> dict[str, Any]:
     help="With --ray: CPU threads of each replica (default: Ray's, one per CPU it holds).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@quiet_option
 @user_errors
 def generate(
     task: str | None,
@@ -131,6 +134,7 @@ def generate(
     workers: int | None,
     threads_per_worker: int | None,
     seed: int,
+    quiet: bool,
 ) -> None:
     """Sample N responses per prompt with their token log-probabilities.
 
@@ -163,9 +167,8 @@ def generate(
         if prompts_path
         else reasoning_gym_prompts(str(task), size, seed, **_parse_config(task_config))
     )
-    with click.progressbar(
-        length=len(prompts), label="generating", file=sys.stderr, item_show_func=lambda s: s
-    ) as bar:
+    announce(f"generating {n} samples for each of {len(prompts)} prompts with {backend.name}", quiet)
+    with progress_bar(len(prompts), "generating", quiet, item_show_func=lambda s: s) as bar:
         last = [0]
 
         def progress(stats: Any) -> None:

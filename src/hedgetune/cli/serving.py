@@ -14,9 +14,11 @@ from ..ensembles import RULES
 from ..mechanisms import Mechanism
 from ._common import (
     InputError,
+    announce,
     emit_json,
     force_option,
     mechanism_options,
+    quiet_option,
     refuse_to_overwrite,
     user_errors,
 )
@@ -91,13 +93,25 @@ def _read_scores(path: str) -> Any:
     show_default=True,
     help="A local model folder, or the packaged SmolLM2.",
 )
+@click.option("--max-queue", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Requests that may wait for the model; the next gets 429.")
+@click.option("--max-batch-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="The most tokens one request may ask for (n x max_tokens).")
+@quiet_option
 @user_errors
-def serve(host: str, port: int, model: str) -> None:
-    """Serve a local model over the OpenAI completions protocol (for pipelines and tests)."""
-    from ..pipeline.backends import TransformersBackend
+def serve(host: str, port: int, model: str, max_queue: int, max_batch_tokens: int, quiet: bool) -> None:
+    """Serve a local model over the OpenAI completions and chat protocols (for pipelines and tests)."""
+    import time
+
+    from ..pipeline.backends import DEFAULT_MODEL, TransformersBackend, cache_dir
     from ..pipeline.serve import make_server
 
-    server = make_server(TransformersBackend(model=model), host, port)
+    started = time.perf_counter()
+    if model == DEFAULT_MODEL and not (cache_dir() / "models" / DEFAULT_MODEL / "model.safetensors").exists():
+        announce("converting the packaged SmolLM2 to safetensors (once per machine, about 30 s)...", quiet)
+    announce(f"loading {model}...", quiet)
+    server = make_server(TransformersBackend(model=model), host, port, max_batch_tokens, max_queue)
+    announce(f"loaded in {time.perf_counter() - started:.1f} s", quiet)
     click.echo(f"serving {model} on http://{host}:{server.server_address[1]}", err=True)
     server.serve_forever()
 

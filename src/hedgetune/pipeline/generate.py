@@ -228,11 +228,25 @@ def generate(
     prompts_per_shard: int = 8,
     progress: Callable[[GenerationStats], None] | None = None,
 ) -> GenerationStats:
-    """Generate ``n`` samples for every prompt not yet in ``out_dir``; resumable."""
+    """Generate ``n`` samples for every prompt not yet in ``out_dir``; resumable.
+
+    ``progress`` is called with the statistics after every prompt when the backend generates one
+    prompt at a time (local models), else after every shard of prompts generated concurrently."""
     writer, chunks, stats = prepare_run(prompts, backend, out_dir, n=n, seed=seed, prompts_per_shard=prompts_per_shard)
     start = time.perf_counter()
+    one_at_a_time = progress is not None and not hasattr(backend, "max_concurrency")
     for chunk, seeds in chunks:
-        results = backend.generate_many([p for _, p in chunk], n, seeds)
+        if one_at_a_time:  # the same calls the batch would make, one prompt each, so progress is live
+            results: list[list[Sample]] = []
+            live = GenerationStats(prompts=stats.prompts, skipped=stats.skipped, tokens=stats.tokens)
+            for (_, prompt), prompt_seed_ in zip(chunk, seeds, strict=True):
+                results += backend.generate_many([prompt], n, [prompt_seed_])
+                live.prompts += 1
+                live.tokens += sum(len(s.token_logprobs) for s in results[-1])
+                live.seconds = time.perf_counter() - start
+                progress(live)  # type: ignore[misc]
+        else:
+            results = backend.generate_many([p for _, p in chunk], n, seeds)
         write_chunk(writer, chunk, results, stats)
         stats.seconds = time.perf_counter() - start
         if progress:

@@ -166,8 +166,11 @@ def summary_lines(analysis: TableAnalysis) -> list[str]:
     return lines
 
 
-def write_figures(analysis: TableAnalysis, out: Path) -> dict[str, list[Path]]:
-    """Every figure of one table, as PNG and SVG, keyed by a short name."""
+def write_figures(
+    analysis: TableAnalysis, out: Path, progress: Callable[[str], None] | None = None
+) -> dict[str, list[Path]]:
+    """Every figure of one table, as PNG and SVG, keyed by a short name (``progress`` is told of
+    each proxy's figures and the out-of-sample one)."""
     written: dict[str, list[Path]] = {}
     slug = figures.safe_name(analysis.name.lower().replace(" ", "_"))
     for proxy, pa in analysis.proxies.items():
@@ -183,12 +186,16 @@ def write_figures(analysis: TableAnalysis, out: Path) -> dict[str, list[Path]]:
             title=f"{analysis.name}, proxy '{proxy}': {pa.curves[key].template.short_label()}",
         )
         written[f"{proxy}/curve"] = figures.save(fig, out / f"{stem}_{key}_curve")
+        if progress:
+            progress(f"{analysis.name}: {proxy} figures")
     oos = {p: pa.out_of_sample for p, pa in analysis.proxies.items() if pa.out_of_sample is not None}
     if oos:
         fig = figures.out_of_sample(
             oos, title=f"{analysis.name}: Best-of-Poisson tuned on half the prompts, scored on the rest"
         )
         written["out_of_sample"] = figures.save(fig, out / f"{slug}_out_of_sample")
+    if progress:
+        progress(f"{analysis.name}: out-of-sample figure")
     return written
 
 
@@ -201,7 +208,11 @@ def _img(path: Path) -> str:
 
 
 def write_report(
-    analyses: Sequence[TableAnalysis], out: str | Path, *, title: str = "hedgetune report"
+    analyses: Sequence[TableAnalysis],
+    out: str | Path,
+    *,
+    title: str = "hedgetune report",
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Figures, ``summary.json`` and a self-contained ``report.html`` (figures embedded)."""
     out_dir = Path(out)
@@ -222,7 +233,7 @@ def write_report(
     ]
     summary: dict[str, Any] = {}
     for analysis in analyses:
-        written = write_figures(analysis, out_dir)
+        written = write_figures(analysis, out_dir, progress)
         rows = analysis.rows()
         summary[analysis.name] = {
             "table": analysis.table.summary(),
