@@ -19,7 +19,8 @@ import tempfile
 from _timing import best_time
 
 import hedgetune as ht
-from hedgetune.curves import default_thetas, make_mechanism, pool_sums
+from hedgetune.curves import pool_sums
+from hedgetune.mechanisms import make
 from hedgetune.mechanisms._subsets import compiled_kernel
 from hedgetune.pools import build_pools
 
@@ -61,11 +62,11 @@ def main(prompts: int = 800, m: int = 39, raw_sbon: bool = True) -> dict[str, fl
             cases += [("sbon", {"n": 8}), ("sbon", {"n": 4})]
     for name, kwargs in cases:
         label = name + ("" if not kwargs else f" n={kwargs['n']} on={kwargs.get('on', 'raw')}")
-        template = make_mechanism(name, **kwargs)
+        template = make(name, **kwargs)
         seconds = best_time(lambda: ht.tune(table, name, bootstrap=1000, **kwargs), repeats=3)  # noqa: B023
         out[label] = seconds
         # One plug-in curve evaluation: the true reward at 60 parameter values, no bootstrap.
-        grid = default_thetas(template, pools)
+        grid = template.default_grid(pools, "plugin")
         baseline = best_time(lambda: pool_sums(pools, template, grid, kl_pool=False), repeats=3)  # noqa: B023
         print(
             f"  {label:<22} {seconds:6.2f} s   {seconds / baseline:6.1f}x one curve ({baseline * 1e3:.1f} ms)"

@@ -31,7 +31,6 @@ import numpy as np
 from scipy import optimize
 
 import hedgetune as ht
-from hedgetune.curves import deployment_probabilities
 from hedgetune.mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN
 from hedgetune.mechanisms._numerics import composite_gauss_legendre
 from hedgetune.pools import build_pools
@@ -101,13 +100,13 @@ def best_beta(n: int, alphas: tuple[float, ...] = ALPHAS, grid_points: int = 41)
 def table_values(table: ht.RewardTable, n: int, beta: float) -> dict[str, np.ndarray]:
     """Per-prompt deployment (without replacement) estimates of BoN(n), SBoN(n, beta) on quantiles
     and BoP(n - 1), from pools of equal size m >= n (rank-based: one weight vector per mechanism,
-    from :func:`hedgetune.curves.deployment_probabilities`)."""
+    from :meth:`hedgetune.Mechanism.deployment_probabilities`)."""
     (group,) = build_pools(table).groups
     m = group.m
     weights = {
-        "bon": deployment_probabilities(BestOfN(1), n, m)[0],
-        "sbon": deployment_probabilities(SoftBestOfN(n, 0.0, "quantile"), beta, m)[0],
-        "bop": deployment_probabilities(BestOfPoisson(0.0), n - 1.0, m)[0],  # 1 + Poisson(n - 1)
+        "bon": BestOfN(n).deployment_probabilities(m)[0],
+        "sbon": SoftBestOfN(n, beta, "quantile").deployment_probabilities(m)[0],
+        "bop": BestOfPoisson(n - 1.0).deployment_probabilities(m)[0],  # 1 + Poisson(n - 1)
     }
     # P(chosen > 1.1 x another response of the same pool), the other drawn from the pool.
     single = np.sort(group.true, axis=1)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import hedgetune as ht
-from hedgetune.curves import unbiased_bon_probabilities
 from hedgetune.mechanisms.soft_best_of_n import soft_best_of_n_on_pool
 
 
@@ -101,7 +100,7 @@ def test_unbiased_bon_equals_exhaustive_subsets() -> None:
             expected.append(np.mean([g[list(sub)[int(np.argmax(s[list(sub)]))]] for sub in subsets]))
         c = ht.curve(table, "bon", [n], estimator="unbiased", bootstrap=0)
         assert c.true_reward[0] == pytest.approx(np.mean(expected), rel=1e-12)
-    np.testing.assert_allclose(unbiased_bon_probabilities(3, 7).sum(), 1.0)
+    np.testing.assert_allclose(ht.BestOfN(3).deployment_probabilities(7).sum(), 1.0)
 
 
 _MC_CASES = [

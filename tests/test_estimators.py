@@ -86,7 +86,7 @@ def test_curve_unbiased_soft_best_of_n_on_raw_scores_equals_enumeration() -> Non
     # The tilted policy is a frontier, not a sampler: it keeps the plug-in (ratio) estimator.
     assert ht.curve(table, "tilted", [1.0], estimator="unbiased", bootstrap=0).estimator == "plugin"
     with pytest.raises(ValueError, match="infinite-sample frontier"):
-        ht.curves.deployment_probabilities(ht.Tilted(0.0), 1.0, 6)
+        ht.Tilted(1.0).deployment_probabilities(6)
 
 
 def test_best_of_poisson_deployment_estimate_is_unbiased_for_fresh_draws() -> None:
@@ -97,7 +97,7 @@ def test_best_of_poisson_deployment_estimate_is_unbiased_for_fresh_draws() -> No
     rng = np.random.default_rng(11)
     u = rng.random((pools, m))
     table = ht.RewardTable.from_arrays({"proxy_reward": u}, np.sin(3 * u))
-    per_prompt = ht.curves.deployment_probabilities(ht.BestOfPoisson(0.0), mu, m)[0]
+    per_prompt = ht.BestOfPoisson(0.0).with_theta(mu).deployment_probabilities(m)[0]
     estimates = np.sin(3 * np.sort(u, axis=1)) @ per_prompt
     c = ht.curve(table, "bop", [mu], estimator="unbiased", bootstrap=0)
     assert c.true_reward[0] == pytest.approx(estimates.mean(), abs=1e-12)
@@ -116,27 +116,26 @@ def test_best_of_poisson_deployment_estimate_is_unbiased_for_fresh_draws() -> No
 def test_deployment_weights_and_their_derivatives() -> None:
     m = 9
     for template, theta in ((ht.BestOfPoisson(0.0), 2.5), (ht.SoftBestOfN(4, 0.0, "quantile"), 6.0)):
-        weights = ht.curves.deployment_probabilities(template, theta, m)
+        weights = template.with_theta(theta).deployment_probabilities(m)
         assert weights.shape == (1, m) and weights.sum() == pytest.approx(1.0, abs=1e-12)
         h = 1e-5
         numeric = (
-            ht.curves.deployment_probabilities(template, theta + h, m)
-            - ht.curves.deployment_probabilities(template, theta - h, m)
+            template.with_theta(theta + h).deployment_probabilities(m)
+            - template.with_theta(theta - h).deployment_probabilities(m)
         ) / (2 * h)
-        slope = ht.curves.deployment_probabilities(template, theta, m, derivative=True)
+        slope = template.with_theta(theta).deployment_probabilities(m, derivative=True)
         assert slope == pytest.approx(numeric, abs=1e-7)
     # Best-of-Poisson at mu = 0 is one draw: uniform over the pool.
-    assert ht.curves.deployment_probabilities(ht.BestOfPoisson(0.0), 0.0, m) == pytest.approx(np.full((1, m), 1 / m))
+    assert ht.BestOfPoisson(0.0).with_theta(0.0).deployment_probabilities(m) == pytest.approx(np.full((1, m), 1 / m))
 
 
 def test_best_of_poisson_deployment_slope_at_zero_matches_a_difference_quotient() -> None:
     """At mu = 0 the count 2 has probability 0 but slope 1: dropping it gave the wrong residual."""
-    from hedgetune.curves import deployment_probabilities
 
     for m in (2, 3, 8):
-        slope = deployment_probabilities(ht.BestOfPoisson(0.0), 0.0, m, derivative=True)
+        slope = ht.BestOfPoisson(0.0).deployment_probabilities(m, derivative=True)
         h = 1e-7
-        quotient = (deployment_probabilities(ht.BestOfPoisson(0.0), h, m) - deployment_probabilities(ht.BestOfPoisson(0.0), 0.0, m)) / h
+        quotient = (ht.BestOfPoisson(h).deployment_probabilities(m) - ht.BestOfPoisson(0.0).deployment_probabilities(m)) / h
         np.testing.assert_allclose(slope, quotient, atol=1e-6)
 
 

@@ -69,57 +69,32 @@ def resolve_estimator(template: Mechanism, estimator: str) -> Estimator:
     return estimator  # type: ignore[return-value]
 
 
-def supported_max(template: Mechanism, pools: Pools, estimator: Estimator) -> float:
-    """The largest parameter whose deployment the calibration pools can stand for (see
-    :meth:`Mechanism.supported_max`): unlimited with the plug-in; without replacement, Best-of-n up
-    to the smallest pool, Best-of-Poisson up to the mu at which a deployment draws more candidates
-    than the smallest pool with probability :data:`POOL_TAIL_TOLERANCE`."""
-    return template.supported_max(pools, estimator)
+@dataclass(frozen=True)
+class Inputs:
+    """What every analysis starts from: the mechanism's template, the sorted pools with the
+    columns it needs, and the estimator resolved for it."""
+
+    template: Mechanism
+    pools: Pools
+    estimator: Estimator
 
 
-def make_mechanism(mechanism: str | Mechanism, *, n: int | None = None, on: str | None = None) -> Mechanism:
-    """A mechanism template at its reference parameter, from a registered name (with its options)
-    or an instance."""
-    return make(mechanism, n=n, on=on)
-
-
-def default_thetas(
-    template: Mechanism, pools: Pools, count: int = 60, estimator: Estimator = "plugin"
-) -> FloatArray:
-    """A grid from the reference to well past the point where the pool is exhausted (plug-in), or
-    to the largest parameter the pools support (without replacement)."""
-    return template.default_grid(pools, estimator, count)
-
-
-def unbiased_bon_probabilities(n: float, m: int) -> FloatArray:
-    """Best-of-n without replacement from a pool of m: position i (1-based) wins with
-    ``C(i-1, n-1) / C(m, n)`` (zero for i < n). Log-space binomials (``gammaln``)."""
-    return BestOfN(n).deployment_probabilities(m)
-
-
-def pool_tail(template: Mechanism, theta: float, m: int) -> float:
-    """Probability that a deployment draws more candidates than a pool of ``m`` holds (0 for
-    mechanisms with a fixed count n <= m; the Poisson tail P(1 + K > m) for Best-of-Poisson)."""
-    return template.pool_tail(theta, m)
-
-
-def deployment_probabilities(
-    template: Mechanism, theta: float, m: int, derivative: bool = False, start: int = 0
-) -> FloatArray:
-    """Without-replacement (deployment) weights of the sorted positions of a pool of ``m`` for a
-    rank-based mechanism at ``theta`` (their derivative in theta with ``derivative``), ``(1, m)``;
-    see :meth:`Mechanism.deployment_probabilities`.
-
-    * Best-of-n (whole n <= m): ``C(i-1, n-1) / C(m, n)``, the U-statistic over n-subsets.
-    * Soft Best-of-n on quantiles (n <= m): the U-statistic over n-subsets of the softmax on the
-      positions' expected population quantiles ``i / (m + 1)``.
-    * Best-of-Poisson: the Poisson mixture of the Best-of-n weights, ``sum_k Pois(k; mu) w(k + 1)``;
-      the draws of more than m candidates, which no pool of m can stand for, are counted as m
-      (their probability is :func:`pool_tail`: use mu only where it is small).
-    The tilted policy is not a sampler with finitely many candidates: it has no deployment estimator.
-    With ``start``, only positions ``start + 1 .. m`` are returned, ``(1, m - start)``.
-    """
-    return template.with_theta(theta).deployment_probabilities(m, derivative, start)
+def prepare(
+    table: RewardTable | Pools,
+    mechanism: str | Mechanism,
+    *,
+    proxy: str | None = None,
+    estimator: str = "unbiased",
+    n: int | None = None,
+    on: str | None = None,
+) -> Inputs:
+    """The one input normaliser of :func:`curve`, :func:`hedgetune.tune` and
+    :func:`hedgetune.diagnose`: a registered name with its options (``n``, ``on``) or an instance
+    becomes a template at its reference parameter, the table its sorted pools, the estimator's
+    name a checked one."""
+    template = make(mechanism, n=n, on=on)
+    pools = as_pools(table, proxy, template)
+    return Inputs(template, pools, resolve_estimator(template, estimator))
 
 
 @dataclass(frozen=True)
@@ -439,14 +414,9 @@ def curve(
     confidence : coverage of the band.
     seed : seed of the bootstrap.
     """
-    template = make_mechanism(mechanism, n=n, on=on)
-    pools = as_pools(table, proxy, template)
-    estimator = resolve_estimator(template, estimator)
-    grid = (
-        default_thetas(template, pools, estimator=estimator)
-        if thetas is None
-        else _check_thetas(thetas, template)
-    )
+    inputs = prepare(table, mechanism, proxy=proxy, estimator=estimator, n=n, on=on)
+    template, pools, estimator = inputs.template, inputs.pools, inputs.estimator
+    grid = template.default_grid(pools, estimator) if thetas is None else _check_thetas(thetas, template)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if bootstrap < 0:
@@ -466,15 +436,7 @@ def curve(
     size = grid.size
     total = pools.n_prompts
     mean_true = ev.true[:size] / total
-    if ev.replicates is not None:
-        replicates = ev.replicates[:, :size] / total
-        alpha = (1 - confidence) / 2
-        low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
-        gains = replicates - ev.replicates[:, size:] / total
-        gain_low, gain_high = np.quantile(gains, [alpha, 1 - alpha], axis=0)
-    else:
-        replicates, low, high = None, np.full_like(mean_true, np.nan), np.full_like(mean_true, np.nan)
-        gain_low = gain_high = None
+    replicates, low, high, gain_low, gain_high = _band(ev, size, total, confidence)
     analytic = np.full(grid.size, np.nan) if template.uses_raw_scores else template.kl_many(grid)
     tail = None
     if estimator == "unbiased":
@@ -514,6 +476,20 @@ def curve(
     )
 
 
+def _band(ev: PoolSums, size: int, total: int, confidence: float) -> tuple[Any, Any, Any, Any, Any]:
+    """The bootstrap replicates of the first ``size`` parameters, their band, and the band of their
+    gain over the reference (the last column of the pass); NaN bands without replicates."""
+    if ev.replicates is None:
+        nan = np.full(size, np.nan)
+        return None, nan, nan.copy(), None, None
+    replicates = ev.replicates[:, :size] / total
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
+    gains = replicates - ev.replicates[:, size:] / total
+    gain_low, gain_high = np.quantile(gains, [alpha, 1 - alpha], axis=0)
+    return replicates, low, high, gain_low, gain_high
+
+
 def _check_thetas(thetas: ArrayLike | Sequence[float], template: Mechanism) -> FloatArray:
     try:
         grid = np.atleast_1d(np.asarray(thetas, dtype=float))
@@ -530,4 +506,4 @@ def _check_thetas(thetas: ArrayLike | Sequence[float], template: Mechanism) -> F
     return grid
 
 
-__all__ = ["Curve", "TableError", "curve", "deployment_probabilities", "make_mechanism", "pool_tail"]
+__all__ = ["Curve", "Inputs", "TableError", "curve", "prepare"]

@@ -24,14 +24,13 @@ from .curves import (
     PoolSums,
     as_pools,
     bootstrap_weights,
-    make_mechanism,
     pool_sums,
+    prepare,
     resolve_estimator,
-    supported_max,
 )
 from .diagnose import describe, regime_with_noise
 from .extrapolate import Extrapolation, extrapolate
-from .mechanisms import BestOfN, Mechanism
+from .mechanisms import BestOfN, Mechanism, make
 from .pools import Pools
 from .streaming import StreamedPools
 from .table import RewardTable, TableError
@@ -267,14 +266,34 @@ def tune(
     Use ``theta`` when the calibration set is large and representative; use
     ``conservative_theta`` when it is small or the proxy may not help: it leaves the policy at the
     reference unless a gain is sure at the chosen level.
+
+    The steps: the inputs normalised once (:func:`hedgetune.curves.prepare`, shared with
+    :func:`~hedgetune.curve` and :func:`evaluate`); the searched range; one pass of the curve (and
+    its bootstrap replicates) over a grid; the maximiser refined by the mechanism's search
+    strategy (:func:`search_for`); the intervals, the conservative rule, the verdict.
     """
-    template = make_mechanism(mechanism, n=n, on=on)
-    pools = as_pools(table, proxy, template)
+    inputs = prepare(table, mechanism, proxy=proxy, estimator=estimator, n=n, on=on)
+    template, pools, estimator = inputs.template, inputs.pools, inputs.estimator
+    _check_tune_arguments(pools, estimator, residual, confidence, conservative_level, bootstrap)
+    lo, hi = search_range(template, pools, max_theta=max_theta, max_n=max_n, max_samples=max_samples, max_kl=max_kl)
+    top = template.supported_max(pools, estimator)
+    pool_limited = hi > top
+    hi = min(hi, top)
+    search = search_for(template, estimator)
+    grid = search.grid(lo, hi, template, pools)
+    weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
+    curve = _GridCurve(pools, template, estimator, residual, grid, weights, search.grid_slopes)
+    theta, iterations = search.refine(curve, lo, hi)
+    return _result(curve, search, theta, iterations, lo, hi, top, pool_limited, confidence, conservative_level)
+
+
+def _check_tune_arguments(
+    pools: Pools, estimator: str, residual: str, confidence: float, conservative_level: float, bootstrap: int
+) -> None:
     if pools.n_prompts < 2:
         raise TableError(
             f"tuning needs at least two prompts (the bootstrap resamples prompts), got {pools.n_prompts}"
         )
-    estimator = resolve_estimator(template, estimator)
     if residual not in ("exact", "score"):
         raise ValueError(f"residual must be 'exact' or 'score', got {residual!r}")
     if residual == "score" and estimator != "plugin":
@@ -285,105 +304,167 @@ def tune(
         raise ValueError("confidence must lie in (0, 1) and conservative_level in (0, 0.5)")
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
-    lo, hi = search_range(
-        template, pools, max_theta=max_theta, max_n=max_n, max_samples=max_samples, max_kl=max_kl
-    )
-    top = supported_max(template, pools, estimator)
-    pool_limited = hi > top
-    hi = min(hi, top)
-    integer = template.integer_parameter
-    # Without replacement, Best-of-n's curve lives on the integers 1..m: every one is evaluated and
-    # the best taken (no derivative exists). Otherwise a grid, then Brent's method on the exact
-    # residual. Soft Best-of-n costs a quadrature per parameter (per prompt on raw scores): a
-    # coarser grid, still refined by Brent's method.
-    # A mechanism without a derivative (an argmax jumping with the parameter) is maximised on the
-    # grid too, refined on a finer grid around the best point.
-    exhaustive = (integer and estimator == "unbiased") or not template.has_derivative
-    if exhaustive and integer:  # Best-of-n's grid on whole numbers (refined over the integers below)
-        grid = np.unique(np.round(_grid(lo, hi, template)))
-        grid = grid[grid <= hi]
-    elif exhaustive:
-        points = _GRID_POINTS // 2 if template.needs_quadrature else _GRID_POINTS
-        grid = _grid(lo, hi, template, points, scale=template.default_top(pools))
-    else:
-        expensive = template.uses_raw_scores or (template.needs_quadrature and estimator == "unbiased")
-        points = _GRID_POINTS // 3 if expensive else _GRID_POINTS
-        grid = _grid(lo, hi, template, points, scale=template.default_top(pools))
-    weights = bootstrap_weights(pools.n_prompts, bootstrap, seed) if bootstrap > 0 else None
-    # On raw scores each parameter's derivative costs about as much again as its value (a forward
-    # mode through every prompt's quadrature): the grid takes values only, and the residual is
-    # evaluated where Brent's method needs it (the bracket's ends and its iterations).
-    grid_slopes = not exhaustive and not template.uses_raw_scores
-    sums = pool_sums(
-        pools, template, grid, estimator, weights=weights, kl_pool=False, derivative=grid_slopes
-    )
-    total = pools.n_prompts
-    f_grid = sums.true / total
-    # Ties within rounding (a flat curve) go to the smallest parameter: never move off the
-    # reference, or further from it, for no gain.
-    flat_tol = 1e-12 * pools.reward_scale  # rounding of sums over prompts, in the rewards' units
-    best = int(np.flatnonzero(f_grid >= f_grid.max() - flat_tol)[0])
 
-    def residual_fn(p: Pools, t: Mechanism, th: float) -> float:
-        return exact_residual(p, t, th, estimator) if residual == "exact" else score_residual(p, t, th)
 
-    # Everything reported at one parameter (value, replicates, pool KL) comes from one pass; grid
-    # points are read off the grid's pass. Soft Best-of-n on raw scores pays a quadrature per prompt
-    # for each pass, so none is repeated.
-    passes: dict[float, PoolSums] = {}
+class _GridCurve:
+    """The curve on the search grid (values, bootstrap replicates, residuals where computed) and
+    single points off the grid, each computed once."""
 
-    def at_point(th: float) -> tuple[float, FloatArray | None, PoolSums | None]:
-        """The curve at ``th`` and its bootstrap replicates (means over resampled prompts)."""
-        hit = np.flatnonzero(grid == th)
+    def __init__(self, pools: Pools, template: Mechanism, estimator: Estimator, residual: str, grid: FloatArray,
+                 weights: FloatArray | None, slopes: bool) -> None:
+        self.pools, self.template, self.estimator, self.residual = pools, template, estimator, residual
+        self.grid, self.weights, self.total = grid, weights, pools.n_prompts
+        self.sums = pool_sums(pools, template, grid, estimator, weights=weights, kl_pool=False, derivative=slopes)
+        self.values = self.sums.true / self.total
+        # Ties within rounding (a flat curve) go to the smallest parameter: never move off the
+        # reference, or further from it, for no gain.
+        self.flat_tol = 1e-12 * pools.reward_scale  # rounding of sums over prompts, in the rewards' units
+        self.best = int(np.flatnonzero(self.values >= self.values.max() - self.flat_tol)[0])
+        self.passes: dict[float, PoolSums] = {}
+
+    def residual_at(self, theta: float) -> float:
+        if self.residual == "exact":
+            return exact_residual(self.pools, self.template, theta, self.estimator)
+        return score_residual(self.pools, self.template, theta)
+
+    def values_at(self, thetas: FloatArray) -> FloatArray:
+        return pool_sums(self.pools, self.template, thetas, self.estimator, kl_pool=False).true / self.total
+
+    def at(self, theta: float) -> tuple[float, FloatArray | None, PoolSums | None]:
+        """The curve at ``theta``, its bootstrap replicates, and the pass that computed it (None
+        for a grid point, read off the grid's pass)."""
+        weights = self.weights
+        hit = np.flatnonzero(self.grid == theta)
         if hit.size:
             k = int(hit[0])
-            reps = None if sums.replicates is None or weights is None else sums.replicates[:, k] / weights.sum(axis=1)
-            return float(f_grid[k]), reps, None
-        if th not in passes:
-            passes[th] = pool_sums(pools, template, np.array([th]), estimator, weights=weights)
-        one = passes[th]
+            reps = None if self.sums.replicates is None or weights is None else self.sums.replicates[:, k] / weights.sum(axis=1)
+            return float(self.values[k]), reps, None
+        if theta not in self.passes:
+            self.passes[theta] = pool_sums(self.pools, self.template, np.array([theta]), self.estimator, weights=weights)
+        one = self.passes[theta]
         reps = None if one.replicates is None or weights is None else one.replicates[:, 0] / weights.sum(axis=1)
-        return float(one.true[0]) / total, reps, one
+        return float(one.true[0]) / self.total, reps, one
 
-    theta, iterations = float(grid[best]), 0
-    if exhaustive and not integer and 0 < best < grid.size - 1:
-        between = np.linspace(grid[best - 1], grid[best + 1], 17)[1:-1]
-        values = pool_sums(pools, template, between, estimator, kl_pool=False).true / total
-        finer = int(np.flatnonzero(values >= values.max() - flat_tol)[0])
-        if values[finer] > f_grid[best] + flat_tol:
-            theta, iterations = float(between[finer]), 1
-    if exhaustive and integer and 0 < best < grid.size - 1 and grid[best + 1] - grid[best - 1] > 2:
-        between = np.arange(grid[best - 1] + 1, grid[best + 1])
-        values = pool_sums(pools, template, between, estimator, kl_pool=False).true / total
-        top = int(np.flatnonzero(values >= values.max() - flat_tol)[0])
-        if values[top] > f_grid[best] + flat_tol:
-            theta, iterations = float(between[top]), 1
-    if not exhaustive:
-        # The grid's residuals, where it computed them (the exact residual's values).
-        known = residual == "exact" and sums.dtrue is not None
-        rho_grid = sums.dtrue / total if sums.dtrue is not None else np.full(grid.size, np.nan)
+    def kl_pool_at(self, theta: float) -> float:
+        _, _, one = self.at(theta)
+        if one is None:  # a grid point: its pool KL was not computed with the grid
+            one = self.passes[theta] = pool_sums(self.pools, self.template, np.array([theta]), self.estimator)
+        return float(one.kl_pool[0]) / self.total
+
+
+# ------------------------------------------------------------------------------ search strategies
+class _Search:
+    """How a mechanism's maximiser is found on its grid: chosen once per mechanism and estimator
+    (:func:`search_for`). The base strategy is Brent's method on the exact residual."""
+
+    #: Whether the grid's pass computes residuals (the derivative costs about a value's time).
+    grid_slopes = True
+
+    def __init__(self, estimator: Estimator = "unbiased") -> None:
+        self.estimator = estimator
+
+    def grid(self, lo: float, hi: float, template: Mechanism, pools: Pools) -> FloatArray:
+        # A quadrature per parameter (per prompt on raw scores): a coarser grid, still refined by Brent.
+        expensive = template.uses_raw_scores or (template.needs_quadrature and self.estimator == "unbiased")
+        points = _GRID_POINTS // 3 if expensive else _GRID_POINTS
+        return _grid(lo, hi, template, points, scale=template.default_top(pools))
+
+    def refine(self, c: _GridCurve, lo: float, hi: float) -> tuple[float, int]:
+        grid, best, values = c.grid, c.best, c.values
+        known = c.residual == "exact" and c.sums.dtrue is not None
+        rho = c.sums.dtrue / c.total if c.sums.dtrue is not None else np.full(grid.size, np.nan)
+        theta, iterations = float(grid[best]), 0
         if 0 < best < grid.size - 1:
-            theta, iterations = _refine(pools, template, residual_fn, grid, rho_grid, best, known, f_grid)
-        elif best == 0 and grid.size > 1:
-            # A peak between the reference and the first grid point.
+            theta, iterations = _refine(c, rho, best, known)
+        elif best == 0 and grid.size > 1:  # a peak between the reference and the first grid point
             if not known:
-                rho_grid[:2] = [residual_fn(pools, template, float(th)) for th in grid[:2]]
-            if rho_grid[0] > 0 > rho_grid[1]:
-                theta, iterations = _refine(
-                    pools, template, residual_fn, np.r_[grid[0], grid[:2]], rho_grid[[0, 0, 1]], 1, True
-                )
+                rho[:2] = [c.residual_at(float(th)) for th in grid[:2]]
+            if rho[0] > 0 > rho[1]:
+                theta, iterations = _refine(c, rho[[0, 0, 1]], 1, True, np.r_[grid[0], grid[:2]])
         # Keep the refinement only for a real gain over the grid's best (never move for rounding).
-        if theta != grid[best] and at_point(theta)[0] <= f_grid[best] + flat_tol:
+        if theta != grid[best] and c.at(theta)[0] <= values[best] + c.flat_tol:
             theta = float(grid[best])
-        if integer:
-            candidates = sorted(c for c in {np.floor(theta), np.ceil(theta)} if lo <= c <= hi)
-            theta = max(candidates, key=lambda c: at_point(c)[0]) if candidates else float(np.floor(hi))
+        if c.template.integer_parameter:
+            candidates = sorted(x for x in {np.floor(theta), np.ceil(theta)} if lo <= x <= hi)
+            theta = max(candidates, key=lambda x: c.at(x)[0]) if candidates else float(np.floor(hi))
+        return theta, iterations
 
-    f_theta, rep_values, theta_pass = at_point(theta)
-    f_ref, rep_ref, _ = at_point(lo)
-    f_top, rep_top, _ = at_point(hi)
-    if theta_pass is None:  # a grid point: its pool KL was not computed with the grid
-        theta_pass = passes[theta] = pool_sums(pools, template, np.array([theta]), estimator)
+    def replicate_maximisers(self, c: _GridCurve, curves: FloatArray) -> FloatArray:
+        return _replicate_maximisers(c.grid, curves, c.sums.dreplicates)
+
+
+class _SearchSamplerQuadrature(_Search):
+    """Soft Best-of-n on raw scores: a quadrature per prompt for each parameter, so the grid takes
+    values only and residuals are computed where Brent's method needs them."""
+
+    grid_slopes = False
+
+
+class _SearchOnGrid(_Search):
+    """A mechanism without a derivative (an argmax jumping with the parameter): the best grid
+    point, refined on a finer grid around it."""
+
+    grid_slopes = False
+
+    def grid(self, lo: float, hi: float, template: Mechanism, pools: Pools) -> FloatArray:
+        points = _GRID_POINTS // 2 if template.needs_quadrature else _GRID_POINTS
+        return _grid(lo, hi, template, points, scale=template.default_top(pools))
+
+    def refine(self, c: _GridCurve, lo: float, hi: float) -> tuple[float, int]:
+        grid, best = c.grid, c.best
+        if not 0 < best < grid.size - 1:
+            return float(grid[best]), 0
+        between = np.linspace(grid[best - 1], grid[best + 1], 17)[1:-1]
+        values = c.values_at(between)
+        finer = int(np.flatnonzero(values >= values.max() - c.flat_tol)[0])
+        if values[finer] > c.values[best] + c.flat_tol:
+            return float(between[finer]), 1
+        return float(grid[best]), 0
+
+    def replicate_maximisers(self, c: _GridCurve, curves: FloatArray) -> FloatArray:
+        return c.grid[np.argmax(curves, axis=1)].astype(float)
+
+
+class _SearchWholeNumbers(_SearchOnGrid):
+    """Best-of-n without replacement: its curve lives on the whole numbers 1..m, with no
+    derivative; every whole number near the grid's best is evaluated and the best taken."""
+
+    def grid(self, lo: float, hi: float, template: Mechanism, pools: Pools) -> FloatArray:
+        grid = np.unique(np.round(_grid(lo, hi, template)))
+        return grid[grid <= hi]
+
+    def refine(self, c: _GridCurve, lo: float, hi: float) -> tuple[float, int]:
+        grid, best = c.grid, c.best
+        if not (0 < best < grid.size - 1 and grid[best + 1] - grid[best - 1] > 2):
+            return float(grid[best]), 0
+        between = np.arange(grid[best - 1] + 1, grid[best + 1])
+        values = c.values_at(between)
+        top = int(np.flatnonzero(values >= values.max() - c.flat_tol)[0])
+        if values[top] > c.values[best] + c.flat_tol:
+            return float(between[top]), 1
+        return float(grid[best]), 0
+
+
+def search_for(template: Mechanism, estimator: Estimator) -> _Search:
+    """The search strategy of ``template`` with ``estimator``, chosen once."""
+    if template.integer_parameter and estimator == "unbiased":
+        return _SearchWholeNumbers(estimator)
+    if not template.has_derivative:
+        return _SearchOnGrid(estimator)
+    if template.uses_raw_scores:
+        return _SearchSamplerQuadrature(estimator)
+    return _Search(estimator)
+
+
+# ------------------------------------------------------------------------------ the answer
+def _result(c: _GridCurve, search: _Search, theta: float, iterations: int, lo: float, hi: float, top: float,
+            pool_limited: bool, confidence: float, conservative_level: float) -> TuneResult:
+    """Intervals, the conservative rule, the verdict and the recommendation at ``theta``."""
+    template, grid, weights = c.template, c.grid, c.weights
+    f_theta, rep_values, _ = c.at(theta)
+    f_ref, rep_ref, _ = c.at(lo)
+    f_top, rep_top, _ = c.at(hi)
+    kl_pool = c.kl_pool_at(theta)
     alpha = (1 - confidence) / 2
     theta_ci: tuple[float, float] = (theta, theta)
     value_ci: tuple[float, float] = (f_theta, f_theta)
@@ -391,79 +472,46 @@ def tune(
     conservative = lo
     noise = 0.0
     rep_curves = None
-    if weights is not None and sums.replicates is not None and rep_values is not None and rep_top is not None:
-        rep_curves = sums.replicates / weights.sum(axis=1, keepdims=True)
-        if exhaustive:
-            rep_thetas = grid[np.argmax(rep_curves, axis=1)]
-        else:
-            rep_thetas = _replicate_maximisers(grid, rep_curves, sums.dreplicates)
-        if integer:
+    if weights is not None and c.sums.replicates is not None and rep_values is not None and rep_top is not None:
+        rep_curves = c.sums.replicates / weights.sum(axis=1, keepdims=True)
+        rep_thetas = search.replicate_maximisers(c, rep_curves)
+        if template.integer_parameter:
             rep_thetas = np.round(rep_thetas)
         theta_ci = (float(np.quantile(rep_thetas, alpha)), float(np.quantile(rep_thetas, 1 - alpha)))
         value_ci = (float(np.quantile(rep_values, alpha)), float(np.quantile(rep_values, 1 - alpha)))
         theta_ci, value_ci, ci_note = _contain(theta_ci, theta, value_ci, f_theta, (lo, hi), template.parameter)
-        candidates_mask = (grid == np.round(grid)) if integer else np.ones(grid.size, dtype=bool)
-        conservative = _conservative_theta(grid, f_grid, rep_curves, lo, conservative_level, candidates_mask)
+        allowed = (grid == np.round(grid)) if template.integer_parameter else np.ones(grid.size, dtype=bool)
+        conservative = _conservative_theta(grid, c.values, rep_curves, lo, conservative_level, allowed)
         # The bootstrap standard error of the drop from the peak to the top of the range.
         noise = float(np.std(rep_values - rep_top, ddof=1))
-    regime, note = _regime(f_grid, theta, f_theta, f_top, noise, flat_tol, template, pool_limited, hi)
+    regime, note = _regime(c.values, theta, f_theta, f_top, noise, c.flat_tol, template, pool_limited, hi)
     extrapolation = None
     if note.startswith("still rising") and not template.uses_raw_scores and template.deployable:
         extrapolation = extrapolate(
-            template, grid, f_grid, f_ref, hi, rep_curves, rep_ref, confidence, pools.reward_range
+            template, grid, c.values, f_ref, hi, rep_curves, rep_ref, confidence, c.pools.reward_range
         )
-    if conservative > theta:  # the conservative rule never goes further than the point estimate
-        conservative = theta
+    conservative = min(conservative, theta)  # the conservative rule never goes further than the point estimate
     mech = template.with_theta(theta)
-    kl_pool = float(theta_pass.kl_pool[0]) / total
-    conservative_value = at_point(conservative)[0]
     recommended, rule = _recommend(theta, conservative, lo, weights is not None, template.base_name)
     gain, gain_ci = 0.0, (0.0, 0.0)
     if recommended != lo:
         gain = f_theta - f_ref
+        gain_ci = (gain, gain)
         if rep_values is not None and rep_ref is not None:
             gains = rep_values - rep_ref
             gain_ci = (min(float(np.quantile(gains, alpha)), gain), max(float(np.quantile(gains, 1 - alpha)), gain))
-        else:
-            gain_ci = (gain, gain)
-    next_step = _next_step(template, pools, hi, extrapolation) if note.startswith("still rising") else ""
     return TuneResult(
-        mechanism=template.name,
-        parameter=template.parameter,
-        label=repr(mech),
-        theta=theta,
-        theta_ci=theta_ci,
-        true_reward=f_theta,
-        true_reward_ci=value_ci,
-        kl=float("nan") if template.uses_raw_scores else mech.kl(),
-        kl_pool=kl_pool,
-        expected_samples=mech.expected_samples(),
-        regime=regime,
-        reference_theta=lo,
-        reference_true_reward=f_ref,
-        unhedged_theta=hi,
-        unhedged_true_reward=f_top,
-        conservative_theta=conservative,
-        conservative_true_reward=conservative_value,
-        search_range=(lo, hi),
-        residual=residual,
-        iterations=iterations,
-        n_prompts=total,
-        bootstrap=bootstrap,
-        confidence=confidence,
-        proxy=pools.proxy_name,
-        estimator=estimator,
-        supported_max=top,
-        regime_note=note,
-        recommended_theta=recommended,
-        recommended_true_reward=f_theta if recommended == theta else f_ref,
-        recommended_rule=rule,
-        theta_ci_note=ci_note,
-        gain=gain,
-        gain_ci=gain_ci,
-        next_step=next_step,
-        template=template,
-        extrapolation=extrapolation,
+        mechanism=template.name, parameter=template.parameter, label=repr(mech), theta=theta, theta_ci=theta_ci,
+        true_reward=f_theta, true_reward_ci=value_ci, kl=float("nan") if template.uses_raw_scores else mech.kl(),
+        kl_pool=kl_pool, expected_samples=mech.expected_samples(), regime=regime, reference_theta=lo,
+        reference_true_reward=f_ref, unhedged_theta=hi, unhedged_true_reward=f_top, conservative_theta=conservative,
+        conservative_true_reward=c.at(conservative)[0], search_range=(lo, hi), residual=c.residual,
+        iterations=iterations, n_prompts=c.total, bootstrap=0 if weights is None else weights.shape[0],
+        confidence=confidence, proxy=c.pools.proxy_name, estimator=c.estimator, supported_max=top, regime_note=note,
+        recommended_theta=recommended, recommended_true_reward=f_theta if recommended == theta else f_ref,
+        recommended_rule=rule, theta_ci_note=ci_note, gain=gain, gain_ci=gain_ci,
+        next_step=_next_step(template, c.pools, hi, extrapolation) if note.startswith("still rising") else "",
+        template=template, extrapolation=extrapolation,
     )
 
 
@@ -607,38 +655,32 @@ def _conservative_theta(
 
 
 def _refine(
-    pools: Pools,
-    template: Mechanism,
-    residual_fn: Any,
-    grid: FloatArray,
-    rho_grid: FloatArray,
-    best: int,
-    known: bool = False,
-    values: FloatArray | None = None,
+    c: _GridCurve, rho_grid: FloatArray, best: int, known: bool = False, grid: FloatArray | None = None
 ) -> tuple[float, int]:
     """Brent's root of the residual in the grid bracket around the grid maximiser (``known``: the
     grid's values ``rho_grid`` are the residual's, so the bracket's ends are not recomputed;
-    otherwise, given the grid's curve ``values``, a tighter bracket near the vertex of their
-    parabola is tried first, which saves Brent most of its iterations).
+    otherwise a tighter bracket near the vertex of the parabola through the grid's values is tried
+    first, which saves Brent most of its iterations).
 
     The root is found to a relative 1e-10 in the parameter: the curve is flat at its peak, so that
     moves the value by about 1e-20, far below its rounding.
     """
+    grid = c.grid if grid is None else grid
     a, b = float(grid[best - 1]), float(grid[best + 1])
     tight = None
-    if not known and values is not None:  # a tight bracket first, around the grid's parabola's vertex
-        tight = _bracket_near_vertex(pools, template, residual_fn, grid[best - 1 : best + 2], values[best - 1 : best + 2])
+    if not known:  # a tight bracket first, around the grid's parabola's vertex
+        tight = _bracket_near_vertex(c, grid[best - 1 : best + 2], c.values[best - 1 : best + 2])
     if tight is not None:
         a, b, fa, fb = tight
     elif known:
         fa, fb = float(rho_grid[best - 1]), float(rho_grid[best + 1])
     else:
-        fa, fb = residual_fn(pools, template, a), residual_fn(pools, template, b)
+        fa, fb = c.residual_at(a), c.residual_at(b)
     if not (fa > 0 > fb):  # the score form may not bracket where the exact one does
         return float(grid[best]), 2
     ends = {a: fa, b: fb}  # Brent starts by evaluating both ends: hand it the values known
     root, info = optimize.brentq(
-        lambda th: ends[th] if th in ends else residual_fn(pools, template, th),
+        lambda th: ends[th] if th in ends else c.residual_at(th),
         a,
         b,
         xtol=1e-12,
@@ -660,9 +702,7 @@ def _parabola_vertex(
     return vertex, curvature
 
 
-def _bracket_near_vertex(
-    pools: Pools, template: Mechanism, residual_fn: Any, thetas: FloatArray, values: FloatArray
-) -> tuple[float, float, float, float] | None:
+def _bracket_near_vertex(c: _GridCurve, thetas: FloatArray, values: FloatArray) -> tuple[float, float, float, float] | None:
     """A bracket of the residual's root from two evaluations: at the vertex ``v`` of the parabola
     through three grid points (the middle one the highest), and one and a half Newton steps from
     it (the parabola's curvature standing in for the residual's slope). ``None`` when the two do
@@ -671,9 +711,9 @@ def _bracket_near_vertex(
     vertex, curvature = float(vertex_), float(curvature_)
     if not curvature < 0:
         return None
-    fv = residual_fn(pools, template, vertex)
+    fv = c.residual_at(vertex)
     other = float(np.clip(vertex - 1.5 * fv / curvature, thetas[0], thetas[2]))
-    fo = residual_fn(pools, template, other)
+    fo = c.residual_at(other)
     lo, hi = sorted(((vertex, fv), (other, fo)))
     return (lo[0], hi[0], lo[1], hi[1]) if lo[1] > 0 > hi[1] else None
 
@@ -805,7 +845,7 @@ def evaluate(
     proxy = tune_kwargs.pop("proxy", None)
     estimator: Estimator = tune_kwargs.pop("estimator", "unbiased")
     rows: dict[str, list[float]] = {k: [] for k in _OOS_COLUMNS}
-    template = make_mechanism(mechanism, n=tune_kwargs.pop("n", None), on=tune_kwargs.pop("on", None))
+    template = make(mechanism, n=tune_kwargs.pop("n", None), on=tune_kwargs.pop("on", None))
     for r in range(repeats):
         order = rng.permutation(table.n_prompts)
         calibration = as_pools(table.subset(np.sort(order[:n_cal])), proxy, template)
@@ -814,7 +854,7 @@ def evaluate(
         # valued without replacement on held-out pools of 2, so the search stops at the smaller limit.
         kwargs = dict(tune_kwargs)
         used = resolve_estimator(template, estimator)
-        both = min(supported_max(template, calibration, used), supported_max(template, held_out, used))
+        both = min(template.supported_max(calibration, used), template.supported_max(held_out, used))
         if np.isfinite(both):
             kwargs["max_theta"] = min(both, kwargs.get("max_theta") or np.inf)
         fit = tune(

@@ -15,10 +15,10 @@ import numpy as np
 
 from .._atomic import atomic_write_text
 from .._jsonable import jsonable
-from ..curves import Curve, as_pools, curve, make_mechanism
+from ..curves import Curve, as_pools, curve
 from ..decision import DEFINITIONS, Decision, decision_from
 from ..diagnose import Diagnosis, diagnose_curve
-from ..mechanisms import Mechanism, SetRule
+from ..mechanisms import Mechanism, SetRule, make
 from ..pools import Pools
 from ..table import RewardTable
 from ..tune import OutOfSample, TuneResult, evaluate, tune
@@ -113,7 +113,7 @@ def analyse(
         for key, (mech_name, kwargs) in mechs.items():
             if progress:
                 progress(f"{name}: {proxy} / {key}")
-            template: Mechanism = make_mechanism(mech_name, **kwargs)
+            template: Mechanism = make(mech_name, **kwargs)
             extras = template.extras() if isinstance(template, SetRule) else ()
             if extras not in sorted_pools:
                 sorted_pools[extras] = as_pools(table, proxy, template)
