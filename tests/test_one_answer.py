@@ -201,3 +201,31 @@ def test_generation_progress_counts_real_tokens_per_prompt(tmp_path: Path) -> No
                      progress=lambda s: seen.append((s.prompts, s.tokens)))
     assert [p for p, _ in seen[:4]] == [1, 2, 3, 4]  # after every prompt, not every shard
     assert seen[-1] == (5, 30) and stats.tokens == 30 and stats.tokens_per_second > 0
+
+
+def test_tune_and_curve_json_carry_the_decisions_row(tmp_path: Path) -> None:
+    table = load("arithmetic")
+    ht.write_table(table, tmp_path / "a.parquet")
+    decision = ht.decide(table, bootstrap=100)
+    rows = {(r.proxy, r.mechanism): r for r in decision.rows}
+    for proxy in ("rm_60p_flip25", "mean_logprob"):
+        for mech in ("bon", "bop"):
+            expected = rows[(proxy, mech)].to_dict()
+            tuned = json.loads(_run("tune", str(tmp_path / "a.parquet"), "-m", mech, "--proxy-col", proxy,
+                                    "--bootstrap", "100", "--json"))
+            assert tuned["decision"] == expected
+            curved = json.loads(_run("curve", str(tmp_path / "a.parquet"), "-m", mech, "--proxy-col", proxy,
+                                     "--bootstrap", "100", "--json"))
+            assert curved["decision"] == expected
+            text = _run("tune", str(tmp_path / "a.parquet"), "-m", mech, "--proxy-col", proxy, "--bootstrap", "100")
+            assert rows[(proxy, mech)].sentence() in text
+
+
+def test_decide_per_group(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    gold = rng.random((40, 8))
+    table = ht.RewardTable.from_arrays({"p": gold + rng.normal(0, 0.1, gold.shape)}, gold,
+                                       groups=np.repeat(["a", "b"], 20))
+    ht.write_table(table, tmp_path / "g.parquet")
+    data = json.loads(_run("decide", str(tmp_path / "g.parquet"), "--group-col", "group", "--bootstrap", "50", "--json"))
+    assert set(data) == {"a", "b"} and all("deploy" in d and "rows" in d for d in data.values())

@@ -12,6 +12,7 @@ import click
 
 from .._atomic import atomic_path
 from ..curves import curve
+from ..decision import DecisionRow
 from ..diagnose import diagnose_curve
 from ..mechanisms import Mechanism
 from ..table import RewardTable
@@ -117,6 +118,18 @@ def decide(table: RewardTable, table_path: str, bootstrap: int, repeats: int, se
     from ..decision import DEFINITIONS
     from ..decision import decide as decide_table
 
+    if table.groups is not None:  # one decision per group (task, dataset)
+        import numpy as np
+
+        labels = table.groups.astype(str)
+        decisions = {str(g): decide_table(table.subset(np.flatnonzero(labels == g)), bootstrap=bootstrap,
+                                          repeats=repeats, seed=seed) for g in np.unique(labels)}
+        if as_json:
+            emit_json({g: d.to_dict() for g, d in decisions.items()})
+            return
+        for group, decision in decisions.items():
+            click.echo(f"[{group}] {decision.sentence()}")
+        return
     decision = decide_table(table, bootstrap=bootstrap, repeats=repeats, seed=seed)
     if as_json:
         emit_json(decision.to_dict())
@@ -220,6 +233,7 @@ def curve_cmd(
                 "threshold": d.threshold,
                 "hacking_share": d.hacking_share,
                 "summary": d.sentence(),
+                "decision": DecisionRow.from_tune(tuned.mechanism, tuned).to_dict(),
             }
         )
         return
@@ -316,10 +330,11 @@ def tune_cmd(
         Policy.from_tune(r, table_path, table).save(save_policy)
         click.echo(f"policy: {save_policy} ({r.parameter} = {r.recommended_theta:.4g}, the recommended value)", err=True)
     if as_json:
-        emit_json(r.to_dict())
+        emit_json({**r.to_dict(), "decision": DecisionRow.from_tune(r.mechanism, r).to_dict()})
         return
     click.echo(_tune_line(r))
     click.echo(f"  {r.sentence()}")
+    click.echo(f"  decision: {DecisionRow.from_tune(r.mechanism, r).sentence()}")
     if r.theta_ci_note:
         click.echo(f"  interval: {r.theta_ci_note}")
     if r.next_step:
