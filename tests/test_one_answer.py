@@ -5,6 +5,7 @@ summary and the report, and errors under the CLI that name its flags."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -227,5 +228,24 @@ def test_decide_per_group(tmp_path: Path) -> None:
     table = ht.RewardTable.from_arrays({"p": gold + rng.normal(0, 0.1, gold.shape)}, gold,
                                        groups=np.repeat(["a", "b"], 20))
     ht.write_table(table, tmp_path / "g.parquet")
-    data = json.loads(_run("decide", str(tmp_path / "g.parquet"), "--group-col", "group", "--bootstrap", "50", "--json"))
+    data = json.loads(_run("decide", str(tmp_path / "g.parquet"), "--group-col", "group", "--by-group", "--bootstrap", "50", "--json"))
     assert set(data) == {"a", "b"} and all("deploy" in d and "rows" in d for d in data.values())
+
+
+def test_what_to_do_next_when_the_pools_stop_too_early() -> None:
+    """Review: on a late-peaking shape with small pools the answer said "larger pools would tell"
+    but not how large, nor which mechanism these pools support furthest."""
+    from hedgetune.tune import pool_size_for
+
+    table = ht.synthetic.make_table("toy", 100, 8, seed=0)  # the toy peaks at n = 12.5: past pools of 8
+    decision = ht.decide(table, bootstrap=100)
+    steps = decision.next_steps()
+    assert steps and "samples per prompt (now 8)" in steps[0] and "support Best-of-n furthest (8 samples" in steps[0]
+    bop = next(r for r in decision.rows if r.mechanism == "bop")
+    needed = int(re.search(r"about (\d+) samples", bop.next_step).group(1))  # type: ignore[union-attr]
+    # Independent check: the Poisson tail at that pool size, for twice the mu supported now.
+    from scipy import stats
+
+    mu_now = ht.BestOfPoisson(0).deployment_limit(8)
+    assert stats.poisson.sf(needed - 1, 2 * mu_now) <= 0.01 < stats.poisson.sf(needed - 2, 2 * mu_now)
+    assert pool_size_for(ht.BestOfN(1), 25.0) == 25

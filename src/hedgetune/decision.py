@@ -69,6 +69,8 @@ class DecisionRow:
     gain_ci: tuple[float, float]
     sure: bool
     expected_samples: float
+    #: Samples per prompt at the largest parameter the pools support (how far they reach).
+    supported_samples: float
     next_step: str
     held_out_gain: float | None = None
     held_out_gain_se: float | None = None
@@ -88,6 +90,7 @@ class DecisionRow:
             reference_true_reward=r.reference_true_reward, gain=r.gain, gain_ci=r.gain_ci,
             sure=r.recommended_theta != r.reference_theta,
             expected_samples=r.template.with_theta(r.recommended_theta).expected_samples(),
+            supported_samples=r.template.with_theta(min(r.supported_max, r.unhedged_theta)).expected_samples(),
             next_step=r.next_step, held_out_gain=held, held_out_gain_se=held_se,
         )
 
@@ -125,15 +128,32 @@ class Decision:
         return sorted(self.rows, key=key)
 
     def furthest(self, proxy: str) -> DecisionRow | None:
-        """The row of ``proxy`` whose mechanism the pools support furthest (most samples)."""
+        """The row of ``proxy`` whose mechanism the pools support furthest (most samples per
+        prompt at its largest supported parameter)."""
         rows = [r for r in self.rows if r.proxy == proxy]
-        return max(rows, key=lambda r: r.expected_samples) if rows else None
+        return max(rows, key=lambda r: r.supported_samples) if rows else None
+
+    def next_steps(self) -> list[str]:
+        """For each proxy whose curves still rise where the pools stop: how many samples would
+        resolve them, and which mechanism these pools support furthest."""
+        out = []
+        for proxy in dict.fromkeys(r.proxy for r in self.rows):
+            rising = [r for r in self.rows if r.proxy == proxy and r.next_step]
+            best = self.furthest(proxy)
+            if not rising or best is None:
+                continue
+            others = ", ".join(f"{r.label} {r.supported_samples:.3g}" for r in self.rows
+                               if r.proxy == proxy and r is not best and math.isfinite(r.supported_samples))
+            out.append(f"'{proxy}': {rising[0].label}: {rising[0].next_step}. These pools support {best.label} "
+                       f"furthest ({best.supported_samples:.3g} samples per prompt; {others})")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "sentence": self.sentence(),
             "deploy": None if self.deploy is None else self.deploy.to_dict(),
             "rows": [r.to_dict() for r in self.ranked()],
+            "next_steps": self.next_steps(),
             "definitions": DEFINITIONS,
         }
 

@@ -111,14 +111,19 @@ def demo(out: str, repeats: int, bootstrap: int, seed: int, quiet: bool) -> None
 @click.option("--repeats", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also check each choice on held-out prompts over this many random half splits.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--by-group", is_flag=True, help="One decision per group of the group column (task, dataset).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: {\"deploy\": ... | null, \"rows\": [...]}.")
 @user_errors
-def decide(table: RewardTable, table_path: str, bootstrap: int, repeats: int, seed: int, as_json: bool) -> None:
+def decide(
+    table: RewardTable, table_path: str, bootstrap: int, repeats: int, seed: int, by_group: bool, as_json: bool
+) -> None:
     """What to deploy: every proxy x mechanism tuned once, ranked, and one recommendation."""
     from ..decision import DEFINITIONS
     from ..decision import decide as decide_table
 
-    if table.groups is not None:  # one decision per group (task, dataset)
+    if by_group:  # one decision per group (task, dataset)
+        if table.groups is None:
+            raise InputError("--by-group needs a group column (--group-col)")
         import numpy as np
 
         labels = table.groups.astype(str)
@@ -139,8 +144,8 @@ def decide(table: RewardTable, table_path: str, bootstrap: int, repeats: int, se
         held = "" if row.held_out_gain is None else f"; held out {row.held_out_gain:+.4f} ± {row.held_out_gain_se or 0:.4f}"
         click.echo(f"  {row.sentence()}{held}")
         click.echo(f"    {row.verdict}")
-        if row.next_step:
-            click.echo(f"    next: {row.next_step}")
+    for step in decision.next_steps():
+        click.echo(f"next: {step}")
     for name, meaning in DEFINITIONS.items():
         click.echo(f"{name}: {meaning}")
 

@@ -250,6 +250,9 @@ def write_report(
         body.append(f"<p class='answer'><b>Recommendation:</b> {html.escape(decision.sentence())}</p>")
         body.append(f"<p>{html.escape(analysis.description)}</p>")
         body.append("<h3>Proxies ranked</h3>" + _decision_table(decision))
+        steps = decision.next_steps()
+        if steps:
+            body.append("<p><b>What to do next</b></p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in steps) + "</ul>")
         body.append("<details><summary>Every mechanism and the tilted frontier</summary>" + _rows_table(rows) + "</details>")
         if "out_of_sample" in written:
             body.append("<h3>Out of sample</h3><div class='figs'>" + _img(written["out_of_sample"][0]) + "</div>"
@@ -303,7 +306,7 @@ def _decision_table(decision: Decision) -> str:
         cls = " class='hack'" if r.regime == "rise-then-fall" else ""
         held = "–" if r.held_out_gain is None else f"{r.held_out_gain:+.4f} ± {r.held_out_gain_se or 0:.4f}"
         gain = "0 (reference)" if not r.sure else f"{r.gain:+.4f} [{r.gain_ci[0]:+.4f}, {r.gain_ci[1]:+.4f}]"
-        verdict = r.verdict + (f" Next: {r.next_step}." if r.next_step else "")
+        verdict = r.verdict
         cells.append(
             f"<tr{cls}><td class='l'>{html.escape(r.proxy)}</td><td class='l'>{html.escape(r.label)}</td>"
             f"<td>{r.parameter} = {_fmt(r.recommended_theta)}</td><td>{gain}</td><td>{held}</td>"

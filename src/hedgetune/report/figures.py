@@ -79,7 +79,7 @@ def reward_vs_kl(
     ax.set_ylabel("expected true reward")
     ax.set_title(title or "True reward against KL")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=9, loc="best")
     # A caption under the axes, where no legend or curve can cover it.
     fig.text(
         0.01,
@@ -142,7 +142,7 @@ def hacking_curve(c: Curve, tuned: TuneResult | None = None, *, title: str = "")
     twin.set_ylim(0.45, 1.0)
     lines = ax.get_legend_handles_labels()
     lines2 = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best", framealpha=0.85)
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=9, loc="best", framealpha=0.85)
     ax.set_title(
         title or f"{c.template.short_label()}: the proxy keeps rising; the true reward may not"
     )
