@@ -278,3 +278,32 @@ def test_the_command_line_names_the_covariate_and_the_base(tmp_path: Path) -> No
     assert out.exit_code == 2 and "--column applies to -m rbon_kl, rbon_len only" in out.output
     out = runner.invoke(main, ["select", "-m", "rbon_kl", "--n", "2", "--theta", "1"], input="0.1 0.5\n")
     assert out.exit_code == 2 and "in Python" in out.output
+
+
+@pytest.mark.parametrize("n, m, gamma", [(4, 9, 0.0), (4, 9, 3.0), (8, 16, 0.7), (8, 16, 1e4), (3, 5, 50.0)])
+def test_compiled_pessimism_equals_the_numpy_route(n: int, m: int, gamma: float) -> None:
+    """The compiled pass over drawn sets gives the NumPy route's positions and Monte Carlo variances."""
+    from hedgetune.mechanisms._set_rules import SetRule
+    from hedgetune.mechanisms.pessimism import InferenceTimePessimism
+
+    from hedgetune.mechanisms._compiled import SMALL_CALL
+
+    rng = np.random.default_rng(n * m)
+    rows, sets = 30, 1000
+    assert rows * sets * n >= SMALL_CALL  # large enough for the compiled route
+    index = np.stack([np.stack([rng.permutation(m)[:n] for _ in range(sets)]) for _ in range(rows)])
+    proxy = rng.normal(size=(rows, m))
+    true = rng.random((rows, m))
+    take = np.arange(rows)[:, None, None]
+    scores, drawn = proxy[take, index], true[take, index]
+    itp = InferenceTimePessimism(0.0, n)
+    for exact in (True, False):
+        compiled = list(itp._positions(scores, {}, index, drawn, [gamma, 2 * gamma], m, exact))
+        numpy_route = list(SetRule._positions(itp, scores, {}, index, drawn, [gamma, 2 * gamma], m, exact))
+        for (pc, vc), (pn, vn) in zip(compiled, numpy_route, strict=True):
+            np.testing.assert_allclose(pc, pn, rtol=1e-10, atol=1e-13)
+            np.testing.assert_allclose(pc.sum(axis=1), 1.0, rtol=1e-10)
+            if exact:
+                assert vc is None and vn is None
+            else:
+                np.testing.assert_allclose(vc, vn, rtol=1e-7, atol=1e-15)

@@ -236,7 +236,6 @@ class SetRule(Mechanism):
                 rng = np.random.default_rng([seed, int(prompt), m, self.n])
                 index[row] = np.argsort(rng.random((MONTE_CARLO_SUBSETS, m)), axis=1)[:, : self.n]
             exact = False
-        k = index.shape[1]
         take = np.arange(rows)[:, None, None]
         scores = group.proxy[take, index]
         picked = {}
@@ -245,16 +244,32 @@ class SetRule(Mechanism):
                 picked[name] = values[take[..., None], index[..., :, None], index[..., None, :]]
             else:
                 picked[name] = values[take, index]
-        flat = (take * m + index).ravel()
         drawn_true = true[take, index]
-        for theta in thetas:
-            probs = self.with_theta(float(theta)).set_probabilities(scores, picked)  # (rows, k, n)
+        yield from self._positions(scores, picked, index, drawn_true, thetas, m, exact)
+
+    def _positions(
+        self, scores: FloatArray, picked: Mapping[str, FloatArray], index: Any, drawn_true: FloatArray,
+        thetas: Sequence[float] | FloatArray, m: int, exact: bool,
+    ) -> Iterator[tuple[FloatArray, FloatArray | None]]:
+        """Each position's probability of being chosen, averaged over the drawn sets, and the
+        Monte Carlo variance of each prompt's value (``None`` when exact), for each parameter."""
+        rows, k = scores.shape[0], scores.shape[1]
+        flat = (np.arange(rows)[:, None, None] * m + index).ravel()
+        for probs in self.set_probabilities_many(scores, picked, thetas):  # (rows, k, n) each
             positions = np.bincount(flat, weights=probs.ravel(), minlength=rows * m).reshape(rows, m) / k
             if exact:
                 yield positions, None
             else:
                 per_subset = np.einsum("rkn,rkn->rk", probs, drawn_true)
                 yield positions, per_subset.var(axis=1, ddof=1) / k
+
+    def set_probabilities_many(
+        self, scores: FloatArray, extras: Mapping[str, FloatArray], thetas: Sequence[float] | FloatArray
+    ) -> Iterator[FloatArray]:
+        """:meth:`set_probabilities` at each parameter of ``thetas`` (a rule may share work
+        between them, as InferenceTimePessimism shares its sort)."""
+        for theta in thetas:
+            yield self.with_theta(float(theta)).set_probabilities(scores, extras)
 
     def _per_candidate_probabilities(self, proxy: FloatArray, extras: Mapping[str, FloatArray]) -> FloatArray:
         """Argmax of a per-candidate score: the Best-of-n U-statistic on that score's order."""

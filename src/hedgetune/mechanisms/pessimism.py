@@ -3,12 +3,13 @@ sampling over n drawn candidates."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ._compiled import SMALL_CALL, kernel_for
 from ._numerics import FloatArray
 from ._set_rules import SetRule, typical_spread
 
@@ -50,29 +51,51 @@ class InferenceTimePessimism(SetRule):
         return ()
 
     def set_probabilities(self, scores: FloatArray, extras: Mapping[str, FloatArray]) -> FloatArray:
-        acceptance = self.acceptance(scores)
-        k = acceptance.shape[-1]
+        return next(self.set_probabilities_many(scores, extras, [self.gamma]))
+
+    def set_probabilities_many(
+        self, scores: FloatArray, extras: Mapping[str, FloatArray], thetas: Sequence[float] | FloatArray
+    ) -> Iterator[FloatArray]:
+        """:meth:`set_probabilities` at each gamma of ``thetas``: the drawn sets are sorted once."""
+        prepared = _Sorted(scores)
+        k = scores.shape[-1]
         nodes, weights = np.polynomial.legendre.leggauss(max(1, (k + 1) // 2))
-        t, w = (nodes + 1.0) / 2.0, weights / 2.0  # Gauss-Legendre on [0, 1]
-        # log prod_{j != i} (1 - t a_j) = sum_j log1p(-t a_j) - log1p(-t a_i), at each node
-        logs = np.log1p(-t[:, None] * acceptance[..., None, :])  # (..., nodes, k)
-        others = logs.sum(axis=-1, keepdims=True) - logs
-        return acceptance * np.einsum("q,...qk->...k", w, np.exp(others))
+        t, w = (nodes + 1.0) / 2.0, weights / 2.0  # Gauss-Legendre on [0, 1], nodes inside (0, 1)
+        for gamma in thetas:
+            acceptance = prepared.acceptance(float(gamma))
+            # prod_{j != i} (1 - t a_j) = prod_j (1 - t a_j) / (1 - t a_i); every factor is at least
+            # 1 - t > 0 at an interior node, so the quotient is exact to rounding (no log, no exp).
+            factors = 1.0 - t[:, None] * acceptance[..., None, :]  # (..., nodes, k)
+            others = np.prod(factors, axis=-1, keepdims=True) / factors
+            yield acceptance * np.einsum("q,...qk->...k", w, others)
+
+    def _positions(
+        self, scores: FloatArray, picked: Mapping[str, FloatArray], index: Any, drawn_true: FloatArray,
+        thetas: Sequence[float] | FloatArray, m: int, exact: bool,
+    ) -> Iterator[tuple[FloatArray, FloatArray | None]]:
+        """The compiled pass over the drawn sets when Numba is there (same numbers)."""
+        kernel = kernel_for("auto", "_pessimism_compiled", float(scores.size), SMALL_CALL)
+        if kernel is None:
+            yield from super()._positions(scores, picked, index, drawn_true, thetas, m, exact)
+            return
+        rows, k, n = scores.shape
+        nodes, weights = np.polynomial.legendre.leggauss(max(1, (n + 1) // 2))
+        t, w = (nodes + 1.0) / 2.0, weights / 2.0
+        scores = np.ascontiguousarray(scores, dtype=float)
+        index = np.ascontiguousarray(index, dtype=np.intp)
+        drawn_true = np.ascontiguousarray(drawn_true, dtype=float)
+        for gamma in thetas:
+            positions = np.zeros((rows, m))
+            total, squares = np.zeros(rows), np.zeros(rows)
+            kernel.accumulate(scores, index, drawn_true, float(gamma), t, w, positions, total, squares)
+            if exact:
+                yield positions, None
+            else:
+                yield positions, np.maximum(squares - total**2 / k, 0.0) / (k - 1) / k
 
     def acceptance(self, scores: FloatArray) -> FloatArray:
         """Each drawn candidate's acceptance probability ``a_i`` (the top one's is 1)."""
-        k = scores.shape[-1]
-        if self.gamma == 0.0:
-            return np.ones_like(scores)
-        top = scores.max(axis=-1, keepdims=True)
-        shifted = scores - top  # <= 0; lambda is found relative to the maximum
-        ordered = -np.sort(-shifted, axis=-1)  # descending
-        counts = np.arange(1, k + 1)
-        # Sum_i relu(r_i - lambda) = k / gamma: with the top c candidates above lambda,
-        # lambda_c = (S_c - k / gamma) / c; the solution is the largest lambda_c (the threshold of
-        # a projection onto the simplex).
-        lam = np.max((np.cumsum(ordered, axis=-1) - k / self.gamma) / counts, axis=-1, keepdims=True)
-        return np.maximum(shifted - lam, 0.0) / (-lam)
+        return _Sorted(scores).acceptance(self.gamma)
 
     def default_top(self, pools: Pools) -> float:
         # Past gamma * (gap to the runner-up) = n only the top candidate is above lambda (Best-of-n).
@@ -80,3 +103,23 @@ class InferenceTimePessimism(SetRule):
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"gamma": self.gamma, "n": self.n}
+
+
+class _Sorted:
+    """Drawn sets' scores shifted by their maximum and sorted once, for the thresholds of many gamma.
+
+    ``sum_i relu(r_i - lambda) = k / gamma``: with the top c candidates above lambda,
+    ``lambda_c = (S_c - k / gamma) / c``; the solution is the largest ``lambda_c`` (the threshold
+    of a projection onto the simplex)."""
+
+    def __init__(self, scores: FloatArray) -> None:
+        self.k = scores.shape[-1]
+        self.shifted = scores - scores.max(axis=-1, keepdims=True)  # <= 0; lambda is relative to the maximum
+        self.sums = np.cumsum(-np.sort(-self.shifted, axis=-1), axis=-1)  # S_c over the descending order
+        self.counts = np.arange(1, self.k + 1)
+
+    def acceptance(self, gamma: float) -> FloatArray:
+        if gamma == 0.0:
+            return np.ones_like(self.shifted)
+        lam = np.max((self.sums - self.k / gamma) / self.counts, axis=-1, keepdims=True)
+        return np.maximum(self.shifted - lam, 0.0) / (-lam)
