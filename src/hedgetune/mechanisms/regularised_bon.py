@@ -11,7 +11,7 @@ and, as beta grows, the argmax of its regulariser alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -138,8 +138,16 @@ class RegularisedBoNWD(SetRule):
         return ("pairwise_similarity",)
 
     def set_probabilities(self, scores: FloatArray, extras: Mapping[str, FloatArray]) -> FloatArray:
+        return next(self.set_probabilities_many(scores, extras, [self.beta]))
+
+    def set_probabilities_many(
+        self, scores: FloatArray, extras: Mapping[str, FloatArray], thetas: Sequence[float] | FloatArray
+    ) -> Iterator[FloatArray]:
+        """:meth:`set_probabilities` at each beta of ``thetas``; the drawn sets' closeness is
+        computed once."""
         closeness = extras["pairwise_similarity"].mean(axis=-1)  # (1/n) sum_j sim(y_i, y_j); the -beta is common
-        return argmax_share(scores + self.beta * closeness)
+        for beta in thetas:
+            yield argmax_share(scores + float(beta) * closeness)
 
     def default_top(self, pools: Pools) -> float:
         # The typical within-prompt spread of the mean similarity to the pool, pooled over prompts.
