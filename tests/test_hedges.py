@@ -283,10 +283,9 @@ def test_the_command_line_names_the_covariate_and_the_base(tmp_path: Path) -> No
 @pytest.mark.parametrize("n, m, gamma", [(4, 9, 0.0), (4, 9, 3.0), (8, 16, 0.7), (8, 16, 1e4), (3, 5, 50.0)])
 def test_compiled_pessimism_equals_the_numpy_route(n: int, m: int, gamma: float) -> None:
     """The compiled pass over drawn sets gives the NumPy route's positions and Monte Carlo variances."""
+    from hedgetune.mechanisms._compiled import SMALL_CALL
     from hedgetune.mechanisms._set_rules import SetRule
     from hedgetune.mechanisms.pessimism import InferenceTimePessimism
-
-    from hedgetune.mechanisms._compiled import SMALL_CALL
 
     rng = np.random.default_rng(n * m)
     rows, sets = 30, 1000
