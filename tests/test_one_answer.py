@@ -249,3 +249,21 @@ def test_what_to_do_next_when_the_pools_stop_too_early() -> None:
     mu_now = ht.BestOfPoisson(0).deployment_limit(8)
     assert stats.poisson.sf(needed - 1, 2 * mu_now) <= 0.01 < stats.poisson.sf(needed - 2, 2 * mu_now)
     assert pool_size_for(ht.BestOfN(1), 25.0) == 25
+
+
+@pytest.mark.parametrize("name", ["alpacaeval", "arithmetic"])
+def test_the_deployment_is_one_the_gateway_can_serve(name: str) -> None:
+    """A recommendation a user cannot deploy is no answer: Soft Best-of-n tuned on quantiles (the
+    gateway scores raw proxies) is ranked but never the deployment."""
+    from hedgetune.gateway.policy import Policy
+    from hedgetune.mechanisms import servable
+
+    decision = ht.decide(load(name), bootstrap=150)
+    quantile_rows = [r for r in decision.rows if r.mechanism == "sbon-n4"]
+    assert quantile_rows and all(not r.servable for r in quantile_rows)
+    assert all(r.servable for r in decision.rows if r.mechanism in ("bon", "bop"))
+    if decision.deploy is not None:
+        assert decision.deploy.servable
+        mech = {"bon": "bon", "bop": "bop"}[decision.deploy.mechanism]
+        policy = Policy(mechanism=mech, theta=decision.deploy.recommended_theta, proxy=decision.deploy.proxy)
+        servable(policy.mechanism_at_theta())  # raises if the gateway could not serve it

@@ -14,7 +14,8 @@ The rule, written once:
   point estimate; its **gain** is the true reward there minus the reference's, with a bootstrap
   interval;
 * the **deployment** is the row with a sure gain whose gain interval has the highest lower end
-  (ties: the higher gain); with none, "do not hedge with these proxies".
+  (ties: the higher gain), among the rows the hedged gateway can serve; with none, "do not hedge
+  with these proxies".
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ._jsonable import jsonable
+from .mechanisms import servable
 from .tune import OutOfSample, TuneResult, evaluate, tune
 
 #: The mechanisms a decision weighs by default: key -> (registered name, options).
@@ -72,6 +74,9 @@ class DecisionRow:
     #: Samples per prompt at the largest parameter the pools support (how far they reach).
     supported_samples: float
     next_step: str
+    #: Whether the hedged gateway can serve it (Soft Best-of-n tuned on quantiles cannot: the
+    #: gateway scores raw proxies); only a servable row can be the deployment.
+    servable: bool = True
     held_out_gain: float | None = None
     held_out_gain_se: float | None = None
 
@@ -91,11 +96,15 @@ class DecisionRow:
             sure=r.recommended_theta != r.reference_theta,
             expected_samples=r.template.with_theta(r.recommended_theta).expected_samples(),
             supported_samples=r.template.with_theta(min(r.supported_max, r.unhedged_theta)).expected_samples(),
-            next_step=r.next_step, held_out_gain=held, held_out_gain_se=held_se,
+            next_step=r.next_step, servable=_servable(r), held_out_gain=held, held_out_gain_se=held_se,
         )
 
     def sentence(self) -> str:
         """What to do with this row, in words."""
+        if self.sure and not self.servable:
+            return (f"{self.label} with '{self.proxy}' at {self.parameter} = {self.recommended_theta:.4g}: "
+                    f"{self.gain:+.4f} [{self.gain_ci[0]:+.4f}, {self.gain_ci[1]:+.4f}] in calibration, but the gateway "
+                    "cannot serve it (tune on raw scores to deploy it)")
         if not self.sure:
             return f"{self.label} with '{self.proxy}': stay at the reference (no sure gain)"
         return (f"{self.label} with '{self.proxy}' at {self.parameter} = {self.recommended_theta:.4g}: "
@@ -164,9 +173,17 @@ def decision_from(
     """The decision of tuning results keyed by (proxy, mechanism key)."""
     held_out = held_out or {}
     rows = tuple(DecisionRow.from_tune(key, r, held_out.get((proxy, key))) for (proxy, key), r in results.items())
-    sure = [r for r in rows if r.sure]
+    sure = [r for r in rows if r.sure and r.servable]
     deploy = max(sure, key=lambda r: (r.gain_ci[0], r.gain)) if sure else None
     return Decision(rows, deploy)
+
+
+def _servable(r: TuneResult) -> bool:
+    try:
+        servable(r.template)
+    except ValueError:
+        return False
+    return True
 
 
 def decide(

@@ -33,11 +33,12 @@ from typing import Any
 import numpy as np
 
 from ..ensembles import RULES
+from ..mechanisms import servable
 from ..protocol import ApiError, Deadline, RetryPolicy
 from .log import DecisionLog
 from .monitor import LiveMonitor
 from .policy import FALLBACKS, Policy
-from .protocol import OVERRIDES, ROUTES, HedgeRequest, check_servable, parse_hedge, parse_request
+from .protocol import OVERRIDES, ROUTES, HedgeRequest, parse_hedge, parse_request
 from .scoring import EnsembleScorer, Scorer, choice_text, make_scorer
 from .service import HedgeService, Limits
 from .support import MODES
@@ -397,7 +398,7 @@ class _PolicyState:
     def _install(self, policy: Policy | None) -> None:
         served = None if policy is None else policy.mechanism_at_theta()
         if served is not None:
-            check_servable(served)
+            servable(served)
         recipe = None if policy is None else policy.ensemble
         if len(self.rewards) == 1:
             scorer: Scorer | EnsembleScorer = Scorer(self.rewards[0])

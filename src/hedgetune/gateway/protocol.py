@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..mechanisms import Mechanism, SetRule, lookup, make
+from ..mechanisms import Mechanism, lookup, make
 from ..mechanisms.registry import option_names
+from ..mechanisms.registry import servable as check_servable
 from ..protocol import ApiError, RequestError, check_body, check_chat, check_completion, parse_body
 
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
@@ -154,19 +155,6 @@ def parse_hedge(hedge: dict[str, Any], served: Mechanism | None, allow: str, max
         raise ApiError(400, f"{mechanism.display_name} draws {expected:g} candidates on average; this gateway draws at "
                        f"most {max_candidates} per request", param=what)
     return mechanism
-
-
-def check_servable(mechanism: Mechanism) -> None:
-    """Refuse (ValueError) a mechanism the gateway cannot serve."""
-    if not mechanism.deployable:
-        raise ValueError(f"{mechanism.display_name} is a frontier, not a sampler: it cannot be served")
-    if isinstance(mechanism, SetRule) and mechanism.extras():
-        raise ValueError(
-            f"{mechanism.display_name} needs {list(mechanism.extras())} for each candidate, which the gateway "
-            "does not compute: serve bon, bop, sbon or itp"
-        )
-    if mechanism.options.get("on") == "quantile":
-        raise ValueError("the gateway scores raw proxies: serve Soft Best-of-n with on='raw'")
 
 
 def _served(served: Mechanism | None) -> str:

@@ -13,7 +13,7 @@ from ._set_rules import SetRule
 from .best_of_n import BestOfN
 from .best_of_poisson import POOL_TAIL_TOLERANCE, BestOfPoisson
 from .pessimism import InferenceTimePessimism
-from .registry import lookup, make, names, register, unregister
+from .registry import lookup, make, names, register, servable, unregister
 from .regularised_bon import LengthRegularisedBoN, RegularisedBoNKL, RegularisedBoNWD
 from .soft_best_of_n import SoftBestOfN
 from .tilted import Tilted
@@ -44,5 +44,6 @@ __all__ = [
     "make",
     "names",
     "register",
+    "servable",
     "unregister",
 ]

@@ -76,3 +76,20 @@ def option_names(cls: type[Mechanism]) -> tuple[str, ...]:
     """The options a mechanism's :meth:`~Mechanism.template` takes (``("n", "on")`` for sbon)."""
     parameters = inspect.signature(cls.template).parameters.values()
     return tuple(p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def servable(mechanism: Mechanism) -> None:
+    """Raise ``ValueError`` (saying why) unless the hedged gateway can serve ``mechanism``: a
+    sampler (not the tilted frontier), on raw proxy scores, needing no per-candidate column the
+    gateway does not compute."""
+    from ._set_rules import SetRule
+
+    if not mechanism.deployable:
+        raise ValueError(f"{mechanism.display_name} is a frontier, not a sampler: it cannot be served")
+    if isinstance(mechanism, SetRule) and mechanism.extras():
+        raise ValueError(
+            f"{mechanism.display_name} needs {list(mechanism.extras())} for each candidate, which the gateway "
+            "does not compute: serve bon, bop, sbon or itp"
+        )
+    if mechanism.options.get("on") == "quantile":
+        raise ValueError("the gateway scores raw proxies: serve Soft Best-of-n with on='raw'")
