@@ -280,7 +280,7 @@ def write_report(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font-family:system-ui,sans-serif;max-width:1400px;margin:1.5em auto;padding:0 1em;color:#222}}
 .scroll{{overflow-x:auto;max-width:100%}}
-table{{border-collapse:collapse;font-size:13px;margin:0.5em 0;width:100%}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;overflow-wrap:anywhere}}
+table{{border-collapse:collapse;font-size:13px;margin:0.5em 0;width:100%}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;overflow-wrap:break-word}}td.v{{overflow-wrap:anywhere;min-width:12em}}table.wide td,table.wide th{{overflow-wrap:anywhere}}
 th{{background:#f3f3f3}}td.l{{text-align:left}}.prov{{color:#666;font-size:12px}}
 tr.hack td{{background:#ffe4dc}}.answer{{background:#eef6ee;border-left:4px solid #2a7a2a;padding:0.5em 1em}}
 .defs{{font-size:13px;color:#333}}figure{{margin:4px 0}}figure img{{width:100%;height:auto;cursor:zoom-in}}
@@ -297,6 +297,11 @@ def _fmt(x: float) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.4g}"
 
 
+def _signed(x: float) -> str:
+    """``+0.0123``; a value that rounds to zero reads ``+0.0000``, never ``-0.0000``."""
+    return f"{round(x, 4) + 0.0:+.4f}"
+
+
 def _decision_table(decision: Decision) -> str:
     """The decision's rows, ranked (held-out gain where measured, else the gain's lower bound)."""
     head = ("<tr><th>proxy</th><th>mechanism</th><th>recommended θ</th><th>gain over the reference [95% CI]</th>"
@@ -304,13 +309,13 @@ def _decision_table(decision: Decision) -> str:
     cells = []
     for r in decision.ranked():
         cls = " class='hack'" if r.regime == "rise-then-fall" else ""
-        held = "–" if r.held_out_gain is None else f"{r.held_out_gain:+.4f} ± {r.held_out_gain_se or 0:.4f}"
+        held = "–" if r.held_out_gain is None else f"{_signed(r.held_out_gain)} ± {r.held_out_gain_se or 0:.4f}"
         gain = "0 (reference)" if not r.sure else f"{r.gain:+.4f} [{r.gain_ci[0]:+.4f}, {r.gain_ci[1]:+.4f}]"
-        verdict = r.verdict
+        verdict = r.verdict if r.servable else r.verdict + " (the gateway cannot serve it: tune on raw scores to deploy)"
         cells.append(
             f"<tr{cls}><td class='l'>{html.escape(r.proxy)}</td><td class='l'>{html.escape(r.label)}</td>"
             f"<td>{r.parameter} = {_fmt(r.recommended_theta)}</td><td>{gain}</td><td>{held}</td>"
-            f"<td>{r.expected_samples:.3g}</td><td class='l'>{html.escape(verdict)}</td></tr>"
+            f"<td>{r.expected_samples:.3g}</td><td class='l v'>{html.escape(verdict)}</td></tr>"
         )
     return "<div class='scroll'><table>" + head + "".join(cells) + "</table></div>"
 
@@ -333,7 +338,7 @@ def _rows_table(rows: list[dict[str, Any]]) -> str:
             f"<td>{_fmt(r['conservative_theta'])}</td><td>{_fmt(r['recommended_theta'])}</td>"
             f"<td class='l'>{html.escape(r['regime'])}</td></tr>"
         )
-    return "<div class='scroll'><table>" + head + "".join(cells) + "</table></div>"
+    return "<div class='scroll'><table class='wide'>" + head + "".join(cells) + "</table></div>"
 
 
 def _oos_table(analysis: TableAnalysis) -> str:
