@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -258,3 +260,26 @@ def test_tilted_at_huge_beta_is_finite_and_accurate(beta: float) -> None:
     h = beta * 1e-6
     numeric = (ht.Tilted(beta + h).cdf(u) - ht.Tilted(beta - h).cdf(u)) / (2 * h)
     np.testing.assert_allclose(slope, numeric, rtol=1e-5, atol=1e-12 / beta)
+
+
+def test_string_ids_with_a_single_response_prompt_get_a_clear_error(tmp_path: Path) -> None:
+    """Issue 28: string prompt ids plus one single-response prompt gave `'str' object has no
+    attribute 'item'` (a traceback)."""
+    from click.testing import CliRunner
+
+    from hedgetune.cli import main
+
+    (tmp_path / "s.csv").write_text("prompt_id,proxy_reward,true_reward\na,1,1\na,2,0\nb,1,1\n")
+    out = CliRunner().invoke(main, ["info", str(tmp_path / "s.csv")])
+    assert out.exit_code == 2 and "fewer than two responses" in out.output and "'b'" in out.output
+
+
+def test_a_duplicate_csv_header_is_refused_by_name(tmp_path: Path) -> None:
+    """Issue 28: a duplicate CSV header gave a KeyError traceback."""
+    from click.testing import CliRunner
+
+    from hedgetune.cli import main
+
+    (tmp_path / "d.csv").write_text("prompt_id,proxy_reward,proxy_reward,true_reward\n0,1,2,1\n0,2,1,0\n")
+    out = CliRunner().invoke(main, ["info", str(tmp_path / "d.csv")])
+    assert out.exit_code == 2 and "proxy_reward" in out.output and "twice" in out.output, out.output

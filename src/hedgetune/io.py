@@ -116,7 +116,12 @@ def _read_arrow(path: str | os.PathLike[str], fmt: str) -> Any:
         if fmt == "csv":
             import pyarrow.csv as pacsv
 
-            return pacsv.read_csv(path)
+            table = pacsv.read_csv(path)
+            names = table.column_names
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise TableError(f"the CSV header of {str(path)!r} names {repeated[0]!r} twice: each column needs its own name")
+            return table
         import pyarrow.json as pajson
 
         return pajson.read_json(path)

@@ -27,6 +27,11 @@ InvalidPolicy = Literal["raise", "drop"]
 MAX_MAGNITUDE = 1e100
 
 
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (ids of any type: numbers, strings, bytes)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 class TableError(ValueError):
     """A calibration table that cannot be used as given; the message names the problem."""
 
@@ -191,7 +196,7 @@ class RewardTable:
         if small.any():
             raise TableError(
                 f"{int(small.sum())} prompts have fewer than two responses (e.g. prompt "
-                f"{prompt_order[np.flatnonzero(small)[0]].item()!r}); a pool needs at least two to rank"
+                f"{_plain(prompt_order[np.flatnonzero(small)[0]])!r}); a pool needs at least two to rank"
             )
         if response_ids is not None:
             rid = _as_1d(response_ids, "response_ids")
