@@ -106,3 +106,17 @@ def test_hacking_figure_axes_stay_on_the_curve() -> None:
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+@pytest.mark.parametrize("text", [
+    "prompt_id,proxy_reward,true_reward\n0,1,1\n0,2,0\n0,3,1\n1,1,1\n1,2,0\n2,5,1\n2,1,0\n",  # 3 prompts, pools of 2-3
+    "prompt_id,proxy_reward,true_reward\n0,1,1\n0,2,0\n1,1,1\n1,2,0\n2,5,1\n2,1,0\n3,2,1\n3,1,0\n4,3,0\n4,1,1\n",
+])
+def test_report_on_small_valid_tables(text: str, tmp_path: Path) -> None:
+    """Issue 28: `report` crashed on valid small tables (fewer than 4 prompts, or pools under 4):
+    what the table cannot support is skipped and said, the rest reported."""
+    (tmp_path / "t.csv").write_text(text)
+    out = CliRunner().invoke(main, ["report", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r"), "--bootstrap", "30"])
+    assert out.exit_code == 0, out.output
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Not analysed" in page and "What to deploy" in page

@@ -42,6 +42,9 @@ class ProxyAnalysis:
     tuned: dict[str, TuneResult] = field(default_factory=dict)
     diagnoses: dict[str, Diagnosis] = field(default_factory=dict)
     out_of_sample: OutOfSample | None = None
+    #: Analyses the table cannot support (a mechanism needing larger pools, too few prompts to
+    #: split), with the reason: reported, never a crash.
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,19 +118,26 @@ def analyse(
                 progress(f"{name}: {proxy} / {key}")
             template: Mechanism = make(mech_name, **kwargs)
             extras = template.extras() if isinstance(template, SetRule) else ()
-            if extras not in sorted_pools:
-                sorted_pools[extras] = as_pools(table, proxy, template)
-            pools = sorted_pools[extras]
-            tuned = tune(pools, template, bootstrap=bootstrap, seed=seed)
-            grid = _report_grid(template, tuned)
-            c = curve(pools, template, grid, bootstrap=bootstrap, seed=seed)
+            try:
+                if extras not in sorted_pools:
+                    sorted_pools[extras] = as_pools(table, proxy, template)
+                pools = sorted_pools[extras]
+                tuned = tune(pools, template, bootstrap=bootstrap, seed=seed)
+                grid = _report_grid(template, tuned)
+                c = curve(pools, template, grid, bootstrap=bootstrap, seed=seed)
+            except ValueError as exc:  # TableError too: this table cannot support this analysis
+                pa.skipped[key] = str(exc)
+                continue
             pa.curves[key], pa.tuned[key], pa.diagnoses[key] = c, tuned, diagnose_curve(c, tuned)
         if proxy in oos:
             if progress:
                 progress(f"{name}: {proxy} / out of sample")
-            pa.out_of_sample = evaluate(
-                table, "bop", proxy=proxy, repeats=repeats, seed=seed, bootstrap=min(bootstrap, 200)
-            )
+            try:
+                pa.out_of_sample = evaluate(
+                    table, "bop", proxy=proxy, repeats=repeats, seed=seed, bootstrap=min(bootstrap, 200)
+                )
+            except ValueError as exc:
+                pa.skipped["out of sample"] = str(exc)
         result[proxy] = pa
     return TableAnalysis(name, description, table, result)
 
@@ -174,6 +184,10 @@ def write_figures(
     written: dict[str, list[Path]] = {}
     slug = figures.safe_name(analysis.name.lower().replace(" ", "_"))
     for proxy, pa in analysis.proxies.items():
+        if not pa.curves:  # nothing this table could support for this proxy
+            if progress:
+                progress(f"{analysis.name}: {proxy} figures")
+            continue
         stem = f"{slug}_{figures.safe_name(proxy)}"  # names from data never leave `out`
         fig = figures.reward_vs_kl(
             pa.curves, pa.tuned, title=f"{analysis.name}, proxy '{proxy}': true reward against KL"
@@ -270,8 +284,13 @@ def write_report(
                 )
                 + "</ul>"
             )
-            body.append("<div class='figs'>" + _img(written[f"{proxy}/reward_vs_kl"][0])
-                        + _img(written[f"{proxy}/curve"][0]) + "</div>")
+            skipped = analysis.proxies[proxy].skipped
+            if skipped:
+                body.append("<p class='prov'>Not analysed: " + "; ".join(
+                    f"{html.escape(k)} ({html.escape(v)})" for k, v in skipped.items()) + "</p>")
+            if f"{proxy}/reward_vs_kl" in written:
+                body.append("<div class='figs'>" + _img(written[f"{proxy}/reward_vs_kl"][0])
+                            + _img(written[f"{proxy}/curve"][0]) + "</div>")
         truth = analysis.table.provenance.get("true_reward", "")
         if truth:
             body.append(f"<p class='prov'>True reward: {html.escape(truth)}</p>")
