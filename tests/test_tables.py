@@ -239,3 +239,12 @@ def test_read_table_hands_over_arrays_of_its_own(tmp_path: Path) -> None:
         _assert_same(table, again)
         for values in (*again.proxies.values(), again.true_reward):
             assert values is not None and values.flags.writeable and values.dtype == np.float64
+
+
+def test_hidden_files_in_a_table_folder_are_not_read(tmp_path: Path) -> None:
+    """Issue 28: a hidden `.x.parquet` in a table folder (an editor's or a writer's temporary) was
+    read too, doubling rows."""
+    table = ht.synthetic.make_table("toy", 10, 4, seed=0)
+    ht.write_table(table, tmp_path / "part-0.parquet")
+    ht.write_table(table, tmp_path / ".part-0.parquet")  # a hidden copy
+    assert ht.read_table(tmp_path).n_responses == 40

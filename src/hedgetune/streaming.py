@@ -29,10 +29,11 @@ from .table import RewardTable, TableError
 
 
 def parquet_files(path: str | os.PathLike[str]) -> list[Path]:
-    """The Parquet files of a table: the file itself, or a folder's ``*.parquet`` in name order."""
+    """The Parquet files of a table: the file itself, or a folder's ``*.parquet`` in name order
+    (hidden files, whose names start with a dot -- temporaries, editors' copies -- are not read)."""
     source = Path(path)
     if source.is_dir():
-        files = sorted(p for p in source.glob("*.parquet") if p.is_file())
+        files = sorted(p for p in source.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
         if not files:
             raise FileNotFoundError(f"no *.parquet files in the folder {str(source)!r}")
         return files
