@@ -80,8 +80,13 @@ def test_report_does_not_follow_a_symlink_inside_out(tmp_path: Path) -> None:
 
 def test_write_table_is_atomic_cleans_stale_temporaries_and_respects_the_umask(tmp_path: Path) -> None:
     table = ht.RewardTable.from_arrays({"proxy_reward": np.arange(6.0).reshape(2, 3)}, np.ones((2, 3)))
-    stale = tmp_path / ".t.parquet.abc123.tmp"  # what a killed write leaves
+    import subprocess
+    import sys
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    stale = tmp_path / f".t.parquet.{gone}-abc123.tmp"  # what a killed write leaves (its process gone)
     stale.write_bytes(b"half a file")
+    os.utime(stale, (0, 1_000_000))  # long ago
     old = os.umask(0o022)
     try:
         ht.write_table(table, tmp_path / "t.parquet")
