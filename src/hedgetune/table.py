@@ -376,6 +376,13 @@ class RewardTable:
             provenance={**self.provenance, name: provenance},
         )
 
+    def by_group(self) -> dict[str, RewardTable]:
+        """The table split by its group column (task, dataset), groups in sorted label order."""
+        if self.groups is None:
+            raise TableError("the table has no group column; read it with group_col=...")
+        labels = self.groups.astype(str)
+        return {str(label): self.subset(np.flatnonzero(labels == label)) for label in np.unique(labels)}
+
     def subset(self, prompts: ArrayLike) -> RewardTable:
         """The table restricted to the prompts at the given positions (in that order)."""
         index = np.asarray(prompts, dtype=np.intp)

@@ -752,13 +752,7 @@ def _replicate_maximisers(grid: FloatArray, curves: FloatArray, residuals: Float
 
 def tune_by_group(table: RewardTable, mechanism: str | Mechanism, **kwargs: Any) -> dict[str, TuneResult]:
     """One :func:`tune` per group of the table's group column (task, dataset)."""
-    if table.groups is None:
-        raise TableError("the table has no group column; read it with group_col=...")
-    out = {}
-    labels = table.groups.astype(str)
-    for label in np.unique(labels):
-        out[str(label)] = tune(table.subset(np.flatnonzero(labels == label)), mechanism, **kwargs)
-    return out
+    return {label: tune(group, mechanism, **kwargs) for label, group in table.by_group().items()}
 
 
 # ------------------------------------------------------------------------------ out of sample

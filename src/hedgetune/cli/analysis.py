@@ -124,11 +124,8 @@ def decide(
     if by_group:  # one decision per group (task, dataset)
         if table.groups is None:
             raise InputError("--by-group needs a group column (--group-col)")
-        import numpy as np
-
-        labels = table.groups.astype(str)
-        decisions = {str(g): decide_table(table.subset(np.flatnonzero(labels == g)), bootstrap=bootstrap,
-                                          repeats=repeats, seed=seed) for g in np.unique(labels)}
+        decisions = {label: decide_table(group, bootstrap=bootstrap, repeats=repeats, seed=seed)
+                     for label, group in table.by_group().items()}
         if as_json:
             emit_json({g: d.to_dict() for g, d in decisions.items()})
             return
