@@ -55,7 +55,7 @@ from ._group import main
 def demo(out: str, repeats: int, bootstrap: int, seed: int, quiet: bool) -> None:
     """The main job on the bundled real data: hacking curves, HedgeTune and a report."""
     from ..data import available, load
-    from ..report.analysis import analyse, summary_lines, write_report
+    from ..report.analysis import analyse, progress_steps, summary_lines, write_report
 
     descriptions = {
         "arithmetic": (
@@ -73,18 +73,15 @@ def demo(out: str, repeats: int, bootstrap: int, seed: int, quiet: bool) -> None
     names = available()
     if not names:
         raise InputError("no bundled table is installed")
-    steps: list[str] = []
-    analysis_steps = sum(len(load(n).proxy_names) * 5 for n in names)
-    figure_steps = sum(len(load(n).proxy_names) + 1 for n in names)
-    with progress_bar(analysis_steps + figure_steps, "analysing", quiet, item_show_func=lambda s: s) as bar:
+    tables = {name: load(name) for name in names}  # each read once
+    steps = sum(progress_steps(len(table.proxy_names)) for table in tables.values())
+    with progress_bar(steps, "analysing", quiet, item_show_func=lambda s: s) as bar:
 
         def progress(message: str) -> None:
-            steps.append(message)
             bar.update(1, message)
 
-        for name in names:
+        for name, table in tables.items():
             title, description = descriptions.get(name, (name, ""))
-            table = load(name)
             analyses.append(
                 analyse(
                     table,
@@ -437,14 +434,16 @@ def _whole_analysis(default_out: str) -> Callable[[F], F]:
             quiet: bool,
             **kwargs: Any,
         ) -> Any:
+            from ..report.analysis import analyse, progress_steps
+
             refuse_to_overwrite(out, force)
             proxies = [table.proxy] if proxy_chosen() else table.proxy_names
-            steps = len(proxies) * 6 + 1  # five tunings and one figure set per proxy, and the out-of-sample figure
-            with progress_bar(steps, "analysing", quiet, item_show_func=lambda s: s) as bar:
+            with progress_bar(progress_steps(len(proxies)), "analysing", quiet, item_show_func=lambda s: s) as bar:
                 def progress(message: str) -> None:
                     bar.update(1, message)
 
-                analysis = _analyse(table, Path(table_path).stem, proxies, bootstrap, seed, repeats, progress)
+                analysis = analyse(table, Path(table_path).stem, proxies=proxies, bootstrap=bootstrap, seed=seed,
+                                   repeats=repeats, progress=progress)
                 return fn(analysis=analysis, out=Path(out), table_path=table_path, progress=progress, **kwargs)
 
         wrapped: Any = run
@@ -478,13 +477,5 @@ def report(analysis: Any, out: Path, table_path: str, progress: Any) -> None:
     for line in summary_lines(analysis):
         click.echo(line)
     click.echo(f"report: {path}")
-
-
-def _analyse(table: RewardTable, name: str, proxies: list[str], bootstrap: int, seed: int, repeats: int,
-             progress: Any) -> Any:
-    """The whole analysis of ``plot`` and ``report``: the chosen proxy, or every proxy."""
-    from ..report.analysis import analyse
-
-    return analyse(table, name, proxies=proxies, bootstrap=bootstrap, seed=seed, repeats=repeats, progress=progress)
 
 

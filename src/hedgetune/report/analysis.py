@@ -16,6 +16,7 @@ import numpy as np
 from .._atomic import atomic_write_text
 from .._jsonable import jsonable
 from ..curves import Curve, as_pools, curve
+from ..decision import DEFAULT_MECHANISMS as DECIDED
 from ..decision import DEFINITIONS, Decision, decision_from
 from ..diagnose import Diagnosis, diagnose_curve
 from ..mechanisms import Mechanism, SetRule, make
@@ -24,15 +25,16 @@ from ..table import RewardTable
 from ..tune import OutOfSample, TuneResult, evaluate, tune
 from . import figures
 
-#: The mechanisms of a report: key -> (name, keyword arguments).
-DEFAULT_MECHANISMS: dict[str, tuple[str, dict[str, Any]]] = {
-    "bon": ("bon", {}),
-    "bop": ("bop", {}),
-    "sbon-n4": ("sbon", {"n": 4, "on": "quantile"}),
-    "tilted": ("tilted", {}),
-}
-#: The mechanisms a deployment can use (the tilted policy is a frontier, not a sampler).
-DECIDED = ("bon", "bop", "sbon-n4")
+#: The mechanisms of a report: key -> (name, keyword arguments): those a decision weighs, and the
+#: tilted frontier (shown for reference; it is not a sampler).
+DEFAULT_MECHANISMS: dict[str, tuple[str, dict[str, Any]]] = {**DECIDED, "tilted": ("tilted", {})}
+
+
+def progress_steps(proxies: int) -> int:
+    """How many times :func:`analyse` and :func:`write_figures` report progress for a table of
+    ``proxies`` proxies: each mechanism's tuning, the held-out check and the figures per proxy, and
+    the out-of-sample figure."""
+    return proxies * (len(DEFAULT_MECHANISMS) + 2) + 1
 
 
 @dataclass
