@@ -16,7 +16,15 @@ from typing import Any
 from ..mechanisms import Mechanism, lookup, make
 from ..mechanisms.registry import option_names
 from ..mechanisms.registry import servable as check_servable
-from ..protocol import ApiError, RequestError, check_body, check_chat, check_completion, parse_body
+from ..protocol import (
+    ApiError,
+    RequestError,
+    check_body,
+    check_chat,
+    check_completion,
+    message_text,
+    parse_body,
+)
 
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 #: What a request's ``"hedge"`` may change: nothing, the tuned parameter only, or anything.
@@ -78,19 +86,11 @@ def parse_request(kind: str, raw: bytes, max_bytes: int, max_n: int, max_tokens:
     return HedgeRequest(kind, body, hedge, stream, body.get("seed"), logprobs, prompt, context)
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts: keep the text ones
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
 def _conversation(messages: list[dict[str, Any]]) -> str:
     """A lone user message as it is (as calibration prompts are scored); else every turn."""
     if len(messages) == 1 and messages[0]["role"] == "user":
-        return _text(messages[0].get("content"))
-    return "\n\n".join(f"{m['role']}: {_text(m.get('content'))}" for m in messages)
+        return message_text(messages[0].get("content"))
+    return "\n\n".join(f"{m['role']}: {message_text(m.get('content'))}" for m in messages)
 
 
 def parse_hedge(hedge: dict[str, Any], served: Mechanism | None, allow: str, max_candidates: int) -> Mechanism:

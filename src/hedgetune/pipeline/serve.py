@@ -24,7 +24,16 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ..protocol import MAX_BODY_BYTES, MAX_N, MAX_TOKENS, ApiError, RequestError, check_body, parse_body
+from ..protocol import (
+    MAX_BODY_BYTES,
+    MAX_N,
+    MAX_TOKENS,
+    ApiError,
+    RequestError,
+    check_body,
+    message_text,
+    parse_body,
+)
 from ..protocol.requests import check_chat, check_completion
 from .backends import TransformersBackend
 
@@ -175,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _prompt_text(self, kind: str, body: dict[str, Any]) -> str:
         if kind == "completions":
             return str(body["prompt"])
-        messages = [{"role": m["role"], "content": _content(m.get("content"))} for m in body["messages"]]
+        messages = [{"role": m["role"], "content": message_text(m.get("content"))} for m in body["messages"]]
         return self.server.backend.chat_messages(messages)
 
     def _reply(self, kind: str, body: dict[str, Any], samples: list[Any], prompt_tokens: int) -> dict[str, Any]:
@@ -202,12 +211,6 @@ class _Handler(BaseHTTPRequestHandler):
                       "total_tokens": prompt_tokens + completion_tokens},
         }
 
-
-
-def _content(content: Any) -> str:
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return content if isinstance(content, str) else ""
 
 
 def main(argv: list[str] | None = None) -> None:

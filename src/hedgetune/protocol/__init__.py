@@ -15,6 +15,7 @@ from .requests import (
     check_body,
     check_chat,
     check_completion,
+    message_text,
     parse_body,
 )
 from .retry import Deadline, RetryPolicy
@@ -31,6 +32,7 @@ __all__ = [
     "check_chat",
     "check_completion",
     "error_body",
+    "message_text",
     "parse_body",
     "redact",
 ]

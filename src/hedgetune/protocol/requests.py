@@ -104,3 +104,13 @@ def check_completion(body: dict[str, Any], single_prompt: bool = False) -> None:
     logprobs = body.get("logprobs")
     if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or not 0 <= logprobs <= 5):
         raise RequestError(400, "logprobs must be an integer in [0, 5] on completions", "logprobs")
+
+
+def message_text(content: Any) -> str:
+    """The text of a chat message's ``content``: the string itself, or the text parts of a list of
+    content parts joined (images and other parts carry no text); ``""`` otherwise."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
