@@ -36,7 +36,7 @@ from ..ensembles import RULES
 from ..mechanisms import servable
 from ..protocol import ApiError, Deadline, RetryPolicy
 from .log import DecisionLog
-from .monitor import LiveMonitor
+from .monitor import Histogram, LiveMonitor
 from .policy import FALLBACKS, Policy
 from .protocol import OVERRIDES, ROUTES, HedgeRequest, parse_hedge, parse_request
 from .scoring import EnsembleScorer, Scorer, choice_text, make_scorer
@@ -55,21 +55,13 @@ class Metrics:
 
     requests: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
     reload_errors: int = 0
-    buckets: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-    latency_counts: list[int] = field(default_factory=list)
-    latency_sum: float = 0.0
-    latency_total: int = 0
-
-    def __post_init__(self) -> None:
-        self.latency_counts = [0] * len(self.buckets)
+    latency: Histogram = field(
+        default_factory=lambda: Histogram((0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
+    )
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests[(route, status)] += 1
-        self.latency_sum += seconds
-        self.latency_total += 1
-        for i, edge in enumerate(self.buckets):
-            if seconds <= edge:
-                self.latency_counts[i] += 1
+        self.latency.add(seconds)
 
     def render(self, policy: Policy | None, service: HedgeService, monitor: LiveMonitor) -> str:
         lines = ["# TYPE hedgetune_requests_total counter"]
@@ -82,14 +74,7 @@ class Metrics:
             f"hedgetune_upstream_errors_total {service.upstream.errors}",
             "# TYPE hedgetune_policy_reload_errors_total counter",
             f"hedgetune_policy_reload_errors_total {self.reload_errors}",
-            "# TYPE hedgetune_request_seconds histogram",
-        ]
-        for edge, count in zip(self.buckets, self.latency_counts, strict=True):
-            lines.append(f'hedgetune_request_seconds_bucket{{le="{edge}"}} {count}')
-        lines += [
-            f'hedgetune_request_seconds_bucket{{le="+Inf"}} {self.latency_total}',
-            f"hedgetune_request_seconds_sum {self.latency_sum:.6f}",
-            f"hedgetune_request_seconds_count {self.latency_total}",
+            *self.latency.render("hedgetune_request_seconds"),
             *monitor.render(),
         ]
         if policy is not None:

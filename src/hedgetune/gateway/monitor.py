@@ -152,9 +152,9 @@ class LiveMonitor:
         self.out_of_support: collections.Counter[str] = collections.Counter()
         self.duplicates = 0
         self.histograms = {
-            "hedgetune_selected_score_quantile": _Histogram(self.QUANTILE_BUCKETS),
-            "hedgetune_winner_margin": _Histogram(self.MARGIN_BUCKETS),
-            "hedgetune_selected_length": _Histogram(self.LENGTH_BUCKETS),
+            "hedgetune_selected_score_quantile": Histogram(self.QUANTILE_BUCKETS),
+            "hedgetune_winner_margin": Histogram(self.MARGIN_BUCKETS),
+            "hedgetune_selected_length": Histogram(self.LENGTH_BUCKETS),
         }
 
     def observe(self, quantiles: FloatArray | None, reasons: list[str | None], duplicates: int,
@@ -187,7 +187,9 @@ class LiveMonitor:
         return lines
 
 
-class _Histogram:
+class Histogram:
+    """A Prometheus histogram: cumulative counts at each bucket's upper edge, the sum and the count."""
+
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.buckets, self.counts, self.sum, self.total = buckets, [0] * len(buckets), 0.0, 0
 
@@ -200,7 +202,7 @@ class _Histogram:
 
     def render(self, name: str) -> list[str]:
         lines = [f"# TYPE {name} histogram"]
-        lines += [f'{name}_bucket{{le="{edge:g}"}} {count}' for edge, count in zip(self.buckets, self.counts, strict=True)]
+        lines += [f'{name}_bucket{{le="{edge}"}} {count}' for edge, count in zip(self.buckets, self.counts, strict=True)]
         return [*lines, f'{name}_bucket{{le="+Inf"}} {self.total}', f"{name}_sum {self.sum:.6f}", f"{name}_count {self.total}"]
 
 
