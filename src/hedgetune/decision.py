@@ -99,16 +99,18 @@ class DecisionRow:
             next_step=r.next_step, servable=_servable(r), held_out_gain=held, held_out_gain_se=held_se,
         )
 
+    def gain_phrase(self) -> str:
+        """``Best-of-n with 'length' at n = 11: +0.0354 [+0.0146, +0.0551]``."""
+        return (f"{self.label} with '{self.proxy}' at {self.parameter} = {self.recommended_theta:.4g}: "
+                f"{self.gain:+.4f} [{self.gain_ci[0]:+.4f}, {self.gain_ci[1]:+.4f}]")
+
     def sentence(self) -> str:
         """What to do with this row, in words."""
-        if self.sure and not self.servable:
-            return (f"{self.label} with '{self.proxy}' at {self.parameter} = {self.recommended_theta:.4g}: "
-                    f"{self.gain:+.4f} [{self.gain_ci[0]:+.4f}, {self.gain_ci[1]:+.4f}] in calibration, but the gateway "
-                    "cannot serve it (tune on raw scores to deploy it)")
         if not self.sure:
             return f"{self.label} with '{self.proxy}': stay at the reference (no sure gain)"
-        return (f"{self.label} with '{self.proxy}' at {self.parameter} = {self.recommended_theta:.4g}: "
-                f"{self.gain:+.4f} [{self.gain_ci[0]:+.4f}, {self.gain_ci[1]:+.4f}] true reward over the reference")
+        if not self.servable:
+            return f"{self.gain_phrase()} in calibration, but the gateway cannot serve it (tune on raw scores to deploy it)"
+        return f"{self.gain_phrase()} true reward over the reference"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(jsonable({**asdict(self), "sentence": self.sentence()}))
@@ -124,9 +126,7 @@ class Decision:
     def sentence(self) -> str:
         if self.deploy is None:
             return "no proxy gives a sure gain: do not hedge with these proxies (serve the reference)"
-        d = self.deploy
-        return (f"deploy {d.label} with '{d.proxy}' at {d.parameter} = {d.recommended_theta:.4g}: "
-                f"{d.gain:+.4f} [{d.gain_ci[0]:+.4f}, {d.gain_ci[1]:+.4f}] true reward over the reference")
+        return f"deploy {self.deploy.gain_phrase()} true reward over the reference"
 
     def ranked(self) -> list[DecisionRow]:
         """Rows by held-out gain where measured, else by the lower end of the gain interval."""
