@@ -103,11 +103,11 @@ def serve(host: str, port: int, model: str, max_queue: int, max_batch_tokens: in
     """Serve a local model over the OpenAI completions and chat protocols (for pipelines and tests)."""
     import time
 
-    from ..pipeline.backends import DEFAULT_MODEL, TransformersBackend, cache_dir
+    from ..pipeline.backends import DEFAULT_MODEL, TransformersBackend, smollm2_converted
     from ..pipeline.serve import make_server
 
     started = time.perf_counter()
-    if model == DEFAULT_MODEL and not (cache_dir() / "models" / DEFAULT_MODEL / "model.safetensors").exists():
+    if model == DEFAULT_MODEL and not smollm2_converted():
         announce("converting the packaged SmolLM2 to safetensors (once per machine, about 30 s)...", quiet)
     announce(f"loading {model}...", quiet)
     server = make_server(TransformersBackend(model=model), host, port, max_batch_tokens, max_queue)

