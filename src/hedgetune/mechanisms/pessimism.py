@@ -59,8 +59,7 @@ class InferenceTimePessimism(SetRule):
         """:meth:`set_probabilities` at each gamma of ``thetas``: the drawn sets are sorted once."""
         prepared = _Sorted(scores)
         k = scores.shape[-1]
-        nodes, weights = np.polynomial.legendre.leggauss(max(1, (k + 1) // 2))
-        t, w = (nodes + 1.0) / 2.0, weights / 2.0  # Gauss-Legendre on [0, 1], nodes inside (0, 1)
+        t, w = _arrival_nodes(k)
         for gamma in thetas:
             acceptance = prepared.acceptance(float(gamma))
             # prod_{j != i} (1 - t a_j) = prod_j (1 - t a_j) / (1 - t a_i); every factor is at least
@@ -79,8 +78,7 @@ class InferenceTimePessimism(SetRule):
             yield from super()._positions(scores, picked, index, drawn_true, thetas, m, exact)
             return
         rows, k, n = scores.shape
-        nodes, weights = np.polynomial.legendre.leggauss(max(1, (n + 1) // 2))
-        t, w = (nodes + 1.0) / 2.0, weights / 2.0
+        t, w = _arrival_nodes(n)
         scores = np.ascontiguousarray(scores, dtype=float)
         index = np.ascontiguousarray(index, dtype=np.intp)
         drawn_true = np.ascontiguousarray(drawn_true, dtype=float)
@@ -103,6 +101,13 @@ class InferenceTimePessimism(SetRule):
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"gamma": self.gamma, "n": self.n}
+
+
+def _arrival_nodes(k: int) -> tuple[FloatArray, FloatArray]:
+    """Gauss-Legendre nodes and weights on [0, 1] (nodes strictly inside) exact for the degree
+    k - 1 polynomial ``prod_{j != i} (1 - t a_j)`` of k drawn candidates."""
+    nodes, weights = np.polynomial.legendre.leggauss(max(1, (k + 1) // 2))
+    return (nodes + 1.0) / 2.0, weights / 2.0
 
 
 class _Sorted:
