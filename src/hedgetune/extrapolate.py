@@ -93,12 +93,11 @@ def _fit(d: FloatArray, gain: FloatArray) -> tuple[float, float, float]:
 
 
 def _theta_at_kl(template: Mechanism, kl: float, start: float, limit: float) -> float:
-    """The parameter in ``[reference, limit]`` whose analytic KL equals ``kl`` (KL grows with the
-    parameter); ``inf`` when even ``limit`` falls short."""
+    """The parameter in ``[start, limit]`` whose analytic KL equals ``kl`` (KL grows with the
+    parameter; ``kl`` lies above the KL at ``start``); ``inf`` when even ``limit`` falls short."""
     if template.with_theta(limit).kl() < kl:
         return float("inf")
-    lo = template.reference_theta
-    return float(optimize.brentq(lambda t: template.with_theta(t).kl() - kl, lo, limit, xtol=1e-10, rtol=1e-12))
+    return float(optimize.brentq(lambda t: template.with_theta(t).kl() - kl, start, limit, xtol=1e-10, rtol=1e-12))
 
 
 def _thetas_at_kls(template: Mechanism, kls: FloatArray, start: float, limit: float) -> FloatArray:
