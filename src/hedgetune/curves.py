@@ -8,6 +8,7 @@ the curve is exact for the pools, and its uncertainty over prompts comes from a 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -17,12 +18,12 @@ from numpy.typing import ArrayLike
 
 from ._jsonable import jsonable
 from ._limits import require_memory
-from .arrays import FloatArray
+from .arrays import FloatArray, IntArray
 from .mechanisms import POOL_TAIL_TOLERANCE as POOL_TAIL_TOLERANCE
 from .mechanisms import BestOfN, Mechanism, SetRule, make
 from .mechanisms import Estimator as Estimator
 from .mechanisms.toolkit import NEGLIGIBLE_MASS, average_over_ties
-from .pools import UNAVERAGED_TRUE, Pools, SizeGroup, build_pools
+from .pools import UNAVERAGED_TRUE, Pools, SharedValues, SizeGroup, build_pools
 from .streaming import StreamedPools
 from .table import RewardTable, TableError
 
@@ -259,24 +260,20 @@ def pool_sums(
     for group in pools.groups:
         w_g = None if weights is None else weights[:, group.prompts]
         if per_prompt:  # probabilities that differ from prompt to prompt (raw scores, drawn sets)
-            quantiles = group.quantiles()
-            per_theta = _per_prompt_probabilities(template, group, thetas, estimator, derivative)
-            for k, (probs, slopes, variance, true_values) in enumerate(per_theta):
-                values = np.einsum("pm,pm->p", probs, true_values)
-                true[k] += values.sum()
-                quant[k] += np.einsum("pm,pm->", probs, quantiles)
-                proxy[k] += np.einsum("pm,pm->", probs, group.proxy)
+            for k, values in enumerate(_prompt_values(pools, group, template, thetas, estimator, derivative, kl_pool)):
+                true[k] += values["true"].sum()
+                quant[k] += values["quantile"].sum()
+                proxy[k] += values["proxy"].sum()
                 if reps is not None and w_g is not None:
-                    reps[:, k] += w_g @ values
+                    reps[:, k] += w_g @ values["true"]
                 if kl_pool:
-                    klp[k] += _pool_kl(probs).sum()
-                if variance is not None and mc_var is not None:
-                    mc_var[k] += variance.sum()
-                if dtrue is not None and slopes is not None:
-                    dvalues = np.einsum("pm,pm->p", slopes, true_values)
-                    dtrue[k] += dvalues.sum()
+                    klp[k] += values["kl"].sum()
+                if "variance" in values and mc_var is not None:
+                    mc_var[k] += values["variance"].sum()
+                if dtrue is not None and "dtrue" in values:
+                    dtrue[k] += values["dtrue"].sum()
                     if dreps is not None and w_g is not None:
-                        dreps[:, k] += w_g @ dvalues
+                        dreps[:, k] += w_g @ values["dtrue"]
             continue
         # Rank-based: the same probabilities for every prompt of the group, so only the sums over
         # prompts of each sorted position's true reward, quantile and proxy are needed.
@@ -337,15 +334,82 @@ def _per_prompt_values(probs: FloatArray, values: FloatArray) -> FloatArray:
     return out
 
 
+def _prompt_values(
+    pools: Pools, group: SizeGroup, template: Mechanism, thetas: FloatArray, estimator: Estimator,
+    derivative: bool, kl: bool,
+) -> Iterator[dict[str, FloatArray]]:
+    """For each parameter, each prompt's values (``(P_m,)`` each): ``true``, ``quantile``,
+    ``proxy``; ``kl`` (with ``kl``), ``variance`` (the Monte Carlo variance, where sampled) and
+    ``dtrue`` (with ``derivative``, where the mechanism has one). Read from, and added to, the
+    pools' :class:`~hedgetune.pools.SharedValues` when they keep this mechanism's."""
+    shared = pools.shared
+    if shared is None or group.source is None or shared.key != _shared_key(template, estimator):
+        yield from _computed_values(template, group, thetas, estimator, derivative, kl, pools.n_prompts)
+        return
+    wanted = "dtrue" if derivative else "true"
+
+    def unknown(theta: float) -> IntArray:  # rows of this group not yet computed at theta
+        column = shared.values.get(theta, {}).get(wanted)
+        return np.arange(group.size) if column is None else np.flatnonzero(np.isnan(column[group.source]))
+
+    todo = {theta: unknown(theta) for theta in map(float, thetas)}
+    missing = [theta for theta, rows in todo.items() if rows.size]
+    if missing:  # computed together (a drawn set's work is shared by the parameters)
+        rows = np.unique(np.concatenate([todo[theta] for theta in missing]))
+        part = group.take(rows, group.source[rows])  # numbered as in the whole pools: the same drawn subsets
+        computed = _computed_values(template, part, np.array(missing), estimator, derivative, True, shared.pools.n_prompts)
+        for theta, values in zip(missing, computed, strict=True):
+            kept = shared.values.setdefault(theta, {})
+            for name, column in values.items():
+                kept.setdefault(name, np.full(shared.pools.n_prompts, np.nan))[part.prompts] = column
+    for theta in thetas:
+        kept = shared.values[float(theta)]
+        yield {name: column[group.source] for name, column in kept.items() if derivative or name != "dtrue"}
+
+
+def _shared_key(template: Mechanism, estimator: Estimator) -> tuple[Any, ...]:
+    """What :class:`~hedgetune.pools.SharedValues` are kept for: a mechanism (at its reference)
+    and an estimator."""
+    return (repr(template.with_theta(template.reference_theta)), estimator)
+
+
+def shared_values(pools: Pools, template: Mechanism, estimator: Estimator) -> Pools:
+    """``pools`` keeping their prompts' values of ``template`` with ``estimator`` for the pools
+    of subsets of their prompts (:func:`hedgetune.pools.select_prompts`)."""
+    return dataclasses.replace(pools, shared=SharedValues(pools, _shared_key(template, estimator)))
+
+
+def _computed_values(
+    template: Mechanism, group: SizeGroup, thetas: FloatArray, estimator: Estimator, derivative: bool, kl: bool,
+    n_prompts: int,
+) -> Iterator[dict[str, FloatArray]]:
+    """:func:`_prompt_values` computed on ``group``."""
+    quantiles = group.quantiles()
+    per_theta = _per_prompt_probabilities(template, group, thetas, estimator, derivative, n_prompts)
+    for probs, slopes, variance, true_values in per_theta:
+        values = {
+            "true": np.einsum("pm,pm->p", probs, true_values),
+            "quantile": np.einsum("pm,pm->p", probs, quantiles),
+            "proxy": np.einsum("pm,pm->p", probs, group.proxy),
+        }
+        if kl:
+            values["kl"] = _pool_kl(probs)
+        if variance is not None:
+            values["variance"] = variance
+        if derivative and slopes is not None:
+            values["dtrue"] = np.einsum("pm,pm->p", slopes, true_values)
+        yield values
+
+
 def _per_prompt_probabilities(
-    template: Mechanism, group: SizeGroup, thetas: FloatArray, estimator: Estimator, derivative: bool
+    template: Mechanism, group: SizeGroup, thetas: FloatArray, estimator: Estimator, derivative: bool, n_prompts: int
 ) -> Iterator[tuple[FloatArray, FloatArray | None, FloatArray | None, FloatArray]]:
     """For each parameter: each prompt's position probabilities ``(P_m, m)``, their derivative (or
     ``None``), the Monte Carlo variance of each prompt's value (or ``None`` when exact) and the true
-    rewards to weigh them with."""
+    rewards to weigh them with (``n_prompts``: the table's, which sets the drawn subsets per prompt)."""
     if isinstance(template, SetRule):  # choices that depend on each drawn set (U-statistics)
         true_values = group.extras.get(UNAVERAGED_TRUE, group.true)
-        for probs, variance in template.group_probabilities(group, thetas):
+        for probs, variance in template.group_probabilities(group, thetas, n_prompts=n_prompts):
             yield probs, None, variance, true_values
         return
     for theta in thetas:

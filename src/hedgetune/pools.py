@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +40,9 @@ class SizeGroup:
     #: Other per-response columns a mechanism asked for, in the same order: (P_m, m) for a proxy
     #: column (a covariate such as ``length``), (P_m, m, m) for ``"pairwise_similarity"``.
     extras: Mapping[str, FloatArray] = field(default_factory=dict)
+    #: For pools selected from others (:func:`select_prompts`): these prompts' positions there,
+    #: where :class:`SharedValues` keeps their values.
+    source: IntArray | None = None
 
     @property
     def size(self) -> int:
@@ -71,6 +75,11 @@ class SizeGroup:
             base = base + average_over_ties(tied, q).sum(axis=0)
         return base
 
+    def take(self, rows: IntArray, prompts: IntArray, source: IntArray | None = None) -> SizeGroup:
+        """The group of these ``rows`` only, numbered ``prompts``."""
+        extras = {name: values[rows] for name, values in self.extras.items()}
+        return SizeGroup(self.m, prompts, self.proxy[rows], self.true[rows], self.has_ties[rows], extras, source)
+
 
 @dataclass(frozen=True)
 class Pools:
@@ -80,6 +89,8 @@ class Pools:
     groups: Iterable[SizeGroup]
     n_prompts: int
     proxy_name: str
+    #: Values per prompt kept for the pools of subsets of these prompts (see :func:`select_prompts`).
+    shared: SharedValues | None = field(default=None, compare=False, repr=False)
 
     @property
     def max_size(self) -> int:
@@ -108,6 +119,39 @@ class Pools:
     def reference_sum(self) -> float:
         """The sum over prompts of the pool's mean true reward (the reference policy's)."""
         return sum(float(g.true.mean(axis=1).sum()) for g in self.groups)
+
+
+@dataclass
+class SharedValues:
+    """Each prompt's values at each parameter (its expected true reward, quantile, proxy, pool KL,
+    ...), for one mechanism and estimator (``key``), kept over whole ``pools`` as they are computed
+    by the pools of subsets of their prompts (:func:`select_prompts`). A prompt's values depend on
+    its own pool only, so :func:`hedgetune.evaluate`'s splits compute each once, not once per split
+    (:mod:`hedgetune.curves` fills and reads them)."""
+
+    pools: Pools
+    key: tuple[Any, ...]
+    #: parameter -> name -> values over the whole pools' prompts (NaN where not yet computed)
+    values: dict[float, dict[str, FloatArray]] = field(default_factory=dict)
+
+
+def select_prompts(pools: Pools, positions: IntArray, shared: SharedValues | None = None) -> Pools:
+    """The pools of the prompts at ``positions`` (ascending) of in-memory ``pools``, numbered
+    ``0 .. len(positions) - 1`` in that order: what :func:`build_pools` gives for
+    ``table.subset(positions)``, without sorting again. With ``shared`` (kept over ``pools``),
+    their values are read from it and added to it."""
+    positions = np.asarray(positions, dtype=np.intp)
+    if positions.ndim != 1 or np.any(np.diff(positions) <= 0):
+        raise ValueError("positions must be ascending and distinct")
+    renumber = np.full(pools.n_prompts, -1, dtype=np.intp)
+    renumber[positions] = np.arange(positions.size)
+    groups = []
+    for group in pools.groups:
+        rows = np.flatnonzero(renumber[group.prompts] >= 0)
+        if rows.size:
+            picked = group.prompts[rows]
+            groups.append(group.take(rows, renumber[picked], picked))
+    return Pools(groups, int(positions.size), pools.proxy_name, shared)
 
 
 def build_pools(table: RewardTable, proxy: str | None = None, extras: Sequence[str] = ()) -> Pools:

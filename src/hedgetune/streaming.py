@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .arrays import IntArray
-from .pools import Pools, SizeGroup, build_pools
+from .pools import Pools, SharedValues, SizeGroup, build_pools
 from .table import RewardTable, TableError
 
 
@@ -126,6 +126,13 @@ class StreamedPools(Pools):
         view = object.__new__(StreamedPools)
         view.__dict__.update(self.__dict__)
         view.extras = tuple(dict.fromkeys([*self.extras, *extras]))
+        return view
+
+    def with_shared(self, shared: SharedValues) -> StreamedPools:
+        """The same view, keeping ``shared`` (see :class:`hedgetune.pools.SharedValues`)."""
+        view = object.__new__(StreamedPools)
+        view.__dict__.update(self.__dict__)
+        object.__setattr__(view, "shared", shared)
         return view
 
     def subset(self, prompts: IntArray) -> StreamedPools:

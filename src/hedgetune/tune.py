@@ -10,6 +10,7 @@ confidence bound of the gain stays positive.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from numpy.typing import ArrayLike
 from scipy import optimize
 
 from ._jsonable import jsonable
-from .arrays import FloatArray
+from .arrays import FloatArray, IntArray
 from .curves import (
     Estimator,
     PoolSums,
@@ -27,11 +28,12 @@ from .curves import (
     pool_sums,
     prepare,
     resolve_estimator,
+    shared_values,
 )
 from .diagnose import describe, regime_with_noise
 from .extrapolate import Extrapolation, extrapolate
 from .mechanisms import BestOfN, Mechanism, make
-from .pools import Pools
+from .pools import Pools, SharedValues, select_prompts
 from .streaming import StreamedPools
 from .table import RewardTable, TableError
 
@@ -136,7 +138,8 @@ def search_range(
     """The interval searched: from the reference to the tightest of the budgets.
 
     Without a budget the top is :meth:`Mechanism.default_top`, well past pool exhaustion (BoN/BoP:
-    4 m, at least 64; SBoN/tilt: beta = 500 per unit of the scores' spread).
+    4 m, at least 64; SBoN/tilt: beta = 500 per unit of the scores' spread), of the whole pools
+    when ``pools`` are a subset of them (:func:`scale_pools`).
     """
     for name, value in (
         ("max_theta", max_theta),
@@ -147,7 +150,7 @@ def search_range(
         if value is not None and not (isinstance(value, int | float | np.number) and np.isfinite(value)):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
     lo = template.reference_theta
-    hi = float(max_theta) if max_theta is not None else template.default_top(pools)
+    hi = float(max_theta) if max_theta is not None else template.default_top(scale_pools(pools))
     if max_n is not None:
         if not template.integer_parameter:
             raise ValueError(
@@ -178,6 +181,13 @@ def search_range(
             f"max_theta must exceed the reference {template.parameter} = {lo:g}, got {max_theta}"
         )
     return lo, hi
+
+
+def scale_pools(pools: Pools) -> Pools:
+    """The pools whose spread sets the searched range and grid: the whole pools that a subset of
+    prompts was selected from (:func:`hedgetune.pools.select_prompts`; their proxies only, no
+    labels), so that :func:`evaluate`'s splits search one grid and share its values."""
+    return pools.shared.pools if pools.shared is not None else pools
 
 
 def _grid(lo: float, hi: float, template: Mechanism, points: int = _GRID_POINTS, scale: float = 0.0) -> FloatArray:
@@ -367,7 +377,7 @@ class _Search:
         # A quadrature per parameter (per prompt on raw scores): a coarser grid, still refined by Brent.
         expensive = template.uses_raw_scores or (template.needs_quadrature and self.estimator == "unbiased")
         points = _GRID_POINTS // 3 if expensive else _GRID_POINTS
-        return _grid(lo, hi, template, points, scale=template.default_top(pools))
+        return _grid(lo, hi, template, points, scale=template.default_top(scale_pools(pools)))
 
     def refine(self, c: _GridCurve, lo: float, hi: float) -> tuple[float, int]:
         grid, best, values = c.grid, c.best, c.values
@@ -408,7 +418,7 @@ class _SearchOnGrid(_Search):
 
     def grid(self, lo: float, hi: float, template: Mechanism, pools: Pools) -> FloatArray:
         points = _GRID_POINTS // 2 if template.needs_quadrature else _GRID_POINTS
-        return _grid(lo, hi, template, points, scale=template.default_top(pools))
+        return _grid(lo, hi, template, points, scale=template.default_top(scale_pools(pools)))
 
     def refine(self, c: _GridCurve, lo: float, hi: float) -> tuple[float, int]:
         grid, best = c.grid, c.best
@@ -808,6 +818,22 @@ class OutOfSample:
         return pd.DataFrame({c: getattr(self, c) for c in _OOS_COLUMNS})
 
 
+def _splitter(
+    table: RewardTable | StreamedPools, proxy: str | None, template: Mechanism, estimator: str
+) -> Callable[[IntArray], Pools]:
+    """The pools of the prompts at given positions, searched over the whole table's range
+    (:func:`scale_pools`). A table in memory is sorted once, and a mechanism valued prompt by
+    prompt (raw scores, drawn sets) keeps each prompt's values for every split
+    (:class:`hedgetune.pools.SharedValues`); a streamed table is read per split."""
+    whole = as_pools(table, proxy, template)
+    if isinstance(table, StreamedPools):
+        scale = SharedValues(whole, ("the search range only",))
+        return lambda positions: as_pools(table.subset(positions).with_shared(scale), proxy, template)
+    if template.uses_raw_scores:
+        whole = shared_values(whole, template, resolve_estimator(template, estimator))
+    return lambda positions: select_prompts(whole, positions, whole.shared)
+
+
 def evaluate(
     table: RewardTable | StreamedPools,
     mechanism: str | Mechanism,
@@ -840,10 +866,10 @@ def evaluate(
     estimator: Estimator = tune_kwargs.pop("estimator", "unbiased")
     rows: dict[str, list[float]] = {k: [] for k in _OOS_COLUMNS}
     template = make(mechanism, n=tune_kwargs.pop("n", None), on=tune_kwargs.pop("on", None))
+    split = _splitter(table, proxy, template, estimator)
     for r in range(repeats):
         order = rng.permutation(table.n_prompts)
-        calibration = as_pools(table.subset(np.sort(order[:n_cal])), proxy, template)
-        held_out = as_pools(table.subset(np.sort(order[n_cal:])), proxy, template)
+        calibration, held_out = split(np.sort(order[:n_cal])), split(np.sort(order[n_cal:]))
         # Both halves must stand for the parameter: a Best-of-n tuned on pools of 3 cannot be
         # valued without replacement on held-out pools of 2, so the search stops at the smaller limit.
         kwargs = dict(tune_kwargs)

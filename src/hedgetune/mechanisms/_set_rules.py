@@ -10,9 +10,12 @@ deployment by averaging over the pool's n-subsets:
 
 a U-statistic, hence unbiased for a deployment that draws n fresh candidates. Every subset is
 enumerated when there are at most :data:`EXACT_SUBSETS` of them; otherwise
-:data:`MONTE_CARLO_SUBSETS` uniform subsets per prompt (seeded, the same for every parameter, so a
+:func:`monte_carlo_subsets` uniform subsets per prompt (seeded, the same for every parameter, so a
 curve is smooth in the parameter) and the Monte Carlo standard error is reported
-(:attr:`hedgetune.Curve.monte_carlo_se`). Rules whose choice is the argmax of a per-candidate
+(:attr:`hedgetune.Curve.monte_carlo_se`). The number per prompt falls as prompts grow, from 1,000 to
+200, so that the table's total stays near :data:`MONTE_CARLO_BUDGET`: the Monte Carlo variance of
+the mean over P prompts is the mean within-prompt variance over (P x subsets), far below the
+prompts' own sampling variance either way. Rules whose choice is the argmax of a per-candidate
 score (RBoN-KL, length-regularised BoN) are exact at any pool size: sort by that score, then
 position j of m is the best of a uniform n-subset with probability C(j-1, n-1) / C(m, n).
 
@@ -43,8 +46,17 @@ if TYPE_CHECKING:
 
 #: Enumerate every n-subset of a pool when there are at most this many.
 EXACT_SUBSETS = 5000
-#: Otherwise draw this many uniform n-subsets per prompt.
+#: Otherwise draw at most this many uniform n-subsets per prompt ...
 MONTE_CARLO_SUBSETS = 1000
+#: ... and at least this many ...
+MIN_MONTE_CARLO_SUBSETS = 200
+#: ... aiming at this many over the whole table.
+MONTE_CARLO_BUDGET = 200_000
+
+
+def monte_carlo_subsets(n_prompts: int) -> int:
+    """Subsets drawn per prompt for a table of ``n_prompts`` prompts (when not enumerated)."""
+    return int(np.clip(MONTE_CARLO_BUDGET // max(n_prompts, 1), MIN_MONTE_CARLO_SUBSETS, MONTE_CARLO_SUBSETS))
 
 
 class SetRule(Mechanism):
@@ -203,12 +215,14 @@ class SetRule(Mechanism):
 
     # ----------------------------------------------------------------- on calibration pools
     def group_probabilities(
-        self, group: SizeGroup, thetas: Sequence[float] | FloatArray, seed: int = 0
+        self, group: SizeGroup, thetas: Sequence[float] | FloatArray, seed: int = 0, n_prompts: int | None = None
     ) -> Iterator[tuple[FloatArray, FloatArray | None]]:
         """For each parameter in ``thetas``: each sorted position's probability of being chosen
         when n fresh candidates are drawn, ``(P_m, m)``, and the Monte Carlo variance of each
-        prompt's expected true reward (``None`` when exact). The subsets are drawn once, so the
-        parameters share them (common random numbers: the curve is smooth in the parameter)."""
+        prompt's expected true reward (``None`` when exact). The subsets (when not enumerated,
+        :func:`monte_carlo_subsets` of the table's ``n_prompts`` per prompt; by default this
+        group's) are drawn once, so the parameters share them (common random numbers: the curve
+        is smooth in the parameter)."""
         from ..pools import UNAVERAGED_TRUE
 
         m, rows = group.m, group.size
@@ -219,9 +233,10 @@ class SetRule(Mechanism):
                 yield self.with_theta(float(theta))._per_candidate_probabilities(group.proxy, extras), None
             return
         total = special.comb(m, self.n, exact=True)
+        sets = monte_carlo_subsets(rows if n_prompts is None else n_prompts)
         width = self.n * (self.n if "pairwise_similarity" in extras else 1)
         require_memory(
-            8.0 * 4 * rows * min(total, MONTE_CARLO_SUBSETS if total > EXACT_SUBSETS else total) * width,
+            8.0 * 4 * rows * (sets if total > EXACT_SUBSETS else total) * width,
             f"{self.display_name}'s drawn sets for {rows} prompts",
         )
         if total <= EXACT_SUBSETS:
@@ -231,10 +246,10 @@ class SetRule(Mechanism):
         else:
             # Seeded per prompt (by its position in the table), so that the draws do not depend on
             # how prompts are grouped (by pool size, or in chunks read from disk).
-            index = np.empty((rows, MONTE_CARLO_SUBSETS, self.n), dtype=np.intp)
+            index = np.empty((rows, sets, self.n), dtype=np.intp)
             for row, prompt in enumerate(group.prompts):
                 rng = np.random.default_rng([seed, int(prompt), m, self.n])
-                index[row] = np.argsort(rng.random((MONTE_CARLO_SUBSETS, m)), axis=1)[:, : self.n]
+                index[row] = np.argsort(rng.random((sets, m)), axis=1)[:, : self.n]
             exact = False
         take = np.arange(rows)[:, None, None]
         scores = group.proxy[take, index]

@@ -3,18 +3,24 @@ sampling over n drawn candidates."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from .._threads import over_row_blocks, row_workers
 from ._compiled import SMALL_CALL, kernel_for
 from ._numerics import FloatArray
 from ._set_rules import SetRule, typical_spread
 
 if TYPE_CHECKING:
     from ..pools import Pools
+
+
+#: Fewest drawn candidates (sets x n) worth a thread of the compiled pass (each costs a quadrature).
+_SETS_PER_THREAD = 1 << 16
 
 
 @dataclass(frozen=True, repr=False)
@@ -82,10 +88,14 @@ class InferenceTimePessimism(SetRule):
         scores = np.ascontiguousarray(scores, dtype=float)
         index = np.ascontiguousarray(index, dtype=np.intp)
         drawn_true = np.ascontiguousarray(drawn_true, dtype=float)
+        # Rows are independent and the kernel releases the GIL: blocks of rows on the kept threads.
+        workers = row_workers(rows, max(1, _SETS_PER_THREAD // (k * n)))
         for gamma in thetas:
             positions = np.zeros((rows, m))
             total, squares = np.zeros(rows), np.zeros(rows)
-            kernel.accumulate(scores, index, drawn_true, float(gamma), t, w, positions, total, squares)
+            over_row_blocks(rows, workers, functools.partial(
+                _accumulate_rows, kernel.accumulate, scores, index, drawn_true, float(gamma), t, w, positions, total, squares
+            ))
             if exact:
                 yield positions, None
             else:
@@ -101,6 +111,12 @@ class InferenceTimePessimism(SetRule):
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"gamma": self.gamma, "n": self.n}
+
+
+def _accumulate_rows(accumulate: Any, scores: FloatArray, index: Any, true: FloatArray, gamma: float, t: FloatArray,
+                     w: FloatArray, positions: FloatArray, total: FloatArray, squares: FloatArray, a: int, b: int) -> None:
+    """The compiled pass over rows ``a:b`` (each row's outputs are its own)."""
+    accumulate(scores[a:b], index[a:b], true[a:b], gamma, t, w, positions[a:b], total[a:b], squares[a:b])
 
 
 def _arrival_nodes(k: int) -> tuple[FloatArray, FloatArray]:
