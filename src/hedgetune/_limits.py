@@ -18,7 +18,7 @@ def memory_bytes() -> int:
         return 16 << 30
 
 
-def _human(size: float) -> str:
+def human_bytes(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if size < 1024 or unit == "PiB":
             return f"{size:.3g} {unit}"
@@ -32,7 +32,7 @@ def require_memory(elements: float, what: str, itemsize: int = 8) -> None:
     available = memory_bytes()
     if needed > available:
         raise MemoryError(
-            f"{what} needs {_human(needed)}, more than this machine's {_human(available)} of memory"
+            f"{what} needs {human_bytes(needed)}, more than this machine's {human_bytes(available)} of memory"
         )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_path, remove_stale_temporaries
+from ._input import MAX_COLUMNS, check_json_lines, read_bounded, refuse_large, require_regular_file
 from ._limits import available_cores, require_memory
 from ._threads import flat_copy
 from .table import InvalidPolicy, RewardTable, TableError, as_str_list
@@ -73,9 +74,10 @@ def read_table(
     fmt = format or detect_format(path)
     if not Path(path).exists():
         raise FileNotFoundError(f"no such table: {str(path)!r}")
+    require_regular_file(path)
     if fmt == "npz":
         return _read_npz(path, prompt_col, proxy_col, true_col, group_col, invalid)
-    table = _read_arrow(path, fmt)
+    table = _read_arrow(path, fmt, prompt_col)
     return from_arrow(
         table,
         prompt_col=prompt_col,
@@ -87,9 +89,11 @@ def read_table(
     )
 
 
-def _read_arrow(path: str | os.PathLike[str], fmt: str) -> Any:
+def _read_arrow(path: str | os.PathLike[str], fmt: str, prompt_col: str = "prompt_id") -> Any:
     """Read a Parquet, CSV or JSONL file into a ``pyarrow.Table``; a file that is not what its
-    name or ``format`` says gets one clear line, never a parser's raw dump."""
+    name or ``format`` says gets one clear line, never a parser's raw dump. Sizes are bounded
+    before they are allocated and JSON nesting before it is parsed (:mod:`hedgetune._input`);
+    a CSV's prompt ids are read as written (:func:`_ids_as_written`)."""
     import pyarrow as pa
 
     if fmt not in ("parquet", "csv", "jsonl"):
@@ -110,35 +114,84 @@ def _read_arrow(path: str | os.PathLike[str], fmt: str) -> Any:
         raise TableError(f"{str(path)!r} is empty")
     try:
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path)
+            return _read_parquet(Path(path))
+        data = read_bounded(path)
         if fmt == "csv":
             import pyarrow.csv as pacsv
 
-            table = pacsv.read_csv(path)
+            options = pacsv.ConvertOptions(column_types={prompt_col: pa.string()})
+            table = pacsv.read_csv(pa.BufferReader(data), convert_options=options)
             names = table.column_names
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 raise TableError(f"the CSV header of {str(path)!r} names {repeated[0]!r} twice: each column needs its own name")
-            return table
+            refuse_columns(len(names), path)
+            return _ids_as_written(table, prompt_col)
         import pyarrow.json as pajson
 
-        return pajson.read_json(path)
+        block = check_json_lines(data, path)
+        return pajson.read_json(pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=block))
     except (pa.ArrowException, OSError, EOFError) as exc:
         raise TableError(f"cannot read {str(path)!r} as {fmt}: {_one_line(str(exc))}") from None
 
 
+def _ids_as_written(table: Any, prompt_col: str) -> Any:
+    """A CSV's prompt ids are text as written: ``0`` and ``00`` are two prompts, never merged by
+    a guess at their type. When every id is a whole number written plainly (no sign but ``-``, no
+    leading zero, fits 64 bits), they become integers, the same prompts either way."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if prompt_col not in table.column_names:
+        return table
+    ids = table.column(prompt_col)
+    plain = pc.match_substring_regex(ids, r"^-?(0|[1-9][0-9]{0,17})$")
+    if ids.null_count == 0 and len(ids) and pc.all(plain).as_py():
+        position = table.column_names.index(prompt_col)
+        return table.set_column(position, prompt_col, ids.cast(pa.int64()))
+    return table
+
+
+def _read_parquet(path: Path) -> Any:
+    """One Parquet file, after its footer says its columns and decoded size are within bounds."""
+    import pyarrow.parquet as pq
+
+    check_parquet_size([path])
+    return pq.read_table(path)
+
+
+def check_parquet_size(files: Sequence[Path]) -> None:
+    """Refuse Parquet files whose footers declare more columns, or more decoded bytes (8 per
+    value, plus the pages' own uncompressed size), than the limits allow -- before reading any."""
+    import pyarrow.parquet as pq
+
+    total = 0.0
+    for file in files:
+        meta = pq.ParquetFile(file).metadata
+        refuse_columns(meta.num_columns, file)
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            total += group.total_byte_size
+            total += 8.0 * sum(group.column(c).num_values for c in range(group.num_columns))
+    refuse_large(total, files[0] if len(files) == 1 else files[0].parent, "decodes to")
+
+
+def refuse_columns(count: int, path: str | os.PathLike[str]) -> None:
+    if count > MAX_COLUMNS:
+        raise TableError(f"{str(path)!r} has {count} columns, more than the {MAX_COLUMNS} a table may have")
+
+
 def _concat_parquet(files: Sequence[Path]) -> Any:
-    """The files of a Parquet folder as one table (schemas must agree; the first file's hedgetune
-    metadata is kept)."""
+    """The files of a Parquet folder as one table. Their schemas must agree up to widening (a
+    float32 shard joins float64 ones as float64); the first file's hedgetune metadata is kept."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
+        check_parquet_size(files)
         parts = [pq.read_table(file) for file in files]
         metadata = parts[0].schema.metadata
-        joined = pa.concat_tables([p.replace_schema_metadata(None) for p in parts])
+        joined = pa.concat_tables([p.replace_schema_metadata(None) for p in parts], promote_options="permissive")
     except (pa.ArrowException, OSError, EOFError) as exc:
         raise TableError(f"cannot read the Parquet folder: {_one_line(str(exc))}") from None
     return joined.replace_schema_metadata(metadata)
@@ -179,6 +232,10 @@ def from_arrow(
     if missing:
         raise TableError(f"missing column(s) {missing}; the table has {table.column_names}")
 
+    for c in wanted:  # fixed-size lists are lists of one length
+        kind = table.schema.field(c).type
+        if pa.types.is_fixed_size_list(kind):
+            table = table.set_column(table.column_names.index(c), c, table.column(c).cast(pa.list_(kind.value_type)))
     list_cols = [
         c
         for c in wanted
@@ -199,9 +256,9 @@ def from_arrow(
             raise TableError(
                 f"wide tables need list columns for every per-response value; {not_lists} are not lists"
             )
-        lengths = pc.list_value_length(table.column(value_cols[0])).to_numpy(zero_copy_only=False)
+        lengths = _list_lengths(table, value_cols[0], prompt_col)
         for c in value_cols[1:]:
-            other = pc.list_value_length(table.column(c)).to_numpy(zero_copy_only=False)
+            other = _list_lengths(table, c, prompt_col)
             if not np.array_equal(lengths, other):
                 raise TableError(
                     f"list columns {value_cols[0]!r} and {c!r} have different lengths in some rows"
@@ -228,9 +285,7 @@ def from_arrow(
         # chunks, other types): the table takes the fresh ones as they are.
         return values if values.flags.writeable else flat_copy(values)
 
-    prompt_values = table.column(prompt_col)
-    if prompt_values.null_count:
-        raise TableError(f"column {prompt_col!r} has {prompt_values.null_count} missing prompt ids")
+    prompt_values = _check_ids(table.column(prompt_col), prompt_col)
     # Arrow converts each column in C++ without the GIL: the columns convert at once, on threads.
     names = [*proxies, *([true_col] if true_col else [])]
     with ThreadPoolExecutor(min(available_cores(), len(names) + 1)) as pool:
@@ -256,6 +311,44 @@ def from_arrow(
     )
 
 
+def _list_lengths(table: Any, column: str, prompt_col: str) -> np.ndarray:
+    """Each wide row's list length; a missing or empty list (a prompt without responses) is
+    refused by its prompt id, never dropped."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(table.column(column))
+    empty = pc.or_kleene(pc.is_null(lengths), pc.equal(pc.fill_null(lengths, 0), 0))
+    if pc.any(empty).as_py():
+        row = int(np.flatnonzero(empty.to_numpy(zero_copy_only=False))[0])
+        raise TableError(
+            f"wide row {row} (prompt {table.column(prompt_col)[row].as_py()!r}) has no responses in "
+            f"{column!r} (a missing or empty list): drop the prompt or give its responses"
+        )
+    return np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _check_ids(ids: Any, prompt_col: str) -> Any:
+    """Prompt ids are numbers or text, none missing and none NaN (NaN would make its rows one prompt)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = ids.type
+    if pa.types.is_dictionary(kind):
+        ids, kind = ids.cast(kind.value_type), kind.value_type
+    if not (
+        pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+    ):
+        raise TableError(f"column {prompt_col!r} must hold prompt ids as numbers or text, got {kind}")
+    if ids.null_count:
+        raise TableError(f"column {prompt_col!r} has {ids.null_count} missing prompt ids")
+    if pa.types.is_floating(kind):
+        nan = pc.sum(pc.is_nan(ids)).as_py() or 0
+        if nan:
+            raise TableError(f"column {prompt_col!r} has {nan} NaN prompt ids: give every prompt an id")
+    return ids
+
+
 def _read_npz(
     path: str | os.PathLike[str],
     prompt_col: str,
@@ -275,7 +368,7 @@ def _read_npz(
             raise TableError(f"{str(path)!r} is not an .npz archive (a zip of .npy arrays)")
     try:
         with zipfile.ZipFile(path) as archive:
-            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            members = _npz_members(archive, str(path))
             missing = [c for c in wanted if c not in members]
             if missing:
                 raise TableError(f"missing array(s) {missing}; the file has {sorted(members)}")
@@ -283,9 +376,10 @@ def _read_npz(
             declared = 0.0
             for name in names:
                 declared += _npy_payload_bytes(archive, members[name], str(path))
+            refuse_large(declared, path, "its arrays hold")
             require_memory(declared, f"the arrays of {str(path)!r}", itemsize=1)
             arrays = {name: _read_member(archive, members[name], str(path)) for name in names}
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
         raise TableError(f"{str(path)!r} is a truncated or corrupt .npz archive ({exc})") from None
     ids_name = prompt_col if prompt_col in arrays else None
     return RewardTable.from_arrays(
@@ -295,6 +389,22 @@ def _read_npz(
         groups=None if group_col is None else arrays[group_col],
         invalid=invalid,
     )
+
+
+def _npz_members(archive: zipfile.ZipFile, path: str) -> dict[str, zipfile.ZipInfo]:
+    """The archive's arrays by name; encrypted members, compression methods Python cannot read
+    and names given twice (which one would be read?) are refused."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        name = info.filename.removesuffix(".npy")
+        if info.flag_bits & 0x1:
+            raise TableError(f"{path!r}: array {info.filename!r} is encrypted; save the arrays unencrypted (numpy.savez)")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+            raise TableError(f"{path!r}: array {info.filename!r} uses compression method {info.compress_type}, which cannot be read (numpy.savez_compressed writes a readable one)")
+        if name in members:
+            raise TableError(f"{path!r} holds two arrays named {name!r}: which one is meant? Save each name once")
+        members[name] = info
+    return members
 
 
 def _npy_payload_bytes(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> float:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ._input import require_regular_file
 from .arrays import IntArray
 from .pools import Pools, SharedValues, SizeGroup, build_pools
 from .table import RewardTable, TableError
@@ -33,12 +34,15 @@ def parquet_files(path: str | os.PathLike[str]) -> list[Path]:
     (hidden files, whose names start with a dot -- temporaries, editors' copies -- are not read)."""
     source = Path(path)
     if source.is_dir():
-        files = sorted(p for p in source.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
+        files = sorted(p for p in source.glob("*.parquet") if not p.name.startswith("."))
         if not files:
             raise FileNotFoundError(f"no *.parquet files in the folder {str(source)!r}")
+        for file in files:  # a pipe or device among them is refused, not skipped
+            require_regular_file(file, folder_ok=False)
         return files
-    if not source.is_file():
+    if not source.exists():
         raise FileNotFoundError(f"no such table: {str(source)!r}")
+    require_regular_file(source)
     return [source]
 
 
