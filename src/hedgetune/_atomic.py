@@ -13,8 +13,10 @@ symbolic link at the target instead of writing through it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -97,3 +99,85 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], older_than: float =
             continue
         removed.append(path)
     return removed
+
+
+class OutputBusy(ValueError):
+    """Another live process is writing the same output."""
+
+
+#: errno values that mean "this output cannot be written here" (said in one line, not a traceback).
+UNWRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def cannot_write(exc: OSError, target: str | os.PathLike[str]) -> ValueError:
+    """A one-line error for an output that cannot be written (read-only, full, over a size limit)."""
+    reason = exc.strerror or type(exc).__name__
+    return ValueError(f"cannot write {str(target)!r}: {reason}; nothing was written")
+
+
+@contextlib.contextmanager
+def exclusive(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold ``target`` for this process while the block runs: a lock file ``.NAME.lock`` beside it,
+    created with ``O_EXCL`` (one process wins, atomically, on any local file system) and holding
+    the owner's pid. A second process gets :class:`OutputBusy` while the owner lives; a lock whose
+    owner is gone (a killed run) is taken over. Creating the lock also proves the folder writable
+    before any work starts. The target's folder is created when missing."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = target.parent / f".{target.name}.lock"
+    for _attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and owner != os.getpid() and _alive(owner):
+                raise OutputBusy(
+                    f"another hedgetune run (pid {owner}) is writing {str(target)!r}: wait for it, or write elsewhere"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):  # its owner is gone: take it over
+                lock.unlink()
+            continue
+        except OSError as exc:
+            if exc.errno in UNWRITABLE:
+                raise cannot_write(exc, target) from None
+            raise
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        break
+    else:
+        raise OutputBusy(f"another hedgetune run is writing {str(target)!r}: wait for it, or write elsewhere")
+    try:
+        yield target
+    finally:
+        if _lock_owner(lock) == os.getpid():
+            with contextlib.suppress(OSError):
+                lock.unlink()
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; when the block ends without error its
+    files move into ``target`` (renames: a full disk while writing leaves no half a report; a
+    folder that exists keeps its other files). On error the temporary folder is removed and
+    ``target`` is untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}-", suffix=_SUFFIX))
+    try:
+        yield staging
+        staging.chmod(0o777 & ~_umask())
+        if not target.exists():
+            os.replace(staging, target)
+        else:
+            for entry in sorted(staging.iterdir()):
+                os.replace(entry, target / entry.name)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

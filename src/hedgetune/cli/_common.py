@@ -13,6 +13,7 @@ from typing import Any, TypeVar, overload
 import click
 import numpy as np
 
+from .._atomic import UNWRITABLE, cannot_write, exclusive
 from .._jsonable import jsonable
 from ..ensembles import RULES, with_ensemble
 from ..io import read_table
@@ -64,6 +65,10 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
             raise InputError(as_flags(str(exc))) from None
+        except OSError as exc:  # an output that cannot be written: read-only, a full disk, ulimit -f
+            if exc.errno not in UNWRITABLE:
+                raise
+            raise InputError(str(cannot_write(exc, exc.filename or "the output"))) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -397,6 +402,14 @@ def announce(message: str, quiet: bool) -> None:
     """A start-up line on standard error (``loading the model...``), shown like progress."""
     if showing_progress(quiet):
         click.echo(message, err=True)
+
+
+def claim_output(path: str | Path, force: bool) -> None:
+    """Hold the output ``path`` for this run until the command ends (:func:`hedgetune._atomic.exclusive`:
+    of several concurrent runs exactly one writes, the others exit 2; an unwritable folder is said
+    before any work), then refuse an existing output without ``--force``."""
+    click.get_current_context().with_resource(exclusive(path))
+    refuse_to_overwrite(path, force)
 
 
 def refuse_to_overwrite(path: str | Path, force: bool) -> None:

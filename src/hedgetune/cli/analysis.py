@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, staged_folder
 from ..curves import curve
 from ..decision import DecisionRow
 from ..diagnose import diagnose_curve
@@ -21,6 +21,7 @@ from ._common import (
     InputError,
     analysis_options,
     budget_options,
+    claim_output,
     emit_json,
     force_option,
     mechanism_options,
@@ -28,7 +29,6 @@ from ._common import (
     progress_bar,
     proxy_chosen,
     quiet_option,
-    refuse_to_overwrite,
     report_options,
     table_options,
     user_errors,
@@ -204,7 +204,7 @@ def curve_cmd(
 ) -> None:
     """The hacking curve: true reward, proxy and KL against the parameter, and the regime."""
     if out_path:
-        refuse_to_overwrite(out_path, force)
+        claim_output(out_path, force)
     grid = None if thetas is None else parse_floats(thetas, "--thetas")
     c = curve(
         table,
@@ -436,7 +436,7 @@ def _whole_analysis(default_out: str) -> Callable[[F], F]:
         ) -> Any:
             from ..report.analysis import analyse, progress_steps
 
-            refuse_to_overwrite(out, force)
+            claim_output(out, force)
             proxies = [table.proxy] if proxy_chosen() else table.proxy_names
             with progress_bar(progress_steps(len(proxies)), "analysing", quiet, item_show_func=lambda s: s) as bar:
                 def progress(message: str) -> None:
@@ -444,7 +444,13 @@ def _whole_analysis(default_out: str) -> Callable[[F], F]:
 
                 analysis = analyse(table, Path(table_path).stem, proxies=proxies, bootstrap=bootstrap, seed=seed,
                                    repeats=repeats, progress=progress)
-                return fn(analysis=analysis, out=Path(out), table_path=table_path, progress=progress, **kwargs)
+                # Written into a temporary folder, moved into place at the end: never half a report.
+                with staged_folder(out) as staging:
+                    shown = fn(analysis=analysis, out=staging, table_path=table_path, progress=progress, **kwargs)
+            for line in shown:  # text, or a written file (after its label) shown where it now lies
+                label, path = line if isinstance(line, tuple) else ("", line)
+                click.echo(path if isinstance(path, str) else f"{label}{Path(out) / path.relative_to(staging)}")
+            return None
 
         wrapped: Any = run
         return report_options(default_out)(wrapped)
@@ -456,26 +462,22 @@ def _whole_analysis(default_out: str) -> Callable[[F], F]:
 @table_options
 @_whole_analysis("hedgetune-plots")
 @user_errors
-def plot(analysis: Any, out: Path, table_path: str, progress: Any) -> None:
+def plot(analysis: Any, out: Path, table_path: str, progress: Any) -> list[Path]:
     """Figures (PNG and SVG): reward vs KL, the hacking curve, the out-of-sample comparison."""
     from ..report.analysis import write_figures
 
-    for paths in write_figures(analysis, out, progress).values():
-        for path in paths:
-            click.echo(str(path))
+    return [path for paths in write_figures(analysis, out, progress).values() for path in paths]
 
 
 @main.command()
 @table_options
 @_whole_analysis("hedgetune-report")
 @user_errors
-def report(analysis: Any, out: Path, table_path: str, progress: Any) -> None:
+def report(analysis: Any, out: Path, table_path: str, progress: Any) -> list[str | tuple[str, Path]]:
     """A self-contained HTML report on a table, with a short summary here."""
     from ..report.analysis import summary_lines, write_report
 
     path = write_report([analysis], out, title=f"hedgetune report: {Path(table_path).name}", progress=progress)
-    for line in summary_lines(analysis):
-        click.echo(line)
-    click.echo(f"report: {path}")
+    return [*summary_lines(analysis), ("report: ", path)]
 
 

@@ -10,10 +10,10 @@ import click
 from ..io import read_table
 from ._common import (
     announce,
+    claim_output,
     force_option,
     progress_bar,
     quiet_option,
-    refuse_to_overwrite,
     user_errors,
 )
 from ._group import main
@@ -311,7 +311,7 @@ def score(
     from ..pipeline.generate import read_generations
     from ..pipeline.scorers import score_table
 
-    refuse_to_overwrite(out, force)
+    claim_output(out, force)
     generations = read_generations(run_dir, partial=partial)
     if partial:
         click.echo(f"scoring the {len(set(generations.column('prompt_id').to_pylist()))} finished prompts", err=True)
@@ -379,7 +379,7 @@ def train_proxy(
     from ..pipeline.generate import read_generations
     from ..pipeline.train_proxy import add_trained_proxies
 
-    refuse_to_overwrite(out, force)
+    claim_output(out, force)
     table = add_trained_proxies(
         read_generations(run_dir, partial=True),  # the table says which prompts were scored
         read_table(table_path),

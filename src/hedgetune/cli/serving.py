@@ -15,11 +15,11 @@ from ..mechanisms import Mechanism
 from ._common import (
     InputError,
     announce,
+    claim_output,
     emit_json,
     force_option,
     mechanism_options,
     quiet_option,
-    refuse_to_overwrite,
     user_errors,
 )
 from ._group import main
@@ -275,7 +275,7 @@ def log_table(log_dir: str, gold: str, missing: str, out: str, force: bool) -> N
     from ..gateway.log import table_from_log
     from ..io import write_table
 
-    refuse_to_overwrite(out, force)
+    claim_output(out, force)
     table = table_from_log(log_dir, gold, missing)
     write_table(table, out)
     if table.dropped:

@@ -25,10 +25,12 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._atomic import exclusive
 from .backends import Backend, Prompt
 from .generate import GenerationStats, prepare_run, write_chunk
 from .scorers import Scores, score_columns, table_from_scores
@@ -84,49 +86,50 @@ def generate_on_ray(
     ``threads_per_worker`` says otherwise. Sampled log-probabilities are sums whose rounding depends
     on the thread count: give the local run's count to reproduce its table bit for bit.
     """
-    writer, chunks, stats = prepare_run(prompts, backend, out_dir, n=n, seed=seed, prompts_per_shard=prompts_per_shard)
-    if not chunks:
-        return stats
-    ray = connect(address)
-    count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    if count < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    worker_class = _actor_class(ray)
-    if threads_per_worker is not None:
-        if threads_per_worker < 1:
-            raise ValueError(f"threads_per_worker must be >= 1, got {threads_per_worker}")
-        threads = str(threads_per_worker)
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        worker_class = worker_class.options(runtime_env={"env_vars": env})
-    actors = [worker_class.remote(backend) for _ in range(min(count, len(chunks)))]
-    start = time.perf_counter()
-    queue = list(range(len(chunks)))
-    running: dict[Any, tuple[int, Any]] = {}  # object ref -> (chunk number, actor)
+    with exclusive(Path(out_dir) / "run.json"):  # one run writes a folder at a time
+        writer, chunks, stats = prepare_run(prompts, backend, out_dir, n=n, seed=seed, prompts_per_shard=prompts_per_shard)
+        if not chunks:
+            return stats
+        ray = connect(address)
+        count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if count < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        worker_class = _actor_class(ray)
+        if threads_per_worker is not None:
+            if threads_per_worker < 1:
+                raise ValueError(f"threads_per_worker must be >= 1, got {threads_per_worker}")
+            threads = str(threads_per_worker)
+            env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+            worker_class = worker_class.options(runtime_env={"env_vars": env})
+        actors = [worker_class.remote(backend) for _ in range(min(count, len(chunks)))]
+        start = time.perf_counter()
+        queue = list(range(len(chunks)))
+        running: dict[Any, tuple[int, Any]] = {}  # object ref -> (chunk number, actor)
 
-    def submit(actor: Any) -> None:
-        if queue:
-            number = queue.pop(0)
-            chunk, seeds = chunks[number]
-            running[actor.generate.remote([p for _, p in chunk], n, seeds)] = (number, actor)
+        def submit(actor: Any) -> None:
+            if queue:
+                number = queue.pop(0)
+                chunk, seeds = chunks[number]
+                running[actor.generate.remote([p for _, p in chunk], n, seeds)] = (number, actor)
 
-    for actor in actors:
-        for _ in range(IN_FLIGHT_PER_ACTOR):
-            submit(actor)
-    try:
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1)
-            number, actor = running.pop(ready[0])
-            results = ray.get(ready[0])  # raises if the chunk failed even after Ray's retries
-            write_chunk(writer, chunks[number][0], results, stats)
-            stats.seconds = time.perf_counter() - start
-            if progress:
-                progress(stats)
-            submit(actor)
-    finally:  # killing the actors ends their chunks in flight; finished shards are already written
         for actor in actors:
-            ray.kill(actor)
-    stats.seconds = time.perf_counter() - start
-    return stats
+            for _ in range(IN_FLIGHT_PER_ACTOR):
+                submit(actor)
+        try:
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1)
+                number, actor = running.pop(ready[0])
+                results = ray.get(ready[0])  # raises if the chunk failed even after Ray's retries
+                write_chunk(writer, chunks[number][0], results, stats)
+                stats.seconds = time.perf_counter() - start
+                if progress:
+                    progress(stats)
+                submit(actor)
+        finally:  # killing the actors ends their chunks in flight; finished shards are already written
+            for actor in actors:
+                ray.kill(actor)
+        stats.seconds = time.perf_counter() - start
+        return stats
 
 
 def score_on_ray(

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .._atomic import atomic_path, atomic_write_bytes, remove_stale_temporaries
+from .._atomic import atomic_path, atomic_write_bytes, exclusive, remove_stale_temporaries
 from .backends import DEFAULT_MODEL as DEFAULT_MODEL
 from .backends import Backend as Backend
 from .backends import Prompt as Prompt
@@ -232,28 +232,29 @@ def generate(
 
     ``progress`` is called with the statistics after every prompt when the backend generates one
     prompt at a time (local models), else after every shard of prompts generated concurrently."""
-    writer, chunks, stats = prepare_run(prompts, backend, out_dir, n=n, seed=seed, prompts_per_shard=prompts_per_shard)
-    start = time.perf_counter()
-    one_at_a_time = progress is not None and not hasattr(backend, "max_concurrency")
-    for chunk, seeds in chunks:
-        if one_at_a_time:  # the same calls the batch would make, one prompt each, so progress is live
-            results: list[list[Sample]] = []
-            live = GenerationStats(prompts=stats.prompts, skipped=stats.skipped, tokens=stats.tokens)
-            for (_, prompt), prompt_seed_ in zip(chunk, seeds, strict=True):
-                results += backend.generate_many([prompt], n, [prompt_seed_])
-                live.prompts += 1
-                live.tokens += sum(len(s.token_logprobs) for s in results[-1])
-                live.seconds = time.perf_counter() - start
-                progress(live)  # type: ignore[misc]
-        else:
-            results = backend.generate_many([p for _, p in chunk], n, seeds)
-        write_chunk(writer, chunk, results, stats)
+    with exclusive(Path(out_dir) / "run.json"):  # one run writes a folder at a time
+        writer, chunks, stats = prepare_run(prompts, backend, out_dir, n=n, seed=seed, prompts_per_shard=prompts_per_shard)
+        start = time.perf_counter()
+        one_at_a_time = progress is not None and not hasattr(backend, "max_concurrency")
+        for chunk, seeds in chunks:
+            if one_at_a_time:  # the same calls the batch would make, one prompt each, so progress is live
+                results: list[list[Sample]] = []
+                live = GenerationStats(prompts=stats.prompts, skipped=stats.skipped, tokens=stats.tokens)
+                for (_, prompt), prompt_seed_ in zip(chunk, seeds, strict=True):
+                    results += backend.generate_many([prompt], n, [prompt_seed_])
+                    live.prompts += 1
+                    live.tokens += sum(len(s.token_logprobs) for s in results[-1])
+                    live.seconds = time.perf_counter() - start
+                    progress(live)  # type: ignore[misc]
+            else:
+                results = backend.generate_many([p for _, p in chunk], n, seeds)
+            write_chunk(writer, chunk, results, stats)
+            stats.seconds = time.perf_counter() - start
+            if progress:
+                progress(stats)
+        writer.flush()
         stats.seconds = time.perf_counter() - start
-        if progress:
-            progress(stats)
-    writer.flush()
-    stats.seconds = time.perf_counter() - start
-    return stats
+        return stats
 
 
 #: A batch of prompts still to generate (with their positions in the run) and their seeds.
