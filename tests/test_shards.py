@@ -148,3 +148,45 @@ def test_the_manifest_holds_no_secret_and_no_transport_settings(tmp_path: Path) 
     settings = _settings_of(backend)
     assert "sk-secret-123" not in json.dumps(settings)
     assert not {"api_key", "timeout", "retries"} & set(settings)
+
+
+def test_a_shard_changed_after_it_was_written_is_caught_by_its_checksum(tmp_path: Path) -> None:
+    """Silent corruption (issue 28, item 5): a shard still readable as Parquet but not the bytes
+    that were written -- here a response rewritten -- is refused by score's reader and, on
+    resume, quarantined and generated again."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _run(tmp_path / "whole")
+    expected = read_generations(tmp_path / "whole")
+    _run(tmp_path / "run")
+    victim = sorted((tmp_path / "run").glob("shard-*.parquet"))[3]
+    table = pq.read_table(victim)
+    responses = table.column("response").to_pylist()
+    responses[1] = responses[1][::-1]
+    pq.write_table(table.set_column(table.column_names.index("response"), "response", pa.array(responses)), victim)
+    with pytest.raises(ValueError, match="checksum"):
+        read_generations(tmp_path / "run")
+    with pytest.warns(UserWarning, match="checksum"):
+        _run(tmp_path / "run")
+    assert (tmp_path / "run" / "quarantine" / victim.name).exists()
+    assert read_generations(tmp_path / "run").equals(expected)
+
+
+def test_a_shard_without_its_checksum_is_checked_and_recorded_on_resume(tmp_path: Path) -> None:
+    """A crash between a shard's rename and the checksum's record leaves an unlisted shard:
+    score refuses it until generate has read it whole and recorded it."""
+    import json
+
+    _run(tmp_path / "run")
+    sums_path = tmp_path / "run" / "checksums.json"
+    sums = json.loads(sums_path.read_text())
+    assert len(sums) == 7
+    name = sorted(sums)[0]
+    del sums[name]
+    sums_path.write_text(json.dumps(sums))
+    with pytest.raises(ValueError, match="no checksum"):
+        read_generations(tmp_path / "run")
+    _run(tmp_path / "run")
+    assert name in json.loads(sums_path.read_text())
+    assert read_generations(tmp_path / "run").num_rows == 60

@@ -89,10 +89,12 @@ class ShardWriter:
 
     A shard is named by its first prompt's index and a hash of the prompt ids it holds
     (``shard-00000012-1a2b3c4d.parquet``), so a shard written after another was deleted can never
-    take its name. A shard that cannot be read (a crash or a full disk cut it short) is moved to
-    ``quarantine/`` with a warning, and its prompts are generated again. ``run.json`` records the
-    settings; resuming with different settings is refused, so a table never mixes two
-    configurations.
+    take its name. Each shard's SHA-256 is recorded in ``checksums.json`` once it is written. On
+    resume, a shard that cannot be read (a crash or a full disk cut it short) or whose bytes no
+    longer match their checksum (changed after it was written) is moved to ``quarantine/`` with a
+    warning, and its prompts are generated again; a shard without a checksum (a crash between the
+    two writes) is read whole and recorded. ``run.json`` records the settings; resuming with
+    different settings is refused, so a table never mixes two configurations.
     """
 
     def __init__(
@@ -119,30 +121,49 @@ class ShardWriter:
             atomic_write_bytes(manifest, json.dumps(settings, indent=1, sort_keys=True).encode())
         self._buffer: list[dict[str, Any]] = []
         self._buffered_prompts = 0
+        self.checksums = read_checksums(self.out_dir)
 
     def shards(self) -> list[Path]:
         return _shards(self.out_dir)
 
     def done(self) -> set[str]:
-        """Prompt ids already written; unreadable shards are quarantined (their prompts are not done)."""
+        """Prompt ids already written; shards that are unreadable or changed since written are
+        quarantined (their prompts are not done), unlisted ones read whole and recorded."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         ids: set[str] = set()
+        known = dict(self.checksums)
         for shard in self.shards():
+            expected, actual = known.get(shard.name), file_digest(shard)
+            if expected is not None and expected != actual:
+                self._quarantine(shard, "its bytes do not match the checksum recorded when it was written")
+                continue
             try:
-                ids.update(pq.read_table(shard, columns=["prompt_id"]).column("prompt_id").to_pylist())
+                table = pq.read_table(shard, columns=None if expected is None else ["prompt_id"])
             except (OSError, ValueError, pa.ArrowException) as exc:  # the shard is unusable
-                quarantine = self.out_dir / "quarantine"
-                quarantine.mkdir(exist_ok=True)
-                os.replace(shard, quarantine / shard.name)
-                warnings.warn(
-                    f"{shard.name} could not be read ({type(exc).__name__}); moved to quarantine/ and "
-                    "its prompts will be generated again",
-                    UserWarning,
-                    stacklevel=2,
-                )
+                self._quarantine(shard, f"it could not be read ({type(exc).__name__})")
+                continue
+            ids.update(table.column("prompt_id").to_pylist())
+            self.checksums[shard.name] = actual
+        if self.checksums != known:
+            self._save_checksums()
         return ids
+
+    def _quarantine(self, shard: Path, why: str) -> None:
+        quarantine = self.out_dir / "quarantine"
+        quarantine.mkdir(exist_ok=True)
+        os.replace(shard, quarantine / shard.name)
+        self.checksums.pop(shard.name, None)
+        self._save_checksums()
+        warnings.warn(
+            f"{shard.name}: {why}; moved to quarantine/ and its prompts will be generated again",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def _save_checksums(self) -> None:
+        atomic_write_bytes(self.out_dir / CHECKSUMS, json.dumps(self.checksums, indent=1, sort_keys=True).encode())
 
     def add_prompt(self, rows: list[dict[str, Any]]) -> None:
         self._buffer.extend(rows)
@@ -163,11 +184,55 @@ class ShardWriter:
         table = pa.Table.from_pylist(self._buffer)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
+            digest_of_shard = file_digest(tmp)
+        self.checksums[path.name] = digest_of_shard
+        self._save_checksums()
         self._buffer, self._buffered_prompts = [], 0
+
+
+#: The run folder's record of each shard's SHA-256.
+CHECKSUMS = "checksums.json"
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checksums(out_dir: Path) -> dict[str, str]:
+    """The run's recorded shard checksums (none for a run written before they were recorded)."""
+    path = Path(out_dir) / CHECKSUMS
+    if not path.exists():
+        return {}
+    try:
+        sums = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{str(path)!r} is not readable JSON: restore it, or delete it to check every shard again") from None
+    if not isinstance(sums, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in sums.items()):
+        raise ValueError(f"{str(path)!r} must map shard names to checksums")
+    return sums
 
 
 def _shards(out_dir: Path) -> list[Path]:
     return sorted(p for p in Path(out_dir).glob("shard-*.parquet") if p.is_file())
+
+
+def _verify_checksums(out_dir: Path, shards: Sequence[Path]) -> None:
+    """Every shard matches its recorded checksum (a run that records them: from this version on)."""
+    sums = read_checksums(out_dir)
+    if not sums and not (out_dir / CHECKSUMS).exists():
+        return  # written before checksums were recorded
+    remedy = ": rerun generate with the same command to check it (a changed shard is quarantined and generated again)"
+    for shard in shards:
+        expected = sums.get(shard.name)
+        if expected is None:
+            raise ValueError(f"shard {shard.name} of {str(out_dir)!r} has no checksum{remedy}")
+        if file_digest(shard) != expected:
+            raise ValueError(f"shard {shard.name} of {str(out_dir)!r} does not match its checksum{remedy}")
 
 
 def read_generations(out_dir: str | os.PathLike[str], *, partial: bool = False) -> Any:
@@ -190,6 +255,7 @@ def read_generations(out_dir: str | os.PathLike[str], *, partial: bool = False) 
     samples = table.column("sample_idx").to_pylist()
     if len(set(zip(ids, samples, strict=True))) != len(ids):
         raise ValueError(f"a prompt appears in more than one shard of {str(out_dir)!r}; remove the copies")
+    _verify_checksums(Path(out_dir), shards)
     manifest = Path(out_dir) / "run.json"
     expected = json.loads(manifest.read_text()).get("prompt_count") if manifest.exists() else None
     finished = len(set(ids))
