@@ -282,3 +282,25 @@ def test_score_writes_pairwise_similarities(tmp_path: Path) -> None:
         np.testing.assert_allclose(block, rows @ rows.T, atol=1e-6)
     assert "all-MiniLM-L6-v2" in table.provenance["pairwise_similarity"]
     assert np.isfinite(ht.curve(table, "rbon_wd", n=2, bootstrap=0).true_reward).all()
+
+
+def test_generate_never_writes_or_prints_credentials_and_says_unreachable_in_one_line(tmp_path: Path) -> None:
+    """Issue 28, item 10: a password in the URL and a key in its query stay out of run.json and of
+    the error; an unreachable upstream is one line, exit 2."""
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt_id": "a", "question": "hi"}\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "hedgetune.cli", "generate", "--prompts", str(prompts), "--backend", "openai",
+         "--base-url", "http://user:PW-secret@127.0.0.1:9/?api_key=K-secret", "--model", "m", "--n", "2",
+         "--retries", "0", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "unreachable" in run.stderr
+    written = (tmp_path / "run" / "run.json").read_text()
+    for secret in ("PW-secret", "K-secret"):
+        assert secret not in run.stderr and secret not in written

@@ -19,6 +19,7 @@ from ..ensembles import RULES, with_ensemble
 from ..io import read_table
 from ..mechanisms import lookup, make, names
 from ..mechanisms.registry import option_names
+from ..protocol import UpstreamError
 from ..streaming import scan_table
 from ..table import RewardTable, TableError
 
@@ -30,7 +31,7 @@ def emit_json(obj: Any) -> None:
 
 
 #: The library's errors for bad input: shown as one line with exit code 2.
-USER_ERRORS = (TableError, ValueError, TypeError, FileNotFoundError)
+USER_ERRORS = (TableError, ValueError, TypeError, FileNotFoundError, UpstreamError)
 
 
 def _with_options(options: list[Callable[[Any], Any]], fn: Any) -> Any:

@@ -75,6 +75,10 @@ def _parse_config(items: tuple[str, ...]) -> dict[str, Any]:
 )
 @click.option("--base-url", default=None, help="openai backend: the server, e.g. http://127.0.0.1:8000")
 @click.option(
+    "--retries", type=click.IntRange(min=0), default=5, show_default=True,
+    help="openai backend: retries of a failed request (exponential backoff).",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(min=1),
     default=8,
@@ -126,6 +130,7 @@ def generate(
     device: str,
     backend_name: str,
     base_url: str | None,
+    retries: int,
     concurrency: int,
     api_key_env: str | None,
     tensor_parallel_size: int,
@@ -154,6 +159,7 @@ def generate(
         top_p=top_p,
         device=device,
         base_url=base_url,
+        retries=retries,
         concurrency=concurrency,
         api_key_env=api_key_env,
         tensor_parallel_size=tensor_parallel_size,
@@ -207,6 +213,7 @@ def _make_backend(
     tensor_parallel_size: int,
     pipeline_parallel_size: int = 1,
     on_ray: bool = False,
+    retries: int = 5,
 ) -> Any:
     """The generation backend the command line asked for, its options checked (on Ray, vLLM
     spreads its tensor/pipeline-parallel workers over the cluster with its Ray executor)."""
@@ -242,6 +249,7 @@ def _make_backend(
             temperature=temperature,
             top_p=top_p,
             max_concurrency=concurrency,
+            retries=retries,
         )
     from ..pipeline.backends import VLLMBackend
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._digest import folder_digest as folder_digest
-from ..protocol import RetryPolicy, redact
+from ..protocol import RetryPolicy, UpstreamError, redact
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -338,11 +338,11 @@ class OpenAIBackend:
             except urllib.error.HTTPError as exc:
                 if not retry.retryable(exc.code) or attempt == self.retries:
                     text = redact(exc.read()[:200].decode("utf-8", "replace"), [self.api_key])
-                    raise RuntimeError(f"{shown} answered {exc.code}: {text!r}") from None
+                    raise UpstreamError(f"{shown} answered {exc.code}: {text!r}") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 if attempt == self.retries:
                     reason = type(getattr(exc, "reason", exc)).__name__
-                    raise RuntimeError(f"{shown} unreachable after {retry.attempts} tries ({reason})") from None
+                    raise UpstreamError(f"{shown} unreachable after {retry.attempts} tries ({reason})") from None
         raise AssertionError("unreachable")
 
     def generate(self, prompt: Prompt, n: int, seed: int) -> list[Sample]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_path, atomic_write_bytes, exclusive, remove_stale_temporaries
+from ..protocol import redact
 from .backends import DEFAULT_MODEL as DEFAULT_MODEL
 from .backends import Backend as Backend
 from .backends import Prompt as Prompt
@@ -406,8 +407,9 @@ def _settings_of(backend: Backend) -> dict[str, Any]:
         values = asdict(backend)  # type: ignore[call-overload]
     except TypeError:
         return {}
-    return {
-        k: v
+    secret = values.get("api_key")
+    return {  # credentials in a URL (user:password@, ?api_key=) never reach the manifest
+        k: redact(v, [secret]) if isinstance(v, str) else v
         for k, v in values.items()
         if not k.startswith("_") and k not in _NOT_SETTINGS and isinstance(v, str | int | float | bool)
     }

@@ -5,7 +5,7 @@ Neutral ground: ``hedgetune.gateway`` and ``hedgetune.pipeline`` (``serve``, the
 both import from here, never from each other.
 """
 
-from .errors import ApiError, error_body
+from .errors import ApiError, UpstreamError, error_body
 from .redact import redact
 from .requests import (
     MAX_BODY_BYTES,
@@ -28,6 +28,7 @@ __all__ = [
     "Deadline",
     "RequestError",
     "RetryPolicy",
+    "UpstreamError",
     "check_body",
     "check_chat",
     "check_completion",

@@ -23,6 +23,11 @@ _KINDS: dict[int, tuple[str, str]] = {
 }
 
 
+class UpstreamError(RuntimeError):
+    """An upstream server (a model server hedgetune calls) could not be reached or refused the
+    request; the message is one line with credentials redacted."""
+
+
 class ApiError(Exception):
     """An error answered to a client as JSON in OpenAI's schema; ``param`` names the offending
     request field (``"hedge.n"``, ``"logprobs"``) or is ``None``."""
