@@ -384,3 +384,31 @@ def test_raw_soft_best_of_n_tunes_on_a_value_only_grid_to_the_residuals_root():
     assert abs(residual) < 1e-9
     lo, hi = result.theta_ci
     assert result.search_range[0] <= lo <= result.theta <= hi <= result.search_range[1]
+
+
+def test_tune_stays_inside_its_search_range_on_proxies_spanning_90_decades() -> None:
+    """Issue 28, item 14: proxies from 1e-3 to 1e89 make the searched range tiny (its top is
+    500 per unit of the pooled spread); the answer, its interval and the conservative rule stay in it."""
+    rng = np.random.default_rng(2)
+    proxy = rng.normal(size=(30, 8)) * np.logspace(-3, 89, 30)[:, None]
+    table = ht.RewardTable.from_arrays({"proxy_reward": proxy}, rng.normal(size=(30, 8)))
+    for name in ("sbon", "tilted", "bop"):
+        for estimator in ("unbiased", "plugin"):
+            r = ht.tune(table, name, bootstrap=50, estimator=estimator)
+            lo, hi = r.search_range
+            for value in (r.theta, *r.theta_ci, r.conservative_theta):
+                assert lo <= value <= hi, (name, estimator, value, (lo, hi))
+
+
+@pytest.mark.parametrize("name", ["bon", "bop", "sbon", "tilted"])
+def test_the_answer_does_not_depend_on_the_rewards_units(name: str) -> None:
+    """Rewards times 1e-300 or 1e38 (issue 28, item 14): the same parameter and the same verdict
+    (the bootstrap's noise is computed in the rewards' own units, so it does not underflow)."""
+    rng = np.random.default_rng(1)
+    proxy = rng.normal(size=(30, 8))
+    true = rng.normal(size=(30, 8)) + 0.3 * proxy
+    base = ht.tune(ht.RewardTable.from_arrays({"proxy_reward": proxy}, true), name, bootstrap=50)
+    for c in (1e-300, 1e-38, 1e38):
+        r = ht.tune(ht.RewardTable.from_arrays({"proxy_reward": proxy}, true * c), name, bootstrap=50)
+        assert r.theta == pytest.approx(base.theta, rel=1e-8)
+        assert r.regime == base.regime, (c, r.regime, base.regime)

@@ -53,6 +53,16 @@ def regime_with_noise(values: ArrayLike, noise: float, tol: float) -> str:
     return regime
 
 
+def standard_deviation(values: ArrayLike, scale: float) -> float:
+    """``np.std(values, ddof=1)`` computed in units of ``scale`` (the rewards' size), so that
+    rewards near the smallest floats do not square to zero (and tiny noise to no noise)."""
+    x = np.asarray(values, dtype=float)
+    if x.size < 2:
+        return 0.0
+    unit = scale if scale > 0 and np.isfinite(scale) else 1.0
+    return float(np.std(x / unit, ddof=1)) * unit
+
+
 def percent(share: float) -> str:
     """A share as a percentage that never reads 0% for a positive share."""
     value = 100 * share
@@ -150,7 +160,7 @@ def diagnose_curve(c: Curve, tuned: Any = None) -> Diagnosis:
     hacking = float("nan")
     if c.replicates is not None:
         reps = np.asarray(c.replicates)
-        noise = float(np.std(reps[:, best] - reps[:, -1], ddof=1)) if reps.shape[0] > 1 else 0.0
+        noise = standard_deviation(reps[:, best] - reps[:, -1], c.reward_scale)
         tol = 1e-12 * c.reward_scale
         hacking = float(np.mean([regime_with_noise(rep, 0.0, tol) == "rise-then-fall" for rep in reps]))
     regime = regime_with_noise(f, noise, 1e-12 * c.reward_scale)

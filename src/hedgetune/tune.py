@@ -30,7 +30,7 @@ from .curves import (
     resolve_estimator,
     shared_values,
 )
-from .diagnose import describe, regime_with_noise
+from .diagnose import describe, regime_with_noise, standard_deviation
 from .extrapolate import Extrapolation, extrapolate
 from .mechanisms import BestOfN, Mechanism, make
 from .pools import Pools, SharedValues, select_prompts
@@ -200,8 +200,10 @@ def _grid(lo: float, hi: float, template: Mechanism, points: int = _GRID_POINTS,
         inner = np.geomspace(max(lo, 1.0), hi, points)
         integers = np.arange(max(lo, 1.0), min(hi, 64.0) + 1)
         return np.unique(np.concatenate([integers, inner]))
-    first = min(hi - lo, scale or np.inf) * 1e-4 if lo == 0 else lo
-    first = max(first, 1e-6)
+    if lo == 0:  # 1e-4 of the range (or scale), at least 1e-6 -- but never past 1e-4 of a tiny range
+        first = min(max(min(hi, scale or np.inf) * 1e-4, 1e-6), hi * 1e-4)
+    else:
+        first = lo
     decades = np.log10(hi / first)
     count = int(np.clip(points * decades / 4, points, 4 * points))
     return np.unique(np.concatenate([[lo], np.geomspace(first, hi, count - 1)]))
@@ -493,7 +495,7 @@ def _result(c: _GridCurve, search: _Search, theta: float, iterations: int, lo: f
         allowed = (grid == np.round(grid)) if template.integer_parameter else np.ones(grid.size, dtype=bool)
         conservative = _conservative_theta(grid, c.values, rep_curves, lo, conservative_level, allowed)
         # The bootstrap standard error of the drop from the peak to the top of the range.
-        noise = float(np.std(rep_values - rep_top, ddof=1))
+        noise = standard_deviation(rep_values - rep_top, c.pools.reward_scale)
     regime, note = _regime(c.values, theta, f_theta, f_top, noise, c.flat_tol, template, pool_limited, hi)
     extrapolation = None
     if note.startswith("still rising") and not template.uses_raw_scores and template.deployable:
