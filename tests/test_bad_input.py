@@ -283,3 +283,15 @@ def test_a_duplicate_csv_header_is_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("prompt_id,proxy_reward,proxy_reward,true_reward\n0,1,2,1\n0,2,1,0\n")
     out = CliRunner().invoke(main, ["info", str(tmp_path / "d.csv")])
     assert out.exit_code == 2 and "proxy_reward" in out.output and "twice" in out.output, out.output
+
+
+def test_a_fractional_max_n_bounds_n_by_its_whole_part() -> None:
+    """Issue 28, item 15: --max-n 2.5 allows n <= 2 (was refused with an error about n = 2.5)."""
+    from click.testing import CliRunner
+
+    from hedgetune.cli import main
+    from hedgetune.data import path as data_path
+
+    result = CliRunner().invoke(main, ["tune", str(data_path("arithmetic")), "-m", "bon", "--max-n", "2.5", "--bootstrap", "10"])
+    assert result.exit_code == 0, result.output
+    assert "n = 2 " in result.output and "up to n = 2" in result.output

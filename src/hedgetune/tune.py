@@ -159,7 +159,7 @@ def search_range(
             )
         if max_n < 1:
             raise ValueError(f"max_n must be >= 1 (the reference draws one response), got {max_n}")
-        hi = min(hi, float(max_n))
+        hi = min(hi, float(np.floor(max_n)))  # n <= 2.5 is n <= 2: the search range says 2
     if max_samples is not None:
         if max_samples < 1:
             raise ValueError(
