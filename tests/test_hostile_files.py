@@ -215,3 +215,16 @@ def test_a_folder_mixing_float32_and_float64_shards_is_read(tmp_path: Path) -> N
     assert table.n_prompts == 4
     result = CliRunner().invoke(main, ["info", str(tmp_path)])
     assert result.exit_code == 0, result.output
+
+
+def test_non_text_provenance_is_refused_by_every_command(tmp_path: Path) -> None:
+    """Issue 28, item 16: provenance values that are not text crashed `report` only."""
+    rng = np.random.default_rng(0)
+    table = pa.table({"prompt_id": np.repeat(np.arange(10), 4), "proxy_reward": rng.normal(size=40), "true_reward": rng.normal(size=40)})
+    meta = {"proxies": ["proxy_reward"], "true": True, "provenance": {"proxy_reward": 5}}
+    path = tmp_path / "prov.parquet"
+    pq.write_table(table.replace_schema_metadata({b"hedgetune": json.dumps(meta).encode()}), path)
+    one_line_failure(cli("info", str(path)), "provenance must map column names to text")
+    one_line_failure(cli("report", str(path), "--out", str(tmp_path / "r"), "--bootstrap", "10", "--repeats", "2"), "provenance")
+    with pytest.raises(ht.TableError, match="provenance"):
+        ht.RewardTable.from_long([0, 0], {"rm": [1.0, 2.0]}, [1.0, 0.0], provenance={"rm": 3})  # type: ignore[dict-item]

@@ -75,6 +75,12 @@ class RewardTable:
             object.__setattr__(self, "proxy", next(iter(self.proxies)))
         if self.proxy not in self.proxies:
             raise TableError(f"unknown proxy {self.proxy!r}; the table has {sorted(self.proxies)}")
+        bad = [k for k, v in self.provenance.items() if not (isinstance(k, str) and isinstance(v, str))]
+        if bad:
+            raise TableError(
+                f"provenance must map column names to text (how each was produced); {bad[0]!r} maps to "
+                f"{type(self.provenance[bad[0]]).__name__}"
+            )
 
     # ------------------------------------------------------------------ construction
     @classmethod
