@@ -16,6 +16,7 @@ pipelines and tests, on loopback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import select
 import socket
@@ -41,6 +42,8 @@ from .backends import TransformersBackend
 MAX_BATCH_TOKENS = 1024
 #: Default number of requests that may wait for the model.
 MAX_QUEUE = 4
+#: Seconds a client has to send a whole request (line, headers, body).
+READ_DEADLINE_S = 10.0
 
 
 def client_gone(sock: socket.socket) -> bool:
@@ -80,7 +83,28 @@ class _Handler(BaseHTTPRequestHandler):
     server: ModelServer
 
     protocol_version = "HTTP/1.1"
-    timeout = 30  # a client that sends its headers slowly is dropped after 30 s
+    timeout = 30  # no byte for 30 s: the connection is dropped
+    #: The whole request (line, headers and body) must arrive within this many seconds: a client
+    #: dribbling a byte at a time (slowloris) is dropped instead of holding a thread for ever.
+    read_deadline = READ_DEADLINE_S
+
+    def handle_one_request(self) -> None:
+        self._deadline = threading.Timer(self.read_deadline, self._drop_slow_client)
+        self._deadline.daemon = True
+        self._deadline.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._deadline.cancel()
+
+    def _request_read(self) -> None:
+        """The request has arrived whole: generation may take as long as it takes."""
+        self._deadline.cancel()
+
+    def _drop_slow_client(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return
@@ -103,6 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(exc.status, exc.to_dict(), {"Retry-After": "1"} if exc.status == 429 else None)
 
     def do_GET(self) -> None:
+        self._request_read()
         path = self.path.rstrip("/")
         if path == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": str(self.server.backend.model), "object": "model"}]})
@@ -124,6 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(ApiError(500, "internal error in the model server"))
 
     def do_PUT(self) -> None:
+        self._request_read()
         self._error(ApiError(405, f"PUT is not allowed on {self.path}"))
 
     do_DELETE = do_PATCH = do_PUT
@@ -136,6 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
             if int(length) > MAX_BODY_BYTES:
                 raise RequestError(413, f"the body exceeds {MAX_BODY_BYTES} bytes")
             body = parse_body(self.rfile.read(int(length)))
+            self._request_read()
             check_body(body, max_n=MAX_N, max_tokens=MAX_TOKENS)
             if kind == "chat":
                 check_chat(body)
