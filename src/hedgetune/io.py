@@ -161,18 +161,18 @@ def _read_parquet(path: Path) -> Any:
 
 
 def check_parquet_size(files: Sequence[Path]) -> None:
-    """Refuse Parquet files whose footers declare more columns, or more decoded bytes (8 per
-    value, plus the pages' own uncompressed size), than the limits allow -- before reading any."""
+    """Refuse Parquet files whose footers declare more columns, or more decoded bytes (8 per row
+    and column, or the pages' uncompressed size when larger), than the limits allow -- before
+    reading any data. (Only row-group totals are read: a corrupt column-chunk entry in a footer
+    crashed Arrow's accessor, where reading the file fails cleanly.)"""
     import pyarrow.parquet as pq
 
     total = 0.0
     for file in files:
         meta = pq.ParquetFile(file).metadata
         refuse_columns(meta.num_columns, file)
-        for g in range(meta.num_row_groups):
-            group = meta.row_group(g)
-            total += group.total_byte_size
-            total += 8.0 * sum(group.column(c).num_values for c in range(group.num_columns))
+        pages = sum(float(meta.row_group(g).total_byte_size) for g in range(meta.num_row_groups))
+        total += max(pages, 8.0 * meta.num_rows * meta.num_columns)
     refuse_large(total, files[0] if len(files) == 1 else files[0].parent, "decodes to")
 
 
