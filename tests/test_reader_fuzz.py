@@ -94,10 +94,10 @@ def _schema_variants(rng: np.random.Generator) -> list[tuple[str, bytes]]:
         ("proxy_reward", [str(v) for v in data["proxy_reward"]]),
         ("proxy_reward", [None] * len(data["proxy_reward"])),
         ("prompt_id", [[p] for p in data["prompt_id"]]),
-        ("prompt_id", [None] + data["prompt_id"][1:]),
+        ("prompt_id", [None, *data["prompt_id"][1:]]),
         ("true_reward", [[[t]] for t in data["true_reward"]]),
         ("extra", [{"a": 1}] * len(data["prompt_id"])),
-        ("proxy_reward", [float("inf")] + data["proxy_reward"][1:]),
+        ("proxy_reward", [float("inf"), *data["proxy_reward"][1:]]),
     ):
         changed = dict(data)
         changed[column] = values
