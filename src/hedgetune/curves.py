@@ -1,4 +1,4 @@
-"""Exact hacking curves from a calibration table (SPEC §3).
+"""Exact hacking curves from a calibration table (docs/SPEC.md §3).
 
 For each parameter value the mechanism is run, in expectation, on every prompt's pool: the pool is
 the reference distribution (draws with replacement) and the selection probabilities of the sorted
@@ -473,7 +473,7 @@ def curve(
         quantile ``i/(m+1)`` for the unknown population quantile (a small bias, O(1/m)). The
         tilted policy, a frontier rather than a sampler, always uses the plug-in. ``"plugin"``: the
         pool resampled with replacement (any parameter, every mechanism); on small pools its peak
-        sits far beyond a deployment's (SPEC §3b).
+        sits far beyond a deployment's (docs/SPEC.md §3).
     bootstrap : number of bootstrap replicates over prompts for the band (0 for none).
     confidence : coverage of the band.
     seed : seed of the bootstrap.

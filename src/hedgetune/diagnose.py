@@ -1,4 +1,4 @@
-"""Hacking diagnosis: which of the four regimes of SPEC §4 a curve is in, and what it costs."""
+"""Hacking diagnosis: which of the four regimes of docs/SPEC.md §5 a curve is in, and what it costs."""
 
 from __future__ import annotations
 

@@ -218,8 +218,6 @@ def from_arrow(
 
     Column arguments as in :func:`read_table`.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     metadata = _read_metadata(table.schema.metadata)
     proxies = as_str_list(proxy_col) or metadata.get("proxies") or ["proxy_reward"]
@@ -232,65 +230,13 @@ def from_arrow(
     if missing:
         raise TableError(f"missing column(s) {missing}; the table has {table.column_names}")
 
-    for c in wanted:  # fixed-size lists are lists of one length
-        kind = table.schema.field(c).type
-        if pa.types.is_fixed_size_list(kind):
-            table = table.set_column(table.column_names.index(c), c, table.column(c).cast(pa.list_(kind.value_type)))
-    list_cols = [
-        c
-        for c in wanted
-        if pa.types.is_list(table.schema.field(c).type) or pa.types.is_large_list(table.schema.field(c).type)
-    ]
-    similarity = None
-    if "pairwise_similarity" in table.column_names and not list_cols:
-        field_type = table.schema.field("pairwise_similarity").type
-        if not (pa.types.is_list(field_type) or pa.types.is_large_list(field_type)):
-            raise TableError(f"column 'pairwise_similarity' must hold one list of numbers per response, got {field_type}")
-        if not (pa.types.is_floating(field_type.value_type) or pa.types.is_integer(field_type.value_type)):
-            raise TableError(f"column 'pairwise_similarity' must hold numbers, got lists of {field_type.value_type}")
-        similarity = table.column("pairwise_similarity").combine_chunks()
-    if list_cols:  # wide form: one row per prompt, list columns of per-response values
-        value_cols = [c for c in [*proxies, true_col, response_col] if c]
-        not_lists = [c for c in value_cols if c not in list_cols]
-        if not_lists:
-            raise TableError(
-                f"wide tables need list columns for every per-response value; {not_lists} are not lists"
-            )
-        lengths = _list_lengths(table, value_cols[0], prompt_col)
-        for c in value_cols[1:]:
-            other = _list_lengths(table, c, prompt_col)
-            if not np.array_equal(lengths, other):
-                raise TableError(
-                    f"list columns {value_cols[0]!r} and {c!r} have different lengths in some rows"
-                )
-        columns = {c: pc.list_flatten(table.column(c)) for c in value_cols}
-        repeat = np.repeat(np.arange(table.num_rows), lengths)
-        columns[prompt_col] = table.column(prompt_col).take(pa.array(repeat))
-        if group_col:
-            columns[group_col] = table.column(group_col).take(pa.array(repeat))
-        table = pa.table(columns)
-
-    def numeric(name: str) -> np.ndarray:
-        column = table.column(name)
-        if not (
-            pa.types.is_integer(column.type)
-            or pa.types.is_floating(column.type)
-            or pa.types.is_boolean(column.type)
-            or pa.types.is_null(column.type)
-            or pa.types.is_decimal(column.type)
-        ):
-            raise TableError(f"column {name!r} must be numeric, got {column.type}")
-        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=float)
-        # Arrow hands over a read-only view of its buffer (one chunk) or a fresh array (several
-        # chunks, other types): the table takes the fresh ones as they are.
-        return values if values.flags.writeable else flat_copy(values)
-
+    table, similarity = _to_long_form(table, wanted, prompt_col, [c for c in [*proxies, true_col, response_col] if c], group_col)
     prompt_values = _check_ids(table.column(prompt_col), prompt_col)
     # Arrow converts each column in C++ without the GIL: the columns convert at once, on threads.
     names = [*proxies, *([true_col] if true_col else [])]
     with ThreadPoolExecutor(min(available_cores(), len(names) + 1)) as pool:
         ids = pool.submit(lambda: np.asarray(prompt_values.to_numpy(zero_copy_only=False)))
-        converted = dict(zip(names, pool.map(numeric, names), strict=True))  # the first bad column raises
+        converted = dict(zip(names, pool.map(lambda name: _numeric(table, name), names), strict=True))  # the first bad column raises
     return RewardTable.from_long(
         ids.result(),
         {name: converted[name] for name in proxies},
@@ -309,6 +255,65 @@ def from_arrow(
         pairwise_similarity=similarity,
         _copy=False,  # every column above is an array of its own
     )
+
+
+def _to_long_form(
+    table: Any, wanted: list[str], prompt_col: str, value_cols: list[str], group_col: str | None
+) -> tuple[Any, Any]:
+    """The table in long form (a wide table's list columns expanded, one row per response) and
+    its ``pairwise_similarity`` column (long tables only), checked."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for c in wanted:  # fixed-size lists are lists of one length
+        kind = table.schema.field(c).type
+        if pa.types.is_fixed_size_list(kind):
+            table = table.set_column(table.column_names.index(c), c, table.column(c).cast(pa.list_(kind.value_type)))
+    list_cols = [c for c in wanted if pa.types.is_list(table.schema.field(c).type) or pa.types.is_large_list(table.schema.field(c).type)]
+    if not list_cols:
+        return table, _similarity(table)
+    not_lists = [c for c in value_cols if c not in list_cols]
+    if not_lists:
+        raise TableError(f"wide tables need list columns for every per-response value; {not_lists} are not lists")
+    lengths = _list_lengths(table, value_cols[0], prompt_col)
+    for c in value_cols[1:]:
+        if not np.array_equal(lengths, _list_lengths(table, c, prompt_col)):
+            raise TableError(f"list columns {value_cols[0]!r} and {c!r} have different lengths in some rows")
+    columns = {c: pc.list_flatten(table.column(c)) for c in value_cols}
+    repeat = pa.array(np.repeat(np.arange(table.num_rows), lengths))
+    columns[prompt_col] = table.column(prompt_col).take(repeat)
+    if group_col:
+        columns[group_col] = table.column(group_col).take(repeat)
+    return pa.table(columns), None
+
+
+def _similarity(table: Any) -> Any:
+    """A long table's ``pairwise_similarity`` column (one list of numbers per response), or None."""
+    import pyarrow as pa
+
+    if "pairwise_similarity" not in table.column_names:
+        return None
+    field_type = table.schema.field("pairwise_similarity").type
+    if not (pa.types.is_list(field_type) or pa.types.is_large_list(field_type)):
+        raise TableError(f"column 'pairwise_similarity' must hold one list of numbers per response, got {field_type}")
+    if not (pa.types.is_floating(field_type.value_type) or pa.types.is_integer(field_type.value_type)):
+        raise TableError(f"column 'pairwise_similarity' must hold numbers, got lists of {field_type.value_type}")
+    return table.column("pairwise_similarity").combine_chunks()
+
+
+def _numeric(table: Any, name: str) -> np.ndarray:
+    """A column as float64 values (numbers, booleans or nulls only)."""
+    import pyarrow as pa
+
+    column = table.column(name)
+    kind = column.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+            or pa.types.is_null(kind) or pa.types.is_decimal(kind)):
+        raise TableError(f"column {name!r} must be numeric, got {column.type}")
+    values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=float)
+    # Arrow hands over a read-only view of its buffer (one chunk) or a fresh array (several
+    # chunks, other types): the table takes the fresh ones as they are.
+    return values if values.flags.writeable else flat_copy(values)
 
 
 def _list_lengths(table: Any, column: str, prompt_col: str) -> np.ndarray:

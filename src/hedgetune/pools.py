@@ -1,4 +1,4 @@
-"""Pools: each prompt's responses sorted once by proxy, grouped by pool size.
+"""Pools: each prompt's responses sorted once by proxy, grouped by pool size (docs/SPEC.md §3).
 
 This is the only place that sorts. Within a pool of size ``m`` sorted ascending by proxy, a
 rank-based mechanism returns position ``i`` with a probability that depends only on ``i`` and

@@ -128,33 +128,11 @@ class RewardTable:
         if invalid not in ("raise", "drop"):
             raise ValueError(f"invalid must be 'raise' or 'drop', got {invalid!r}")
 
-        columns = [*named.values(), *([] if true is None else [true])]
-        # One pass per column when all is well; the row-by-row checks only otherwise.
-        bad = None
-        clean = all(_finite_and_bounded(values) for values in columns)
-        finite = clean or all(_finite(values) for values in columns)
-        if not finite:
-            bad = np.zeros(n, dtype=bool)
-            for values in columns:
-                bad |= ~np.isfinite(values)
+        labelled = [*named.items(), *([] if true is None else [("true_reward", true)])]
+        bad, clean = _nonfinite_rows(labelled, n)
         dropped = 0 if bad is None else int(bad.sum())
-        if dropped and pairwise_similarity is not None and invalid == "drop":
-            raise TableError(
-                f"{dropped} responses have NaN or infinite rewards; with a pairwise_similarity column they cannot "
-                "be dropped (the other responses' similarity lists refer to them): clean the table first"
-            )
         if dropped:
-            where = ", ".join(
-                f"{name}: {int((~np.isfinite(v)).sum())}"
-                for name, v in [*named.items(), *([] if true is None else [("true_reward", true)])]
-                if (~np.isfinite(v)).any()
-            )
-            if invalid == "raise":
-                raise TableError(
-                    f"{dropped} responses have NaN or infinite rewards ({where}); clean them, or "
-                    "pass invalid='drop' to drop those responses"
-                )
-            warnings.warn(f"dropped {dropped} responses with NaN or infinite rewards ({where})", stacklevel=2)
+            _refuse_or_warn(labelled, dropped, invalid, pairwise_similarity is not None)
             assert bad is not None
             keep = ~bad
             ids = ids[keep]
@@ -162,33 +140,9 @@ class RewardTable:
             true = None if true is None else true[keep]
             group_col = None if group_col is None else group_col[keep]
             response_ids = None if response_ids is None else _as_1d(response_ids, "response_ids")[keep]
-
-        for name, values in [] if clean else [*named.items(), *([] if true is None else [("true_reward", true)])]:
-            largest = max(float(values.max()), -float(values.min())) if values.size else 0.0
-            if largest > MAX_MAGNITUDE:
-                raise TableError(
-                    f"{name} has values as large as {largest:.3g}; rewards must lie within "
-                    f"+-{MAX_MAGNITUDE:g} so that sums and variances over a table stay finite: rescale it"
-                )
-
-        # Group rows by prompt, prompts in order of first appearance; stable within a prompt. Rows
-        # already grouped (each prompt's rows together, as files and 2-D arrays come) keep their
-        # order: one comparison pass instead of sorting every row's id.
-        starts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1])
-        order: IntArray | None
-        prompt_index: IntArray | None
-        if np.unique(ids[starts]).size == starts.size:
-            order = None
-            counts = np.diff(np.r_[starts, ids.size])
-            prompt_order = ids[starts]
-            prompt_index = None  # built below only if response ids need it
-        else:
-            uniques, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-            rank_of_unique = np.argsort(np.argsort(first, kind="stable"), kind="stable")
-            prompt_index = rank_of_unique[inverse]
-            order = np.argsort(prompt_index, kind="stable")
-            counts = np.bincount(prompt_index, minlength=uniques.size)
-            prompt_order = uniques[np.argsort(rank_of_unique)]
+        if not clean:
+            _check_magnitudes([*named.items(), *([] if true is None else [("true_reward", true)])])
+        order, counts, prompt_order, prompt_index = _group_rows(ids)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
 
         def reordered(values: NDArray[Any]) -> NDArray[Any]:
@@ -205,15 +159,7 @@ class RewardTable:
                 f"{_plain(prompt_order[np.flatnonzero(small)[0]])!r}); a pool needs at least two to rank"
             )
         if response_ids is not None:
-            rid = _as_1d(response_ids, "response_ids")
-            if rid.size != ids.size:
-                raise TableError(f"response_ids has {rid.size} entries for {ids.size} responses")
-            if prompt_index is None:
-                prompt_index = np.repeat(np.arange(starts.size), counts)
-            pairs = np.rec.fromarrays([prompt_index, rid.astype(str)])
-            _, pair_counts = np.unique(pairs, return_counts=True)
-            if (pair_counts > 1).any():
-                raise TableError(f"{int((pair_counts > 1).sum())} duplicate (prompt, response) rows")
+            _check_response_ids(_as_1d(response_ids, "response_ids"), prompt_index, counts)
 
         group_per_prompt = None
         if group_col is not None:
@@ -579,3 +525,68 @@ def as_str_list(values: Sequence[str] | str | None) -> list[str] | None:
     if values is None:
         return None
     return [values] if isinstance(values, str) else list(values)
+
+
+# ------------------------------------------------------------------ from_long's steps
+def _nonfinite_rows(labelled: list[tuple[str, FloatArray]], n: int) -> tuple[NDArray[np.bool_] | None, bool]:
+    """Rows with a NaN or infinite reward in any column (None when there are none) and whether
+    every column is also within :data:`MAX_MAGNITUDE` (one pass per column when all is well)."""
+    clean = all(_finite_and_bounded(values) for _, values in labelled)
+    if clean or all(_finite(values) for _, values in labelled):
+        return None, clean
+    bad = np.zeros(n, dtype=bool)
+    for _, values in labelled:
+        bad |= ~np.isfinite(values)
+    return bad, False
+
+
+def _refuse_or_warn(labelled: list[tuple[str, FloatArray]], dropped: int, invalid: str, has_similarity: bool) -> None:
+    """``invalid='raise'``: refuse the table, naming the columns; ``'drop'``: warn with the count."""
+    if has_similarity and invalid == "drop":
+        raise TableError(
+            f"{dropped} responses have NaN or infinite rewards; with a pairwise_similarity column they cannot "
+            "be dropped (the other responses' similarity lists refer to them): clean the table first"
+        )
+    where = ", ".join(f"{name}: {int((~np.isfinite(v)).sum())}" for name, v in labelled if (~np.isfinite(v)).any())
+    if invalid == "raise":
+        raise TableError(
+            f"{dropped} responses have NaN or infinite rewards ({where}); clean them, or "
+            "pass invalid='drop' to drop those responses"
+        )
+    warnings.warn(f"dropped {dropped} responses with NaN or infinite rewards ({where})", stacklevel=3)
+
+
+def _check_magnitudes(labelled: list[tuple[str, FloatArray]]) -> None:
+    for name, values in labelled:
+        largest = max(float(values.max()), -float(values.min())) if values.size else 0.0
+        if largest > MAX_MAGNITUDE:
+            raise TableError(
+                f"{name} has values as large as {largest:.3g}; rewards must lie within "
+                f"+-{MAX_MAGNITUDE:g} so that sums and variances over a table stay finite: rescale it"
+            )
+
+
+def _group_rows(ids: NDArray[Any]) -> tuple[IntArray | None, IntArray, NDArray[Any], IntArray | None]:
+    """Rows grouped by prompt, prompts in order of first appearance, stable within a prompt:
+    ``(order, counts, prompt ids, each row's prompt)``; ``order`` (and each row's prompt, built
+    only where needed) is None when the rows are already grouped (each prompt's rows together, as
+    files and 2-D arrays come: one comparison pass instead of sorting every row's id)."""
+    starts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1])
+    if np.unique(ids[starts]).size == starts.size:
+        return None, np.diff(np.r_[starts, ids.size]), ids[starts], None
+    uniques, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    rank_of_unique = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+    prompt_index = rank_of_unique[inverse]
+    order = np.argsort(prompt_index, kind="stable")
+    return order, np.bincount(prompt_index, minlength=uniques.size), uniques[np.argsort(rank_of_unique)], prompt_index
+
+
+def _check_response_ids(rid: NDArray[Any], prompt_index: IntArray | None, counts: IntArray) -> None:
+    if rid.size != int(counts.sum()):
+        raise TableError(f"response_ids has {rid.size} entries for {int(counts.sum())} responses")
+    if prompt_index is None:
+        prompt_index = np.repeat(np.arange(counts.size), counts)
+    pairs = np.rec.fromarrays([prompt_index, rid.astype(str)])
+    _, pair_counts = np.unique(pairs, return_counts=True)
+    if (pair_counts > 1).any():
+        raise TableError(f"{int((pair_counts > 1).sum())} duplicate (prompt, response) rows")

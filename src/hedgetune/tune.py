@@ -1,4 +1,4 @@
-"""HedgeTune: the parameter where the true reward peaks, with its uncertainty (SPEC §4).
+"""HedgeTune: the parameter where the true reward peaks, with its uncertainty (docs/SPEC.md §4).
 
 The true reward of the plug-in curve is ``f(theta) = mean_p sum_i P_i(theta) g_pi``. Its exact
 derivative ``rho(theta) = mean_p sum_i dP_i/dtheta g_pi`` is the residual whose root is the

@@ -80,6 +80,65 @@ class InputError(click.ClickException):
     exit_code = 2
 
 
+#: The options every command that reads a table shares, in the order --help shows them.
+_TABLE_OPTIONS = [
+    click.argument("table_path", metavar="TABLE", type=click.Path()),
+    click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["parquet", "csv", "jsonl", "npz"]),
+        default=None,
+        help="Table format (default: from the file name).",
+    ),
+    click.option(
+        "--prompt-col", default="prompt_id", show_default=True, help="Column naming the prompt."
+    ),
+    click.option(
+        "--proxy-col",
+        multiple=True,
+        help="Proxy column(s); repeat for several (default: proxy_reward, "
+        "or every proxy a hedgetune Parquet file records).",
+    ),
+    click.option("--true-col", default="true_reward", show_default=True, help="True-reward column."),
+    click.option("--group-col", default=None, help="Group column (task, dataset)."),
+    click.option(
+        "--invalid",
+        type=click.Choice(["raise", "drop"]),
+        default="raise",
+        show_default=True,
+        help="NaN or infinite rewards: refuse the table, or drop those responses (and say how many).",
+    ),
+    click.option(
+        "--proxy",
+        "proxy_name",
+        default=None,
+        help="Which proxy ranks the responses (default: the first).",
+    ),
+    click.option(
+        "--ensemble",
+        type=click.Choice(list(RULES)),
+        default=None,
+        help="Rank by an ensemble of the proxy columns (standardised): their mean, minimum, or "
+        "mean - k std.",
+    ),
+    click.option(
+        "--ensemble-k",
+        default="1",
+        show_default=True,
+        help="The std penalty k of --ensemble mean-std; 'auto' (tune only) tunes it with HedgeTune.",
+    ),
+]
+#: ``--stream N``: read a Parquet file or folder N prompts at a time.
+_STREAM_OPTION = click.option(
+                "--stream",
+                "stream_prompts",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Read the table (a Parquet file or a folder of them) this many prompts at a time "
+                "instead of all at once: for tables larger than memory; same results.",
+            )
+
+
 @overload
 def table_options(fn: F) -> F: ...
 
@@ -93,64 +152,7 @@ def table_options(fn: F | None = None, *, streamable: bool = False) -> Any:
     ``--stream N`` (read a Parquet file or folder N prompts at a time: tables larger than memory)."""
     if fn is None:
         return functools.partial(table_options, streamable=streamable)
-    options = [
-        click.argument("table_path", metavar="TABLE", type=click.Path()),
-        click.option(
-            "--format",
-            "fmt",
-            type=click.Choice(["parquet", "csv", "jsonl", "npz"]),
-            default=None,
-            help="Table format (default: from the file name).",
-        ),
-        click.option(
-            "--prompt-col", default="prompt_id", show_default=True, help="Column naming the prompt."
-        ),
-        click.option(
-            "--proxy-col",
-            multiple=True,
-            help="Proxy column(s); repeat for several (default: proxy_reward, "
-            "or every proxy a hedgetune Parquet file records).",
-        ),
-        click.option("--true-col", default="true_reward", show_default=True, help="True-reward column."),
-        click.option("--group-col", default=None, help="Group column (task, dataset)."),
-        click.option(
-            "--invalid",
-            type=click.Choice(["raise", "drop"]),
-            default="raise",
-            show_default=True,
-            help="NaN or infinite rewards: refuse the table, or drop those responses (and say how many).",
-        ),
-        click.option(
-            "--proxy",
-            "proxy_name",
-            default=None,
-            help="Which proxy ranks the responses (default: the first).",
-        ),
-        click.option(
-            "--ensemble",
-            type=click.Choice(list(RULES)),
-            default=None,
-            help="Rank by an ensemble of the proxy columns (standardised): their mean, minimum, or "
-            "mean - k std.",
-        ),
-        click.option(
-            "--ensemble-k",
-            default="1",
-            show_default=True,
-            help="The std penalty k of --ensemble mean-std; 'auto' (tune only) tunes it with HedgeTune.",
-        ),
-    ]
-    if streamable:
-        options.append(
-            click.option(
-                "--stream",
-                "stream_prompts",
-                type=click.IntRange(min=1),
-                default=None,
-                help="Read the table (a Parquet file or a folder of them) this many prompts at a time "
-                "instead of all at once: for tables larger than memory; same results.",
-            )
-        )
+    options = [*_TABLE_OPTIONS, *([_STREAM_OPTION] if streamable else [])]
     takes_auto = "ensemble_auto" in inspect.signature(fn).parameters
 
     @functools.wraps(fn)
@@ -175,13 +177,9 @@ def table_options(fn: F | None = None, *, streamable: bool = False) -> Any:
                     "--stream reads a hedgetune Parquet file or folder as it is: it does not combine with "
                     "--ensemble, --group-col, --proxy-col or another --format"
                 )
-            try:
-                streamed = scan_table(table_path, proxy_name, chunk_prompts=stream_prompts)
-            except (*USER_ERRORS, OSError) as exc:
-                raise InputError(as_flags(str(exc))) from None
             if takes_auto:
                 kwargs["ensemble_auto"] = False
-            return fn(table=streamed, table_path=table_path, **kwargs)
+            return fn(table=_scan(table_path, proxy_name, stream_prompts), table_path=table_path, **kwargs)
         if auto and (ensemble != "mean-std" or not takes_auto):
             raise click.UsageError("--ensemble-k auto needs --ensemble mean-std, and works with tune only")
         if ensemble is not None and proxy_name is not None:
@@ -198,6 +196,13 @@ def table_options(fn: F | None = None, *, streamable: bool = False) -> Any:
 
     wrapped: Any = with_table
     return _with_options(options, wrapped)
+
+
+def _scan(table_path: str, proxy_name: str | None, chunk_prompts: int) -> Any:
+    try:
+        return scan_table(table_path, proxy_name, chunk_prompts=chunk_prompts)
+    except (*USER_ERRORS, OSError) as exc:
+        raise InputError(as_flags(str(exc))) from None
 
 
 def _number(text: str, name: str) -> float:

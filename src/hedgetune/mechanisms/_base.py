@@ -1,4 +1,4 @@
-"""The protocol every mechanism follows.
+"""The protocol every mechanism follows (the mathematics: docs/SPEC.md §1-2).
 
 A mechanism with one parameter ``theta`` turns the reference policy into ``pi_theta`` by looking
 only at proxy ranks. In quantile space (``U = F(r_p(X))`` is uniform under the reference) it is a

@@ -1,4 +1,5 @@
-"""Mechanisms that choose among a fixed number n of candidates using more than the proxy's ranks.
+"""Mechanisms that choose among a fixed number n of candidates using more than the proxy's ranks
+(docs/SPEC.md §2-3).
 
 The related hedges (InferenceTimePessimism, regularised Best-of-n) look at the raw proxy of every
 drawn candidate together with a covariate (the policy's log-probability, the length) or the
