@@ -567,12 +567,12 @@ def test_a_full_queue_answers_429_with_retry_after() -> None:
 def test_a_scorer_loads_its_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Models are loaded on first use and kept: never once per request."""
     from hedgetune.gateway.scoring import Scorer
-    from hedgetune.pipeline import alpacaeval
+    from hedgetune.pipeline import embeddings
     from hedgetune.pipeline.train_proxy import BradleyTerryHead, head_features
 
-    real = alpacaeval.minilm_model
+    real = embeddings.minilm_model
     loads = []
-    monkeypatch.setattr(alpacaeval, "minilm_model", lambda: loads.append(1) or real())
+    monkeypatch.setattr(embeddings, "minilm_model", lambda: loads.append(1) or real())
     dim = head_features(["q"], ["a"], real()).shape[1]
     path = BradleyTerryHead(np.ones(dim), np.zeros(dim), np.ones(dim), 1, 0.0, 1.0).save(tmp_path / "h.json")
     for name in (str(path), "similarity"):

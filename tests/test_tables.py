@@ -75,7 +75,7 @@ def test_long_jsonl_csv_parquet_agree_and_roundtrip(tmp_path: Path) -> None:
     assert t.groups.tolist() == ["math", "math", "math", "chat", "chat"]  # type: ignore[union-attr]
     _roundtrip(t, tmp_path)
     frame = arrow.to_pandas()
-    _assert_same(t, ht.RewardTable.from_pandas(frame, **COLUMNS))
+    _assert_same(t, ht.from_pandas(frame, **COLUMNS))
 
 
 def test_wide_jsonl(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from .curves import Curve, curve
 from .decision import Decision, decide
 from .diagnose import Diagnosis, diagnose
 from .ensembles import EnsembleTuning, tune_ensemble, with_ensemble
-from .io import read_table, write_table
+from .io import from_pandas, read_table, write_table
 from .mechanisms import BestOfN, BestOfPoisson, Mechanism, SoftBestOfN, Tilted
 from .streaming import StreamedPools, scan_table
 from .table import RewardTable, TableError
@@ -39,6 +39,7 @@ __all__ = [
     "decide",
     "diagnose",
     "evaluate",
+    "from_pandas",
     "read_table",
     "scan_table",
     "synthetic",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ._limits import human_bytes
-from .table import TableError
+from .errors import TableError
 
 #: Default of ``HEDGETUNE_MAX_INPUT_BYTES``.
 DEFAULT_MAX_INPUT_BYTES = 4 << 30
@@ -133,3 +133,20 @@ def check_json_lines(data: bytes, path: str | os.PathLike[str]) -> int:
     if longest >= 1 << 30:
         raise TableError(f"{str(path)!r} has a line of {human_bytes(longest)}: at most 1 GiB per JSON line")
     return max(1 << 20, longest + 2)
+
+
+def parquet_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The Parquet files of a table: the file itself, or a folder's ``*.parquet`` in name order
+    (hidden files, whose names start with a dot -- temporaries, editors' copies -- are not read)."""
+    source = Path(path)
+    if source.is_dir():
+        files = sorted(p for p in source.glob("*.parquet") if not p.name.startswith("."))
+        if not files:
+            raise FileNotFoundError(f"no *.parquet files in the folder {str(source)!r}")
+        for file in files:  # a pipe or device among them is refused, not skipped
+            require_regular_file(file, folder_ok=False)
+        return files
+    if not source.exists():
+        raise FileNotFoundError(f"no such table: {str(source)!r}")
+    require_regular_file(source)
+    return [source]

@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_path, remove_stale_temporaries
-from ._input import MAX_COLUMNS, check_json_lines, read_bounded, refuse_large, require_regular_file
+from ._input import (
+    MAX_COLUMNS,
+    check_json_lines,
+    parquet_files,
+    read_bounded,
+    refuse_large,
+    require_regular_file,
+)
 from ._limits import available_cores, require_memory
 from ._threads import flat_copy
 from .table import InvalidPolicy, RewardTable, TableError, as_str_list
@@ -101,8 +108,6 @@ def _read_arrow(path: str | os.PathLike[str], fmt: str, prompt_col: str = "promp
     if Path(path).is_dir():
         if fmt != "parquet":
             raise TableError(f"{str(path)!r} is a folder: only a folder of Parquet files can be read")
-        from .streaming import parquet_files
-
         return _concat_parquet(parquet_files(path))
     with open(path, "rb") as handle:
         head = handle.read(4)
@@ -219,7 +224,7 @@ def from_arrow(
     Column arguments as in :func:`read_table`.
     """
 
-    metadata = _read_metadata(table.schema.metadata)
+    metadata = read_metadata(table.schema.metadata)
     proxies = as_str_list(proxy_col) or metadata.get("proxies") or ["proxy_reward"]
     if group_col is None and metadata.get("group"):
         group_col = "group"
@@ -314,6 +319,13 @@ def _numeric(table: Any, name: str) -> np.ndarray:
     # Arrow hands over a read-only view of its buffer (one chunk) or a fresh array (several
     # chunks, other types): the table takes the fresh ones as they are.
     return values if values.flags.writeable else flat_copy(values)
+
+
+def from_pandas(frame: Any, **columns: Any) -> RewardTable:
+    """A table from a pandas DataFrame in long form (column arguments as in :func:`from_arrow`)."""
+    import pyarrow as pa
+
+    return from_arrow(pa.Table.from_pandas(frame, preserve_index=False), **columns)
 
 
 def _list_lengths(table: Any, column: str, prompt_col: str) -> np.ndarray:
@@ -497,8 +509,10 @@ _METADATA_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _read_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
-    """The file's hedgetune metadata, checked: a hint must not crash the reader or be trusted."""
+def read_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
+    """The hedgetune metadata of an Arrow schema (``schema.metadata``: the proxies, the default
+    proxy, provenance), checked: a hint must not crash the reader or be trusted. Empty when the
+    file was not written by hedgetune."""
     if not metadata or _METADATA_KEY not in metadata:
         return {}
     try:

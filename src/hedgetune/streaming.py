@@ -23,27 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ._input import require_regular_file
+from ._input import parquet_files as parquet_files
 from .arrays import IntArray
 from .pools import Pools, SharedValues, SizeGroup, build_pools
 from .table import RewardTable, TableError
-
-
-def parquet_files(path: str | os.PathLike[str]) -> list[Path]:
-    """The Parquet files of a table: the file itself, or a folder's ``*.parquet`` in name order
-    (hidden files, whose names start with a dot -- temporaries, editors' copies -- are not read)."""
-    source = Path(path)
-    if source.is_dir():
-        files = sorted(p for p in source.glob("*.parquet") if not p.name.startswith("."))
-        if not files:
-            raise FileNotFoundError(f"no *.parquet files in the folder {str(source)!r}")
-        for file in files:  # a pipe or device among them is refused, not skipped
-            require_regular_file(file, folder_ok=False)
-        return files
-    if not source.exists():
-        raise FileNotFoundError(f"no such table: {str(source)!r}")
-    require_regular_file(source)
-    return [source]
 
 
 class StreamedPools(Pools):
@@ -161,9 +144,9 @@ class StreamedPools(Pools):
     def _recorded_proxy(self) -> str:
         import pyarrow.parquet as pq
 
-        from .io import _read_metadata
+        from .io import read_metadata
 
-        metadata = _read_metadata(pq.read_schema(self.files[0]).metadata)
+        metadata = read_metadata(pq.read_schema(self.files[0]).metadata)
         proxy = metadata.get("proxy")
         if not proxy:
             raise TableError("name the proxy: the files record no default proxy")

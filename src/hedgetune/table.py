@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._threads import flat_copy
 from .arrays import FloatArray, IntArray
+from .errors import TableError as TableError
 
 InvalidPolicy = Literal["raise", "drop"]
 
@@ -32,16 +33,12 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-class TableError(ValueError):
-    """A calibration table that cannot be used as given; the message names the problem."""
-
-
 @dataclass(frozen=True, eq=False)
 class RewardTable:
     """Prompts x ragged pools of responses with proxy rewards and (optionally) a true reward.
 
     Build it with :meth:`from_arrays`, :meth:`from_long`, :func:`hedgetune.read_table` or
-    :meth:`from_pandas`; the constructor itself expects already validated, prompt-grouped arrays.
+    :func:`hedgetune.from_pandas`; the constructor itself expects already validated, prompt-grouped arrays.
 
     Attributes
     ----------
@@ -266,15 +263,6 @@ class RewardTable:
         raise TableError(
             f"proxy must be 1-D (one per response) or 2-D (prompts x samples), got shape {shape}"
         )
-
-    @classmethod
-    def from_pandas(cls, frame: Any, **columns: Any) -> RewardTable:
-        """Build from a pandas DataFrame in long form; see :func:`hedgetune.io.from_arrow`."""
-        import pyarrow as pa
-
-        from .io import from_arrow
-
-        return from_arrow(pa.Table.from_pandas(frame, preserve_index=False), **columns)
 
     # ------------------------------------------------------------------ views
     @property

@@ -110,7 +110,7 @@ class Scorer:
         elif self.name == "mean_logprob":
             values = np.array([np.mean(lp) if lp else np.nan for lp in token_logprobs], dtype=float)
         elif "head" in self._models:
-            from ..pipeline.alpacaeval import minilm_model
+            from ..pipeline.embeddings import minilm_model
             from ..pipeline.train_proxy import head_features
 
             minilm = self._model("minilm", minilm_model)
@@ -130,7 +130,7 @@ class Scorer:
 
                 values, _ = scorers.judge(candidates, self._model("judge", TransformersBackend))
             elif self.name == "similarity":
-                from ..pipeline.alpacaeval import minilm_model
+                from ..pipeline.embeddings import minilm_model
 
                 values, _ = scorers.similarity(candidates, self._model("minilm", minilm_model))
             elif self.name in _NAMED:

@@ -125,7 +125,7 @@ def judge(
 def similarity(generations: Any, model: Any = None) -> tuple[FloatArray, str]:
     """Cosine similarity of the MiniLM embeddings of prompt and response (``model``: an already
     loaded MiniLM, else it is loaded here)."""
-    from .alpacaeval import embed, minilm_model
+    from .embeddings import embed, minilm_model
 
     model = model or minilm_model()
     e_r = embed(model, generations.column("response").to_pylist())
@@ -236,7 +236,7 @@ def score_columns(
         true, provenance["true_reward"] = verify(generations, truth)
     lists = None
     if pairwise_similarity:
-        from .alpacaeval import embed, minilm_model, similarity_provenance, within_prompt_similarity
+        from .embeddings import embed, minilm_model, similarity_provenance, within_prompt_similarity
 
         prompt_ids = np.array(generations.column("prompt_id").to_pylist())
         embeddings = embed(minilm_model(), generations.column("response").to_pylist())

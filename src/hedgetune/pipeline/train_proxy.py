@@ -87,7 +87,7 @@ def head_features(prompts: Sequence[str], responses: Sequence[str], model: Any =
     """MiniLM embeddings of response and prompt, their product and the log length: the features of
     :data:`FEATURES`, computed alike for training and at the gateway (``model``: an already loaded
     MiniLM, else it is loaded here)."""
-    from .alpacaeval import embed, minilm_model
+    from .embeddings import embed, minilm_model
 
     model = model or minilm_model()
     e_r = embed(model, list(responses))
