@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import hedgetune as ht
 from hedgetune._atomic import atomic_path, remove_stale_temporaries
 
@@ -117,3 +119,19 @@ def test_an_output_over_the_file_size_limit_leaves_nothing_and_one_line(tmp_path
     assert len(err.strip().splitlines()) == 1 and "cannot write" in err and "Traceback" not in err, err[-3000:]
     assert not (tmp_path / "rep").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".rep")] == []  # no staging left
+
+
+def test_a_full_disk_is_said_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from click.testing import CliRunner
+
+    from hedgetune.cli import main
+
+    table = _table(tmp_path)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(1 << 30, (1 << 30) - (1 << 20), 1 << 20))
+    result = CliRunner().invoke(main, ["curve", str(table), "-m", "bon", "--out", str(tmp_path / "c.csv")])
+    assert result.exit_code == 2 and "MiB free" in result.stderr and "nothing was written" in result.stderr
+    assert not (tmp_path / "c.csv").exists() and not (tmp_path / ".c.csv.lock").exists()

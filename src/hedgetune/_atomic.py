@@ -154,6 +154,25 @@ def exclusive(target: str | os.PathLike[str]) -> Iterator[Path]:
                 lock.unlink()
 
 
+#: The least free space an output's folder must have before a command starts its work.
+MIN_FREE_BYTES = 16 << 20
+
+
+def require_free_space(target: str | os.PathLike[str], needed: int = MIN_FREE_BYTES) -> None:
+    """Refuse, before any work, to write into a folder with less than ``needed`` bytes free (a full
+    disk would otherwise be found only when the results are written)."""
+    folder = Path(target).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # cannot tell: the atomic writes still leave nothing half-written
+    if free < needed:
+        raise ValueError(
+            f"cannot write {str(target)!r}: only {free >> 20} MiB free in {str(folder)!r} "
+            f"(at least {needed >> 20} MiB needed); nothing was written"
+        )
+
+
 def _lock_owner(lock: Path) -> int | None:
     try:
         return int(lock.read_text().strip() or "0") or None

@@ -13,7 +13,7 @@ from typing import Any, TypeVar, overload
 import click
 import numpy as np
 
-from .._atomic import UNWRITABLE, cannot_write, exclusive
+from .._atomic import UNWRITABLE, cannot_write, exclusive, require_free_space
 from .._jsonable import jsonable
 from ..ensembles import RULES, with_ensemble
 from ..io import read_table
@@ -412,9 +412,10 @@ def announce(message: str, quiet: bool) -> None:
 
 def claim_output(path: str | Path, force: bool) -> None:
     """Hold the output ``path`` for this run until the command ends (:func:`hedgetune._atomic.exclusive`:
-    of several concurrent runs exactly one writes, the others exit 2; an unwritable folder is said
-    before any work), then refuse an existing output without ``--force``."""
+    of several concurrent runs exactly one writes, the others exit 2; an unwritable or full folder
+    is said before any work), then refuse an existing output without ``--force``."""
     click.get_current_context().with_resource(exclusive(path))
+    require_free_space(path)
     refuse_to_overwrite(path, force)
 
 
