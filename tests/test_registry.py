@@ -1,11 +1,12 @@
 """The registry contract: every registered mechanism, and one added as a single file plus one
-registration line (``docs/examples/best_of_geometric.py``), runs through curve -> tune -> diagnose
--> select -> the command line -> the report, and the added one's mathematics is verified."""
+registration line (``docs/examples/best_of_geometric.py``), passes the public conformance suite
+(:func:`hedgetune.testing.check_mechanism`: its maths against simulation, its curves against
+simulated deployments, curve -> tune -> diagnose -> evaluate -> the command line -> the report ->
+the gateway), and the added one's mathematics is verified by enumeration too."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from collections.abc import Iterator
 from itertools import combinations
@@ -13,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import hedgetune as ht
-from hedgetune.cli import main
 from hedgetune.mechanisms import Mechanism, names, register, unregister
+from hedgetune.testing import check_mechanism
 
 EXAMPLE = Path(__file__).parents[1] / "docs" / "examples" / "best_of_geometric.py"
 
@@ -39,61 +39,47 @@ def geometric() -> Iterator[type[Mechanism]]:
     unregister(cls.name)
 
 
-def _options(name: str) -> dict[str, object]:
-    return {"n": 2} if name == "sbon" else {}
+@pytest.mark.parametrize("name", names())
+def test_every_registered_mechanism_passes_the_conformance_suite(name: str) -> None:
+    """hedgetune.testing.check_mechanism over the registry itself: no hand-kept list."""
+    done = check_mechanism(name)
+    assert {"curve", "tune", "diagnose", "evaluate", "command line", "report"} <= set(done)
 
 
-@pytest.mark.parametrize("name", ["bon", "sbon", "bop", "tilted", "bog"])
-def test_every_mechanism_runs_through_the_whole_library(
-    name: str, geometric: type[Mechanism], tmp_path: Path
-) -> None:
-    assert name in names()
-    table = ht.synthetic.make_table("toy", 40, 6, seed=3)
-    options = _options(name)
-    for estimator in ("unbiased", "plugin"):
-        c = ht.curve(table, name, bootstrap=30, estimator=estimator, **options)  # type: ignore[arg-type]
-        assert np.all(np.isfinite(c.true_reward)) and c.template.name == name
-        json.dumps(c.to_dict(), allow_nan=False)
-    result = ht.tune(table, name, bootstrap=50, **options)  # type: ignore[arg-type]
-    assert np.isfinite(result.true_reward) and result.template.name == name
-    json.dumps(result.to_dict(), allow_nan=False)
-    diagnosis = ht.diagnose(table, name, bootstrap=30, **options)  # type: ignore[arg-type]
-    assert diagnosis.sentence() and result.template.display_name in diagnosis.sentence()
-    json.dumps(diagnosis.to_dict(), allow_nan=False)
-    chosen = result.mechanism_at().select(np.random.default_rng(0).random((5, 6)), rng=0)
-    assert chosen.shape == (5,) and np.all((chosen >= 0) & (chosen < 6))
-    oos = ht.evaluate(table, name, repeats=2, bootstrap=20, **options)  # type: ignore[arg-type]
-    json.dumps(oos.to_dict(), allow_nan=False)
-
-    path = tmp_path / "t.parquet"
-    ht.write_table(table, path)
-    extra = ["--n", "2"] if name == "sbon" else []
-    runner = CliRunner()
-    for args in (
-        ["curve", str(path), "-m", name, *extra, "--bootstrap", "20", "--json"],
-        ["tune", str(path), "-m", name, *extra, "--bootstrap", "20", "--json"],
-        ["evaluate", str(path), "-m", name, *extra, "--bootstrap", "20", "--repeats", "2", "--json"],
-    ):
-        out = runner.invoke(main, args)
-        assert out.exit_code == 0, (args, out.output)
-        json.loads(out.stdout)
-    out = runner.invoke(main, ["select", "-m", name, *extra, "--theta", "2"], input="0.1 0.5 0.3\n0.9 0.2\n")
-    assert out.exit_code == 0, out.output
-
-    from hedgetune.report.analysis import analyse, write_report
-
-    analysis = analyse(table, "contract", mechanisms={name: (name, options)}, repeats=2, bootstrap=20)
-    page = write_report([analysis], tmp_path / "report")
-    assert page.is_file() and result.template.display_name in page.read_text()
+def test_the_one_file_example_passes_the_conformance_suite() -> None:
+    """A plug-in not yet registered is registered for the checks (and only for them)."""
+    cls = _load_example()
+    assert check_mechanism(cls) == ["density", "deployment", "curve", "tune", "diagnose", "evaluate",
+                                    "command line", "report", "gateway"]
+    assert cls.name not in names()
 
 
-def test_every_registered_mechanism_has_a_contract_test() -> None:
-    """A mechanism registered without passing through a contract test is a defect: the rank-based
-    ones run above, the set rules (which need covariates) in tests/test_hedges.py."""
-    from test_hedges import HEDGES
+def test_the_conformance_suite_catches_a_wrong_mechanism() -> None:
+    """A selection rule that differs from the curves' maths, and a CDF that differs from the
+    sampler, are both caught."""
+    import dataclasses
 
-    covered = {"bon", "sbon", "bop", "tilted", "bog", *HEDGES}  # bog: the one-file example, while registered
-    assert set(names()) <= covered, sorted(set(names()) - covered)
+    from hedgetune.testing import _check_density, _check_deployment, _Data
+
+    @dataclasses.dataclass(frozen=True, repr=False)
+    class SecondBest(ht.BestOfN):  # type: ignore[misc]
+        name = "second_best"
+
+        def _select(self, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            return np.argsort(scores, axis=1)[:, -2] if scores.shape[1] > 1 else np.zeros(scores.shape[0], dtype=np.intp)
+
+    with pytest.raises(AssertionError, match="simulated deployments"):
+        _check_deployment(SecondBest(4), _Data.make(0), 0)
+
+    @dataclasses.dataclass(frozen=True, repr=False)
+    class WrongSampler(ht.BestOfN):  # type: ignore[misc]
+        name = "wrong_sampler"
+
+        def _sample_quantiles(self, size: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+            return rng.random(size)
+
+    with pytest.raises(AssertionError, match="CDF against a simulation"):
+        _check_density(WrongSampler(4), 0)
 
 
 def test_the_example_mechanism_is_exact(geometric: type[Mechanism]) -> None:

@@ -86,14 +86,13 @@ def prepare(
     *,
     proxy: str | None = None,
     estimator: str = "unbiased",
-    n: int | None = None,
-    on: str | None = None,
+    **options: Any,
 ) -> Inputs:
     """The one input normaliser of :func:`curve`, :func:`hedgetune.tune` and
     :func:`hedgetune.diagnose`: a registered name with its options (``n``, ``on``) or an instance
     becomes a template at its reference parameter, the table its sorted pools, the estimator's
     name a checked one."""
-    template = make(mechanism, n=n, on=on)
+    template = make(mechanism, **options)
     pools = as_pools(table, proxy, template)
     return Inputs(template, pools, resolve_estimator(template, estimator))
 
@@ -447,13 +446,12 @@ def curve(
     mechanism: str | Mechanism,
     thetas: ArrayLike | None = None,
     *,
-    n: int | None = None,
-    on: str | None = None,
     proxy: str | None = None,
     estimator: Estimator = "unbiased",
     bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int | None = 0,
+    **options: Any,
 ) -> Curve:
     """The hacking curve of ``mechanism`` on a calibration table.
 
@@ -462,7 +460,6 @@ def curve(
     table : the calibration table (or its pools, already sorted by :func:`build_pools`).
     mechanism : ``"bon"``, ``"bop"``, ``"sbon"``, ``"tilted"`` or a :class:`Mechanism` instance.
     thetas : parameter values (default: a grid from the reference to past pool exhaustion).
-    n, on : for ``"sbon"``, the number of candidates and the scores the softmax sees.
     proxy : which proxy column ranks the responses (default: the table's default proxy).
     estimator : ``"unbiased"`` (the default): what a deployment drawing fresh candidates gets, estimated
         without replacement (U-statistics over the pool's n-subsets for Best-of-n and Soft
@@ -477,8 +474,10 @@ def curve(
     bootstrap : number of bootstrap replicates over prompts for the band (0 for none).
     confidence : coverage of the band.
     seed : seed of the bootstrap.
+    options : the mechanism's options, the keyword arguments of its ``template`` (``n`` and ``on``
+        for ``"sbon"``, ``n`` and ``column`` for the regularised Best-of-n, ...).
     """
-    inputs = prepare(table, mechanism, proxy=proxy, estimator=estimator, n=n, on=on)
+    inputs = prepare(table, mechanism, proxy=proxy, estimator=estimator, **options)
     template, pools, estimator = inputs.template, inputs.pools, inputs.estimator
     grid = template.default_grid(pools, estimator) if thetas is None else _check_thetas(thetas, template)
     if not 0 < confidence < 1:

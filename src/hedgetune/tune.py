@@ -32,7 +32,8 @@ from .curves import (
 )
 from .diagnose import describe, regime_with_noise, standard_deviation
 from .extrapolate import Extrapolation, extrapolate
-from .mechanisms import BestOfN, Mechanism, make
+from .mechanisms import BestOfN, Mechanism, lookup, make
+from .mechanisms.registry import option_names
 from .pools import Pools, SharedValues, select_prompts
 from .streaming import StreamedPools
 from .table import RewardTable, TableError
@@ -239,8 +240,6 @@ def tune(
     table: RewardTable | Pools,
     mechanism: str | Mechanism,
     *,
-    n: int | None = None,
-    on: str | None = None,
     proxy: str | None = None,
     estimator: Estimator = "unbiased",
     residual: Residual = "exact",
@@ -252,6 +251,7 @@ def tune(
     confidence: float = 0.95,
     conservative_level: float = 0.025,
     seed: int | None = 0,
+    **options: Any,
 ) -> TuneResult:
     """Find the parameter where ``mechanism``'s true reward peaks on the calibration table.
 
@@ -259,7 +259,8 @@ def tune(
     ----------
     table : calibration table (or its pools).
     mechanism : ``"bon"``, ``"bop"``, ``"sbon"``, ``"tilted"`` or a :class:`Mechanism` instance.
-    n, on : for ``"sbon"``: the number of candidates and the scores the softmax sees (tune on the
+    options : the mechanism's options, the keyword arguments of its ``template`` (``n`` and
+        ``on`` for ``"sbon"``: the number of candidates and the scores the softmax sees; tune on the
         variant that selection will use).
     estimator : ``"unbiased"`` (default): maximise what a deployment drawing fresh candidates
         gets, estimated without replacement (see :func:`hedgetune.curve`); the search stops at the
@@ -284,7 +285,7 @@ def tune(
     its bootstrap replicates) over a grid; the maximiser refined by the mechanism's search
     strategy (:func:`search_for`); the intervals, the conservative rule, the verdict.
     """
-    inputs = prepare(table, mechanism, proxy=proxy, estimator=estimator, n=n, on=on)
+    inputs = prepare(table, mechanism, proxy=proxy, estimator=estimator, **options)
     template, pools, estimator = inputs.template, inputs.pools, inputs.estimator
     _check_tune_arguments(pools, estimator, residual, confidence, conservative_level, bootstrap)
     lo, hi = search_range(template, pools, max_theta=max_theta, max_n=max_n, max_samples=max_samples, max_kl=max_kl)
@@ -848,7 +849,7 @@ def evaluate(
 ) -> OutOfSample:
     """Tune on a random ``calibration_fraction`` of the prompts, score on the rest, ``repeats`` times.
 
-    ``tune_kwargs`` go to :func:`tune` (``n``, ``on``, ``proxy``, budgets, ...).
+    ``tune_kwargs`` go to :func:`tune` (the mechanism's options, ``proxy``, budgets, ...).
     """
     if not isinstance(table, RewardTable | StreamedPools):
         raise TypeError(
@@ -867,7 +868,8 @@ def evaluate(
     proxy = tune_kwargs.pop("proxy", None)
     estimator: Estimator = tune_kwargs.pop("estimator", "unbiased")
     rows: dict[str, list[float]] = {k: [] for k in _OOS_COLUMNS}
-    template = make(mechanism, n=tune_kwargs.pop("n", None), on=tune_kwargs.pop("on", None))
+    names = option_names(lookup(mechanism)) if isinstance(mechanism, str) else ()
+    template = make(mechanism, **{k: tune_kwargs.pop(k) for k in names if k in tune_kwargs})
     split = _splitter(table, proxy, template, estimator)
     for r in range(repeats):
         order = rng.permutation(table.n_prompts)
