@@ -62,7 +62,7 @@ def test_shared_values_add_up_to_the_whole_tables(template: Any, sampled: bool, 
     direct = pool_sums(whole, template, thetas, "unbiased", kl_pool=True)
     kept = shared_values(whole, template, "unbiased")
     a, b = np.arange(0, 14, 2), np.arange(1, 14, 2)
-    first = pool_sums(select_prompts(whole, a, kept.shared), template, thetas, "unbiased", kl_pool=True)
+    first = pool_sums(select_prompts(kept, a), template, thetas, "unbiased", kl_pool=True)
     calls = []
     original = curves._computed_values
 
@@ -71,11 +71,11 @@ def test_shared_values_add_up_to_the_whole_tables(template: Any, sampled: bool, 
         return original(*args, **kwargs)
 
     monkeypatch.setattr(curves, "_computed_values", counted)
-    second = pool_sums(select_prompts(whole, b, kept.shared), template, thetas, "unbiased", kl_pool=True)
+    second = pool_sums(select_prompts(kept, b), template, thetas, "unbiased", kl_pool=True)
     assert sum(calls) == b.size  # only b's prompts were computed
     calls.clear()
     weights = np.random.default_rng(0).integers(0, 4, (3, 14)).astype(float)  # prompt by prompt
-    again = pool_sums(select_prompts(whole, a, kept.shared), template, thetas, "unbiased", weights=weights[:, a])
+    again = pool_sums(select_prompts(kept, a), template, thetas, "unbiased", weights=weights[:, a])
     assert calls == []  # read back, not computed
     np.testing.assert_array_equal(again.true, first.true)
     only_a = weights.copy()
@@ -97,7 +97,7 @@ def test_a_derivative_is_kept_and_exact() -> None:
     table = hedge_table(prompts=10, m=6, seed=4)
     whole = shared_values(as_pools(table, None, template), template, "unbiased")
     positions = np.array([1, 2, 5, 7, 8])
-    sub = select_prompts(whole, positions, whole.shared)
+    sub = select_prompts(whole, positions)
     theta = np.array([1.7])
     values = pool_sums(sub, template, theta, "unbiased", kl_pool=False)
     slopes = pool_sums(sub, template, theta, "unbiased", kl_pool=False, derivative=True)

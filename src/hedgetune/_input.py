@@ -15,6 +15,7 @@ import os
 import stat
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,17 @@ def read_bounded(path: str | os.PathLike[str]) -> bytes:
     except (OSError, EOFError, zlib.error) as exc:
         raise TableError(f"{str(path)!r} is a truncated or corrupt gzip file ({exc})") from None
     return b"".join(parts)
+
+
+def bounded_source(path: str | os.PathLike[str]) -> Any:
+    """What a parser should read: a plain file's path once its size is within the limit (the
+    parser reads it once), or a gzip's text decompressed within the limit (:func:`read_bounded`)."""
+    if str(path).lower().endswith(".gz"):
+        import pyarrow as pa
+
+        return pa.BufferReader(read_bounded(path))
+    refuse_large(os.stat(path).st_size, path, "the file holds")
+    return str(path)
 
 
 def json_lines_shape(data: bytes, chunk: int = 1 << 26) -> tuple[int, int]:

@@ -8,7 +8,6 @@ the curve is exact for the pools, and its uncertainty over prompts comes from a 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -375,7 +374,7 @@ def _shared_key(template: Mechanism, estimator: Estimator) -> tuple[Any, ...]:
 def shared_values(pools: Pools, template: Mechanism, estimator: Estimator) -> Pools:
     """``pools`` keeping their prompts' values of ``template`` with ``estimator`` for the pools
     of subsets of their prompts (:func:`hedgetune.pools.select_prompts`)."""
-    return dataclasses.replace(pools, shared=SharedValues(pools, _shared_key(template, estimator)))
+    return pools.with_shared(SharedValues(pools, _shared_key(template, estimator)))
 
 
 def _computed_values(

@@ -22,6 +22,7 @@ import numpy as np
 from ._atomic import atomic_path, remove_stale_temporaries
 from ._input import (
     MAX_COLUMNS,
+    bounded_source,
     check_json_lines,
     parquet_files,
     read_bounded,
@@ -120,12 +121,11 @@ def _read_arrow(path: str | os.PathLike[str], fmt: str, prompt_col: str = "promp
     try:
         if fmt == "parquet":
             return _read_parquet(Path(path))
-        data = read_bounded(path)
         if fmt == "csv":
             import pyarrow.csv as pacsv
 
             options = pacsv.ConvertOptions(column_types={prompt_col: pa.string()})
-            table = pacsv.read_csv(pa.BufferReader(data), convert_options=options)
+            table = pacsv.read_csv(bounded_source(path), convert_options=options)
             names = table.column_names
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
@@ -134,6 +134,7 @@ def _read_arrow(path: str | os.PathLike[str], fmt: str, prompt_col: str = "promp
             return _ids_as_written(table, prompt_col)
         import pyarrow.json as pajson
 
+        data = read_bounded(path)  # the nesting scan needs the bytes
         block = check_json_lines(data, path)
         return pajson.read_json(pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=block))
     except (pa.ArrowException, OSError, EOFError) as exc:

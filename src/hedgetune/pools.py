@@ -9,6 +9,7 @@ the same as giving every member the tie group's mean true reward.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ class Pools:
     #: Values per prompt kept for the pools of subsets of these prompts (see :func:`select_prompts`).
     shared: SharedValues | None = field(default=None, compare=False, repr=False)
 
+    def with_shared(self, shared: SharedValues) -> Pools:
+        """The same pools, keeping ``shared`` for the pools of subsets of their prompts."""
+        return dataclasses.replace(self, shared=shared)
+
     @property
     def max_size(self) -> int:
         return max(g.m for g in self.groups)
@@ -135,11 +140,11 @@ class SharedValues:
     values: dict[float, dict[str, FloatArray]] = field(default_factory=dict)
 
 
-def select_prompts(pools: Pools, positions: IntArray, shared: SharedValues | None = None) -> Pools:
+def select_prompts(pools: Pools, positions: IntArray) -> Pools:
     """The pools of the prompts at ``positions`` (ascending) of in-memory ``pools``, numbered
     ``0 .. len(positions) - 1`` in that order: what :func:`build_pools` gives for
-    ``table.subset(positions)``, without sorting again. With ``shared`` (kept over ``pools``),
-    their values are read from it and added to it."""
+    ``table.subset(positions)``, without sorting again. They keep ``pools.shared``: their values
+    are read from it and added to it."""
     positions = np.asarray(positions, dtype=np.intp)
     if positions.ndim != 1 or np.any(np.diff(positions) <= 0):
         raise ValueError("positions must be ascending and distinct")
@@ -151,7 +156,7 @@ def select_prompts(pools: Pools, positions: IntArray, shared: SharedValues | Non
         if rows.size:
             picked = group.prompts[rows]
             groups.append(group.take(rows, renumber[picked], picked))
-    return Pools(groups, int(positions.size), pools.proxy_name, shared)
+    return Pools(groups, int(positions.size), pools.proxy_name, pools.shared)
 
 
 def build_pools(table: RewardTable, proxy: str | None = None, extras: Sequence[str] = ()) -> Pools:

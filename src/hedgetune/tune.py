@@ -34,7 +34,7 @@ from .diagnose import describe, regime_with_noise, standard_deviation
 from .extrapolate import Extrapolation, extrapolate
 from .mechanisms import BestOfN, Mechanism, lookup, make
 from .mechanisms.registry import option_names
-from .pools import Pools, SharedValues, select_prompts
+from .pools import Pools, select_prompts
 from .streaming import StreamedPools
 from .table import RewardTable, TableError
 
@@ -824,17 +824,17 @@ class OutOfSample:
 def _splitter(
     table: RewardTable | StreamedPools, proxy: str | None, template: Mechanism, estimator: str
 ) -> Callable[[IntArray], Pools]:
-    """The pools of the prompts at given positions, searched over the whole table's range
-    (:func:`scale_pools`). A table in memory is sorted once, and a mechanism valued prompt by
-    prompt (raw scores, drawn sets) keeps each prompt's values for every split
-    (:class:`hedgetune.pools.SharedValues`); a streamed table is read per split."""
+    """The pools of the prompts at given positions. A mechanism valued prompt by prompt (raw
+    scores, drawn sets) keeps each prompt's values for every split and searches the whole table's
+    range (:class:`hedgetune.pools.SharedValues`, :func:`scale_pools`). A table in memory is
+    sorted once; a streamed one is read per split (its groups carry no row source, so only the
+    range is shared)."""
     whole = as_pools(table, proxy, template)
-    if isinstance(table, StreamedPools):
-        scale = SharedValues(whole, ("the search range only",))
-        return lambda positions: as_pools(table.subset(positions).with_shared(scale), proxy, template)
     if template.uses_raw_scores:
         whole = shared_values(whole, template, resolve_estimator(template, estimator))
-    return lambda positions: select_prompts(whole, positions, whole.shared)
+    if isinstance(whole, StreamedPools):
+        return whole.subset
+    return lambda positions: select_prompts(whole, positions)
 
 
 def evaluate(

@@ -130,13 +130,13 @@ _TABLE_OPTIONS = [
 ]
 #: ``--stream N``: read a Parquet file or folder N prompts at a time.
 _STREAM_OPTION = click.option(
-                "--stream",
-                "stream_prompts",
-                type=click.IntRange(min=1),
-                default=None,
-                help="Read the table (a Parquet file or a folder of them) this many prompts at a time "
-                "instead of all at once: for tables larger than memory; same results.",
-            )
+    "--stream",
+    "stream_prompts",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Read the table (a Parquet file or a folder of them) this many prompts at a time "
+    "instead of all at once: for tables larger than memory; same results.",
+)
 
 
 @overload
